@@ -1,0 +1,114 @@
+"""The TCP listener and its three states, below SMTP.
+
+- ``open``: listen and accept; aiosmtpd speaks SMTP.
+- ``refuse``: the port stays bound (so nobody else takes it) but does not
+  listen, so the kernel answers every SYN with RST: the client gets
+  ECONNREFUSED, exactly what a closed port or a firewall's ``reject-with
+  tcp-reset`` gives.
+- ``blackhole``: listen with a backlog of 0 and fill the accept queue with one
+  connection of fakemx's own that is never accepted. Linux then drops further
+  SYNs, so the client's connect times out, as with a switched-off host or a
+  firewall that drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import ssl
+from collections.abc import Callable
+
+from fakemx.errors import ListenError
+from fakemx.stages import ListenerState
+
+_BACKLOG = 1024
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A bound TCP socket, or a one-line ListenError that says what to do."""
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            fix = "choose another --port, or --port 0 for a free one"
+            raise ListenError(f"cannot listen on {where}: address already in use ({fix})") from None
+        if exc.errno == errno.EACCES:
+            fix = "use a port above 1023, or grant CAP_NET_BIND_SERVICE"
+            raise ListenError(f"cannot listen on {where}: permission denied ({fix})") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            fix = "use an address of this machine, e.g. 127.0.0.1"
+            raise ListenError(f"cannot listen on {where}: address not available ({fix})") from None
+        raise ListenError(f"cannot listen on {where}: {exc.strerror} (check --host)") from None
+    return sock
+
+
+class Listener:
+    """One port; its state can change while fakemx runs (from the next SYN)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        protocol_factory: Callable[[], asyncio.Protocol],
+        ssl_context: Callable[[], ssl.SSLContext | None],
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.state = ListenerState.OPEN
+        self._factory = protocol_factory
+        self._ssl_context = ssl_context
+        self._server: asyncio.Server | None = None
+        self._held: list[socket.socket] = []
+        self.serves_tls = False  # implicit TLS (SMTPS) on this socket
+
+    async def start(self, state: ListenerState) -> None:
+        sock = bind(self.host, self.port)
+        self.port = sock.getsockname()[1]  # port 0 picks a free one; read it back
+        await self._enter(state, sock)
+
+    async def set_state(self, state: ListenerState) -> None:
+        """Close the current socket and rebind the same port in the new state."""
+        await self._release()
+        await self._enter(state, bind(self.host, self.port))
+
+    async def stop(self) -> None:
+        await self._release()
+
+    async def _enter(self, state: ListenerState, sock: socket.socket) -> None:
+        self.state = state
+        if state is ListenerState.OPEN:
+            sock.listen(_BACKLOG)
+            loop = asyncio.get_running_loop()
+            context = self._ssl_context()
+            self.serves_tls = context is not None
+            if context is None:
+                self._server = await loop.create_server(self._factory, sock=sock)
+            else:
+                self._server = await loop.create_server(
+                    self._factory, sock=sock, ssl=context, ssl_handshake_timeout=30
+                )
+        elif state is ListenerState.REFUSE:
+            self._held = [sock]
+        else:
+            sock.listen(0)
+            filler = socket.socket(sock.family, socket.SOCK_STREAM)
+            # Completes at once: the queue is empty. From now on it is full.
+            filler.connect(sock.getsockname()[:2])
+            self._held = [sock, filler]
+
+    async def _release(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for sock in self._held:
+            sock.close()
+        self._held = []

@@ -1,0 +1,175 @@
+"""The profile schema: one set of pydantic models for files, API bodies and markers.
+
+A profile is a list of rules. A rule says: at this *stage*, *when* these
+conditions all hold, take this *action*. Actions are data; the server is the
+only thing that carries them out on a socket.
+
+TOML shape (each rule has exactly one action key)::
+
+    [[rules]]
+    stage = "rcpt"
+    when = { first_attempts = 2 }
+    reply = { code = 451, text = "4.7.1 Greylisted, try again later" }
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from fakemx.stages import ListenerState, Stage, TlsMode
+
+DropHow = Literal["fin", "rst"]
+
+# RFC 5321 4.5.3.2.7: a server should wait at least 5 minutes for the next command.
+DEFAULT_IDLE_TIMEOUT_SECONDS = 300.0
+# aiosmtpd's default, advertised as SIZE (RFC 1870).
+DEFAULT_MAX_MESSAGE_SIZE = 33_554_432
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Reply(_Strict):
+    """Answer with ``code`` and ``text``; a text with newlines becomes a multi-line reply.
+
+    ``text`` may name ``{client_ip}``, ``{helo}``, ``{sender}``, ``{recipient}`` and
+    ``{hostname}``. ``close`` hangs up after the reply: ``"fin"`` (or ``true``) for
+    an orderly close, ``"rst"`` for a reset.
+    """
+
+    code: Annotated[int, Field(ge=200, le=599)]
+    text: str = ""
+    close: DropHow | None = None
+
+    @field_validator("close", mode="before")
+    @classmethod
+    def _close_true_means_fin(cls, value: Any) -> Any:
+        if value is True:
+            return "fin"
+        if value is False:
+            return None
+        return value
+
+    @field_validator("text")
+    @classmethod
+    def _no_bare_cr(cls, value: str) -> str:
+        if "\r" in value:
+            raise ValueError("must not contain a carriage return; use \\n between lines")
+        return value
+
+
+class Then(_Strict):
+    """What a stall does when its time is up: reply, or drop. Neither: carry on normally."""
+
+    reply: Reply | None = None
+    drop: DropHow | None = None
+
+    @model_validator(mode="after")
+    def _at_most_one(self) -> Then:
+        if self.reply is not None and self.drop is not None:
+            raise ValueError("give either reply or drop after a stall, not both")
+        return self
+
+
+class Stall(_Strict):
+    """Stay silent for ``seconds`` (for ever when omitted), then do ``then``."""
+
+    seconds: Annotated[float, Field(gt=0)] | None = None
+    then: Then | None = None
+
+
+class When(_Strict):
+    """Conditions for a rule; every one given must hold (an empty ``when`` always fires)."""
+
+    first_attempts: Annotated[int, Field(ge=1)] | None = None
+    within_seconds: Annotated[float, Field(gt=0)] | None = None
+    probability: Annotated[float, Field(ge=0, le=1)] | None = None
+    client_ip: list[str] | None = None
+    helo: list[str] | None = None
+    sender_domain: list[str] | None = None
+    recipient: list[str] | None = None
+    concurrent_above: Annotated[int, Field(ge=0)] | None = None
+    after_bytes: Annotated[int, Field(ge=0)] | None = None
+
+    @field_validator("client_ip")
+    @classmethod
+    def _networks(cls, value: list[str] | None) -> list[str] | None:
+        for item in value or []:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
+
+
+ACTION_KEYS = ("reply", "drop", "stall", "strip_extensions", "mask_banner")
+
+
+class Rule(_Strict):
+    stage: Stage
+    name: str | None = None
+    when: When = When()
+    reply: Reply | None = None
+    drop: DropHow | None = None
+    stall: Stall | None = None
+    strip_extensions: list[str] | None = None
+    mask_banner: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_action(self) -> Rule:
+        given = [key for key in ACTION_KEYS if getattr(self, key) is not None]
+        if len(given) != 1:
+            found = ", ".join(given) if given else "none"
+            raise ValueError(
+                f"a rule needs exactly one action of {', '.join(ACTION_KEYS)} (found {found})"
+            )
+        if self.strip_extensions is not None and self.stage is not Stage.EHLO:
+            raise ValueError("strip_extensions only applies at stage 'ehlo'")
+        if self.mask_banner is not None and self.stage is not Stage.GREETING:
+            raise ValueError("mask_banner only applies at stage 'greeting'")
+        if self.when.after_bytes is not None and self.stage is not Stage.BODY:
+            raise ValueError("when.after_bytes only applies at stage 'body'")
+        return self
+
+    @property
+    def action_key(self) -> str:
+        return next(key for key in ACTION_KEYS if getattr(self, key) is not None)
+
+    @property
+    def label(self) -> str:
+        """The rule's name, or ``<stage>-<action>`` as toxiproxy names unnamed toxics."""
+        return self.name or f"{self.stage}-{self.action_key}"
+
+
+class About(_Strict):
+    """The catalog entry: what the profile teaches and what a relay reports."""
+
+    code: Annotated[str, Field(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]
+    title: str
+    relay_sees: str
+    ndr: str = ""
+    causes: list[str] = []
+    fixes: list[str] = []
+
+
+class Tls(_Strict):
+    mode: TlsMode = TlsMode.STARTTLS
+    cert: Literal["valid"] = "valid"
+
+
+class Profile(_Strict):
+    name: str = "custom"
+    about: About | None = None
+    listener: ListenerState = ListenerState.OPEN
+    tls: Tls = Tls()
+    inband: bool = False
+    max_message_size: Annotated[int, Field(ge=0)] = DEFAULT_MAX_MESSAGE_SIZE
+    idle_timeout_seconds: Annotated[float, Field(gt=0)] = DEFAULT_IDLE_TIMEOUT_SECONDS
+    rules: list[Rule] = []
+
+    def rules_at(self, stage: Stage) -> tuple[Rule, ...]:
+        return tuple(rule for rule in self.rules if rule.stage is stage)

@@ -1,0 +1,509 @@
+"""FakeSMTP: aiosmtpd's SMTP protocol with a rule check at every stage.
+
+This is the only module that imports aiosmtpd. Where aiosmtpd parses a command
+for us (EHLO, MAIL, RCPT) the stage runs in a handler hook; where it offers no
+hook (greeting, DATA, the body, the final dot, STARTTLS, QUIT) fakemx
+overrides the documented ``smtp_<COMMAND>`` method, or for the greeting the
+private ``_handle_client`` (pinned and guarded by tests/test_aiosmtpd_canary.py).
+
+A rule that ends the session (a drop, or a reply with ``close``) hangs up and
+raises ``_SessionOver``, a CancelledError: aiosmtpd's command loop unwinds on it
+exactly as it does after its own QUIT (it closes the writer and stops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import sqlite3
+import struct
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, AnyStr
+
+from aiosmtpd.smtp import MISSING, SMTP, Envelope
+
+from fakemx import inband
+from fakemx.decide import Context, decide
+from fakemx.journal import Outcome, Session
+from fakemx.model import DropHow, Reply, Rule, Stall
+from fakemx.stages import Stage, TlsMode
+from fakemx.state import ServerState
+
+# RFC 5321 4.5.3.1.6: 998 octets + CRLF, plus one for a leading transparency dot.
+LINE_LENGTH_LIMIT = 1001
+_PLACEHOLDER = re.compile(r"\{(client_ip|helo|sender|recipient|hostname)\}")
+_SIZE_OPTION = re.compile(r"^SIZE=(\d+)$", re.IGNORECASE)
+_LINGER_RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
+
+
+class _SessionOver(asyncio.CancelledError):
+    """fakemx ended the session itself; unwinds aiosmtpd's loop as its QUIT does."""
+
+
+class _FakeEnvelope(Envelope):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inband: list[Rule] = []  # in-band rules for DATA and the final dot
+
+
+def render(reply: Reply, values: dict[str, str]) -> str:
+    """``451 text`` or a multi-line reply (RFC 5321 4.2.1), placeholders filled in.
+
+    Placeholders are a fixed set filled by regex, not ``str.format``: profile
+    text is data and must not reach attributes of the values.
+    """
+    text = _PLACEHOLDER.sub(lambda m: values.get(m[1], ""), reply.text)
+    lines = text.split("\n") if text else [""]
+    head = [f"{reply.code}-{line}" for line in lines[:-1]]
+    last = f"{reply.code} {lines[-1]}".rstrip()
+    return "\r\n".join([*head, last])
+
+
+class _Hooks:
+    """The aiosmtpd handler: hands parsed commands to the FakeSMTP that received them."""
+
+    async def handle_EHLO(
+        self, server: FakeSMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return server.ehlo_lines(responses)
+
+    async def handle_MAIL(
+        self, server: FakeSMTP, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> Any:
+        return await server.on_mail(address, options)
+
+    async def handle_RCPT(
+        self, server: FakeSMTP, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> Any:
+        return await server.on_rcpt(address)
+
+
+_HOOKS = _Hooks()
+
+
+class FakeSMTP(SMTP):
+    """One connection. Works from the profile snapshot taken when it was created."""
+
+    line_length_limit = LINE_LENGTH_LIMIT
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.profile = state.profile  # the snapshot: run-time changes apply from the next one
+        starttls = self.profile.tls.mode is TlsMode.STARTTLS
+        super().__init__(
+            _HOOKS,
+            hostname=state.hostname,
+            ident="ESMTP fakemx",
+            tls_context=state.tls_context if starttls else None,
+            data_size_limit=None,  # fakemx advertises and enforces SIZE itself (RFC 1870)
+            enable_SMTPUTF8=True,
+            timeout=self.profile.idle_timeout_seconds,
+            loop=asyncio.get_running_loop(),
+        )
+        self.record: Session | None = None
+        self._swallow_next_push = False
+        self._refusing = False  # after a non-2xx greeting, only QUIT is served (RFC 5321 3.1)
+        self._strip: frozenset[str] = frozenset()
+        self._timed_out = False
+        self._finished = False
+        self._smtp_methods = {
+            name: self._journaled(name, method) for name, method in self._smtp_methods.items()
+        }
+
+    # region connection lifetime ------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        upgrading = self._original_transport is not None
+        super().connection_made(transport)
+        if upgrading:  # STARTTLS finished: the same session goes on encrypted
+            self._note_tls(transport)
+            return
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        client_ip, client_port = str(peer[0]), int(peer[1])
+        attempt, _ = self.state.arrive(client_ip)
+        self.state.open_sessions += 1
+        self.record = Session(
+            id=self.state.store.new_session_id(),
+            server=self.state.name,
+            profile=self.profile.name,
+            client_ip=client_ip,
+            client_port=client_port,
+            attempt=attempt,
+            started=time.time(),
+        )
+        self.record.add("fakemx", f"connect from {client_ip}:{client_port}, attempt {attempt}")
+        self.state.live.add(self)
+        if transport.get_extra_info("ssl_object") is not None:  # implicit TLS (SMTPS)
+            self._note_tls(transport)
+        self.state.journal.started(self.record)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.record is not None and not self._finished:
+            self._finished = True
+            record = self.record
+            if record.outcome is Outcome.OPEN:
+                record.outcome = self._client_side_outcome(error)
+            record.ended = time.time()
+            record.add("fakemx", record.ended_by)
+            self.state.session_ended(self)
+            try:
+                self.state.store.save_session(record)
+            except sqlite3.Error as exc:  # the journal in memory still has it
+                record.add("fakemx", f"could not save the session: {exc}")
+            self.state.journal.ended(record)
+        super().connection_lost(error)
+
+    def shut_down(self) -> None:
+        """fakemx is stopping: close this session now."""
+        if self.record is not None and self.record.outcome is Outcome.OPEN:
+            self.record.outcome = Outcome.SHUTDOWN
+        transport = self._original_transport or self.transport
+        if isinstance(transport, asyncio.Transport):
+            transport.abort()
+
+    def _client_side_outcome(self, error: Exception | None) -> Outcome:
+        if self._timed_out:
+            return Outcome.TIMEOUT
+        if isinstance(error, ConnectionResetError):
+            return Outcome.CLIENT_RESET
+        if error is not None and not isinstance(error, ConnectionError):
+            return Outcome.ERROR
+        return Outcome.CLIENT_CLOSED
+
+    def _timeout_cb(self) -> None:
+        self._timed_out = True
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
+
+    def _note_tls(self, transport: asyncio.BaseTransport) -> None:
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None or self.record is None:
+            return
+        cipher = ssl_object.cipher()
+        self.record.tls = f"{ssl_object.version()} {cipher[0] if cipher else ''}".strip()
+        self.record.add("fakemx", f"TLS established: {self.record.tls}")
+
+    # endregion
+    # region journaling ---------------------------------------------------------
+
+    def _journaled(
+        self, name: str, method: Callable[[str | None], Awaitable[None]]
+    ) -> Callable[[str | None], Awaitable[None]]:
+        async def run(arg: str | None) -> None:
+            if self.record is not None:
+                shown = "***" if name == "AUTH" and arg else arg  # never journal credentials
+                self.record.add("client", name if shown is None else f"{name} {shown}")
+            if self._refusing and name != "QUIT":
+                await self.push("503 5.5.1 Bad sequence of commands: only QUIT is allowed now")
+                return
+            await method(arg)
+
+        return run
+
+    async def push(self, status: AnyStr) -> None:
+        if self._swallow_next_push:
+            # aiosmtpd's own greeting: fakemx has already sent its own (see _handle_client).
+            self._swallow_next_push = False
+            return
+        if self.record is not None:
+            text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+            for line in text.split("\r\n"):
+                self.record.add("server", line)
+        await super().push(status)
+
+    def _note(self, text: str) -> None:
+        if self.record is not None:
+            self.record.add("fakemx", text)
+
+    def _reach(self, stage: Stage) -> None:
+        if self.record is not None:
+            self.record.stage = stage
+
+    # endregion
+    # region deciding and acting ------------------------------------------------
+
+    def _context(self, stage: Stage, *, sender: str | None = None,
+                 recipient: str | None = None, body_bytes: int = 0) -> Context:
+        record = self.record
+        assert record is not None
+        envelope = self.envelope
+        return Context(
+            stage=stage,
+            client_ip=record.client_ip,
+            attempt=record.attempt,
+            seconds_since_first_attempt=self.state.seconds_since_first(record.client_ip),
+            concurrent=self.state.open_sessions,
+            helo=record.helo,
+            sender=sender if sender is not None else getattr(envelope, "mail_from", None),
+            recipient=recipient,
+            body_bytes=body_bytes,
+            draw=self.state.rng.random,
+        )
+
+    def _decide(self, stage: Stage, *, first: Iterable[Rule] = (), **facts: Any) -> Rule | None:
+        self._reach(stage)
+        ctx = self._context(stage, **facts)
+        rule = decide(first, ctx) or decide(self.profile.rules_at(stage), ctx)
+        if rule is not None:
+            self._note(f"rule {rule.label} fires {stage.label}")
+        return rule
+
+    async def _act(self, stage: Stage, rule: Rule | None) -> str | None:
+        """Carry out ``rule``: the reply to send instead of the normal one, or None.
+
+        Raises _SessionOver when the rule ends the session.
+        """
+        if rule is None:
+            return None
+        return await self._perform(stage, rule.reply, rule.drop, rule.stall)
+
+    async def _perform(
+        self, stage: Stage, reply: Reply | None, drop: DropHow | None, stall: Stall | None
+    ) -> str | None:
+        if stall is not None:
+            await self._stall(stall.seconds)
+            if stall.then is None:
+                return None
+            return await self._perform(stage, stall.then.reply, stall.then.drop, None)
+        if drop is not None:
+            self._hang_up(stage, drop, replied=False)
+        if reply is None:
+            return None
+        text = render(reply, self._placeholders())
+        if reply.close is not None:
+            await self.push(text)
+            self._hang_up(stage, reply.close, replied=True)
+        return text
+
+    def _placeholders(self) -> dict[str, str]:
+        record = self.record
+        return {
+            "client_ip": record.client_ip if record else "",
+            "helo": (record.helo if record else None) or "",
+            "sender": getattr(self.envelope, "mail_from", None) or "",
+            "recipient": self._last_recipient,
+            "hostname": self.hostname,
+        }
+
+    _last_recipient = ""
+
+    async def _stall(self, seconds: float | None) -> None:
+        self._note("stall for ever" if seconds is None else f"stall {seconds:g} s")
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()  # a stall is fakemx's silence, not the client's
+        if seconds is None:
+            await self.loop.create_future()  # until the client gives up (cancels us)
+        else:
+            await asyncio.sleep(seconds)
+        self._note("stall over")
+        self._reset_timeout()
+
+    def _hang_up(self, stage: Stage, how: DropHow, *, replied: bool) -> None:
+        record = self.record
+        if record is not None:
+            record.stage = stage
+            record.outcome = {
+                ("fin", False): Outcome.DROPPED_FIN,
+                ("rst", False): Outcome.DROPPED_RST,
+                ("fin", True): Outcome.CLOSED_AFTER_REPLY,
+                ("rst", True): Outcome.RESET_AFTER_REPLY,
+            }[(how, replied)]
+        raw = self._original_transport or self.transport
+        if how == "rst" and isinstance(raw, asyncio.Transport):
+            sock = raw.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+            raw.abort()
+        elif self.transport is not None:
+            self.transport.close()  # flushes a pending reply, then FIN
+        raise _SessionOver()
+
+    # endregion
+    # region stages -------------------------------------------------------------
+
+    async def _handle_client(self) -> None:
+        try:
+            await self._greet()
+            self._swallow_next_push = True
+            await super()._handle_client()
+        except _SessionOver:
+            return
+        except asyncio.CancelledError:
+            self._writer.close()
+            raise
+
+    async def _greet(self) -> None:
+        await self._act(Stage.CONNECT, self._decide(Stage.CONNECT))
+        greeting = f"220 {self.hostname} ESMTP fakemx"
+        rule = self._decide(Stage.GREETING)
+        if rule is not None and rule.mask_banner is not None:
+            greeting = f"220 {rule.mask_banner}"
+        else:
+            replacement = await self._act(Stage.GREETING, rule)
+            if replacement is not None:
+                greeting = replacement
+                self._refusing = not replacement.startswith("2")
+        await self.push(greeting)
+
+    async def smtp_EHLO(self, hostname: str | None) -> None:
+        await self._hello(hostname, super().smtp_EHLO)
+
+    async def smtp_HELO(self, hostname: str | None) -> None:
+        await self._hello(hostname, super().smtp_HELO)
+
+    async def _hello(
+        self, hostname: str | None, normal: Callable[[str | None], Awaitable[None]]
+    ) -> None:
+        if hostname and self.record is not None:
+            self.record.helo = hostname
+        if hostname:
+            rule = self._decide(Stage.EHLO)
+            if rule is not None and rule.strip_extensions is not None:
+                self._strip = frozenset(name.upper() for name in rule.strip_extensions)
+            else:
+                reply = await self._act(Stage.EHLO, rule)
+                if reply is not None:
+                    await self.push(reply)
+                    return
+        await normal(hostname)
+
+    def ehlo_lines(self, responses: list[str]) -> list[str]:
+        """aiosmtpd's EHLO lines with SIZE added and stripped extensions removed."""
+        keywords = [line[4:] for line in responses]
+        if self.profile.max_message_size:
+            keywords.insert(1, f"SIZE {self.profile.max_message_size}")
+        kept = [kw for i, kw in enumerate(keywords) if i == 0 or not self._stripped(kw)]
+        if self._strip:
+            self._note(f"EHLO reply stripped of {', '.join(sorted(self._strip))}")
+        return [f"250-{kw}" for kw in kept[:-1]] + [f"250 {kept[-1]}"]
+
+    def _stripped(self, keyword_line: str) -> bool:
+        return keyword_line.split(" ", 1)[0].upper() in self._strip
+
+    async def smtp_STARTTLS(self, arg: str | None) -> None:
+        if not arg and self.tls_context is not None:
+            reply = await self._act(Stage.STARTTLS, self._decide(Stage.STARTTLS))
+            if reply is not None:
+                await self.push(reply)
+                return
+        await super().smtp_STARTTLS(arg)
+
+    async def on_mail(self, address: str, options: list[str]) -> Any:
+        reply = await self._act(Stage.MAIL, self._decide(Stage.MAIL, sender=address))
+        if reply is not None:
+            return reply
+        limit = self.profile.max_message_size
+        declared = next((int(m[1]) for o in options if (m := _SIZE_OPTION.match(o))), 0)
+        if limit and declared > limit:
+            return "552 5.3.4 Message size exceeds fixed maximum message size"
+        return MISSING
+
+    async def on_rcpt(self, address: str) -> Any:
+        self._last_recipient = address
+        wanted = inband.parse(address) if self.profile.inband else None
+        now = [wanted] if wanted is not None and wanted.stage is Stage.RCPT else []
+        reply = await self._act(Stage.RCPT, self._decide(Stage.RCPT, first=now, recipient=address))
+        if reply is not None:
+            return reply
+        if wanted is not None and wanted.stage is not Stage.RCPT:
+            self._envelope().inband.append(wanted)
+        return MISSING
+
+    async def smtp_DATA(self, arg: str | None) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        envelope = self._envelope()
+        if not envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        reply = await self._act(Stage.DATA, self._decide(Stage.DATA, first=envelope.inband))
+        if reply is not None:
+            await self.push(reply)
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        content, problem, body_reply = await self._read_body()
+        self._note(f"body: {len(content)} bytes")
+        rule = self._decide(Stage.END_OF_DATA, first=envelope.inband, body_bytes=len(content))
+        reply = await self._act(Stage.END_OF_DATA, rule) or body_reply or problem
+        if reply is None:
+            reply = self._store(envelope, content)
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push(reply)
+
+    def _store(self, envelope: _FakeEnvelope, content: bytes) -> str:
+        """Store durably, then (and only then) the 250 may go out."""
+        record = self.record
+        assert record is not None
+        try:
+            stored = self.state.store.add_message(
+                record.id, self.state.name, envelope.mail_from or "", list(envelope.rcpt_tos),
+                content,
+            )
+        except (sqlite3.Error, OSError) as exc:
+            self._note(f"could not store the message: {exc}")
+            return "452 4.3.1 Insufficient system storage"
+        record.message_ids.append(stored.id)
+        self.state.journal.accepted(stored)
+        return f"250 2.0.0 OK: queued as {stored.id}"
+
+    async def _read_body(self) -> tuple[bytes, str | None, str | None]:
+        """Read to the final dot: (content, an error reply or None, a body-rule reply or None).
+
+        Errors are answered only after the final dot (RFC 5321 4.2.5).
+        """
+        lines: list[bytes] = []
+        size = 0
+        limit = self.profile.max_message_size
+        problem: str | None = None
+        body_reply: str | None = None
+        watch_body = bool(self.profile.rules_at(Stage.BODY))
+        inside_long_line = False
+        while True:
+            try:
+                line = await self._reader.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError as exc:
+                line = await self._reader.read(exc.consumed)
+                inside_long_line = True
+                problem = problem or "500 5.5.2 Line too long (see RFC 5321 4.5.3.1.6)"
+            else:
+                if line == b".\r\n" and not inside_long_line:
+                    break
+                if inside_long_line:
+                    inside_long_line = False
+                    continue
+            size += len(line)
+            self._reset_timeout()
+            if watch_body:
+                rule = self._decide(Stage.BODY, body_bytes=size)
+                if rule is not None:
+                    watch_body = False
+                    body_reply = await self._act(Stage.BODY, rule)
+            if limit and size > limit:
+                problem = problem or "552 5.3.4 Message size exceeds fixed maximum message size"
+            if problem is None:
+                lines.append(line[1:] if line.startswith(b".") else line)
+        return (b"" if problem else b"".join(lines)), problem, body_reply
+
+    async def smtp_QUIT(self, arg: str | None) -> None:
+        if not arg:
+            reply = await self._act(Stage.QUIT, self._decide(Stage.QUIT))
+            if reply is not None:
+                await self.push(reply)
+                return
+            if self.record is not None:
+                self.record.outcome = Outcome.QUIT
+        await super().smtp_QUIT(arg)
+
+    def _create_envelope(self) -> _FakeEnvelope:
+        return _FakeEnvelope()
+
+    def _envelope(self) -> _FakeEnvelope:
+        assert isinstance(self.envelope, _FakeEnvelope)
+        return self.envelope
+
+    # endregion

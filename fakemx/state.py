@@ -1,0 +1,85 @@
+"""Per-server state that outlives a connection: counters the conditions read.
+
+Attempt numbers, first-seen times and the open-session count live here, not in
+the rules, so ``reset()`` clears every stateful trigger at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from fakemx.journal import Journal
+from fakemx.model import Profile
+from fakemx.store import Store
+
+
+class LiveSession(Protocol):
+    def shut_down(self) -> None: ...
+
+
+@dataclass
+class ClientHistory:
+    attempts: int = 0
+    first_seen: float = 0.0
+
+
+@dataclass
+class ServerState:
+    """Shared by every connection of one server; touched only on its event loop."""
+
+    name: str
+    hostname: str
+    profile: Profile
+    store: Store
+    journal: Journal
+    clock: Callable[[], float]
+    seed: int | None = None
+    tls_context: ssl.SSLContext | None = None
+    open_sessions: int = 0
+    clients: dict[str, ClientHistory] = field(default_factory=dict)
+    live: set[LiveSession] = field(default_factory=set)
+    all_closed: asyncio.Event = field(default_factory=asyncio.Event)
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def arrive(self, client_ip: str) -> tuple[int, float]:
+        """Count a new connection from ``client_ip``: (attempt number, seconds since first)."""
+        now = self.clock()
+        history = self.clients.get(client_ip)
+        if history is None:
+            history = self.clients[client_ip] = ClientHistory(first_seen=now)
+        history.attempts += 1
+        return history.attempts, now - history.first_seen
+
+    def seconds_since_first(self, client_ip: str) -> float:
+        history = self.clients.get(client_ip)
+        return 0.0 if history is None else self.clock() - history.first_seen
+
+    def reset(self) -> None:
+        """Forget attempt counts and first-seen times, and restart the seeded draws."""
+        self.clients.clear()
+        self.rng = random.Random(self.seed)
+
+    async def close_sessions(self, grace_seconds: float) -> None:
+        """Close every open session and wait (bounded) until each has been journaled."""
+        if not self.live:
+            return
+        self.all_closed.clear()
+        for session in list(self.live):
+            session.shut_down()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.all_closed.wait(), grace_seconds)
+
+    def session_ended(self, session: LiveSession) -> None:
+        self.live.discard(session)
+        self.open_sessions -= 1
+        if not self.live:
+            self.all_closed.set()
