@@ -54,6 +54,8 @@ def fires(when: When, ctx: Context) -> bool:
         return False
     if when.client_ip is not None and not _ip_in(ctx.client_ip, when.client_ip):
         return False
+    if when.client_ip_not is not None and _ip_in(ctx.client_ip, when.client_ip_not):
+        return False
     if when.helo is not None and not _glob_any(ctx.helo, when.helo):
         return False
     if when.sender_domain is not None and not _glob_any(domain_of(ctx.sender), when.sender_domain):

@@ -89,13 +89,14 @@ class When(_Strict):
     within_seconds: Annotated[float, Field(gt=0)] | None = None
     probability: Annotated[float, Field(ge=0, le=1)] | None = None
     client_ip: list[str] | None = None
+    client_ip_not: list[str] | None = None  # fires for clients outside these (an allow-list)
     helo: list[str] | None = None
     sender_domain: list[str] | None = None
     recipient: list[str] | None = None
     concurrent_above: Annotated[int, Field(ge=0)] | None = None
     after_bytes: Annotated[int, Field(ge=0)] | None = None
 
-    @field_validator("client_ip")
+    @field_validator("client_ip", "client_ip_not")
     @classmethod
     def _networks(cls, value: list[str] | None) -> list[str] | None:
         for item in value or []:

@@ -1,0 +1,221 @@
+"""The ``fakemx`` command: a thin argparse layer over FakeMX and the catalog.
+
+``main(argv)`` returns the exit code, so tests call it in-process. Errors a
+user can fix print one line on stderr and exit 2; there is never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from fakemx import explain as reference
+from fakemx.errors import FakeMXError
+from fakemx.model import Profile
+from fakemx.profiles import catalog, load_file, load_profile
+from fakemx.server import FakeMX
+from fakemx.store import Store, ensure_state_dir, export_messages
+
+DEFAULT_PORT = 2525
+DEFAULT_LAB_BASE_PORT = 2600
+DEFAULT_STATE_DIR = ".fakemx"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    command: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return command(args)
+    except FakeMXError as exc:
+        print(f"fakemx: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `fakemx list | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:  # a bug: still one line, never a traceback
+        print(f"fakemx: internal error: {type(exc).__name__}: {exc} (please report it)",
+              file=sys.stderr)
+        return 70
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fakemx",
+        description="A fake destination mail server that fails on purpose.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="serve one profile (default: the healthy sink)")
+    serve.add_argument("profile", nargs="?", default=None, help="catalog name or profile file")
+    _server_options(serve, port=True)
+    serve.set_defaults(run=_serve)
+
+    lab = sub.add_parser("lab", help="serve every catalog profile, each on its own port")
+    _server_options(lab, port=False)
+    lab.add_argument("--base-port", type=int, default=DEFAULT_LAB_BASE_PORT,
+                     help=f"first port; profiles take consecutive ports (default "
+                          f"{DEFAULT_LAB_BASE_PORT}; 0 = any free ports)")
+    lab.set_defaults(run=_lab)
+
+    listing = sub.add_parser("list", help="list the catalog")
+    listing.add_argument("--json", action="store_true", help="a JSON array of objects")
+    listing.add_argument("--markdown", action="store_true", help="the README's table")
+    listing.set_defaults(run=_list)
+
+    explain = sub.add_parser("explain", help="what a code or profile means: causes, fixes")
+    explain.add_argument("query", help="a code such as 4.4.316, or a profile name")
+    explain.set_defaults(run=_explain)
+
+    check = sub.add_parser("check", help="validate profile files")
+    check.add_argument("files", nargs="+", type=Path)
+    check.set_defaults(run=_check)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of profile files")
+    schema.set_defaults(run=_schema)
+
+    export = sub.add_parser("export", help="write stored messages as .eml files or a Maildir")
+    export.add_argument("--state-dir", type=Path, default=Path(DEFAULT_STATE_DIR))
+    export.add_argument("--out", type=Path, required=True, help="target directory")
+    export.add_argument("--format", choices=("eml", "maildir"), default="eml")
+    export.set_defaults(run=_export)
+    return parser
+
+
+def _server_options(parser: argparse.ArgumentParser, *, port: bool) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    if port:
+        parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+                            help=f"port (default {DEFAULT_PORT}; 0 = any free port)")
+    parser.add_argument("--state-dir", type=Path, default=Path(DEFAULT_STATE_DIR),
+                        help=f"messages, journal and CA (default ./{DEFAULT_STATE_DIR})")
+    parser.add_argument("--seed", type=int, default=None, help="seed for probability rules")
+    parser.add_argument("--hostname", default="mx.fakemx.test",
+                        help="name in the greeting and the certificate")
+
+
+# region commands ---------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    profile = load_profile(args.profile)
+    server = FakeMX(profile, host=args.host, port=args.port, state_dir=args.state_dir,
+                    seed=args.seed, hostname=args.hostname)
+
+    async def run() -> None:
+        async with server:
+            print(f"fakemx: serving {profile.name} on {server.address} "
+                  f"(listener {server.listener_state}, state dir {args.state_dir})", flush=True)
+            await _until_signalled()
+
+    asyncio.run(run())
+    return 0
+
+
+def _lab(args: argparse.Namespace) -> int:
+    profiles = [p for p in catalog() if p.name != "sink"]
+    ensure_state_dir(args.state_dir)
+
+    async def run() -> None:
+        store = Store(args.state_dir)
+        servers: list[tuple[Profile, FakeMX]] = []
+        try:
+            for index, profile in enumerate(profiles):
+                port = args.base_port + index if args.base_port else 0
+                server = FakeMX(profile, host=args.host, port=port, state_dir=args.state_dir,
+                                seed=args.seed, hostname=args.hostname, store=store,
+                                name=profile.name)
+                await server.start()
+                servers.append((profile, server))
+            _print_lab_table(servers)
+            await _until_signalled()
+        finally:
+            for _, server in servers:
+                await server.stop()
+            store.close()
+
+    asyncio.run(run())
+    return 0
+
+
+def _print_lab_table(servers: list[tuple[Profile, FakeMX]]) -> None:
+    rows = [("ADDRESS", "PROFILE", "CODE", "WHAT THE RELAY SEES")]
+    for profile, server in servers:
+        about = profile.about
+        rows.append((server.address, profile.name, about.code if about else "",
+                     about.relay_sees if about else ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])), row[3])
+    print(f"fakemx: lab ready, {len(servers)} profiles on {servers[0][1].host}", flush=True)
+
+
+def _list(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(reference.markdown_table())
+        return 0
+    entries = [reference.entry(p) for p in catalog()]
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    width = max(len(e["name"]) for e in entries)
+    for item in entries:
+        print(f"{item['code']:<8} {item['name']:<{width}}  {item['title']}")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    print(reference.explain(args.query))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    failed = 0
+    for path in args.files:
+        try:
+            profile = load_file(path)
+        except FakeMXError as exc:
+            print(exc, file=sys.stderr)
+            failed += 1
+        else:
+            print(f"{path}: ok ({len(profile.rules)} rules, listener {profile.listener})")
+    return 2 if failed else 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    print(json.dumps(Profile.model_json_schema(), indent=2))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    if not (args.state_dir / "fakemx.sqlite3").is_file():
+        raise FakeMXError(f"{args.state_dir}: no fakemx store here (pass --state-dir)")
+    store = Store(args.state_dir)
+    try:
+        count = export_messages(store, args.out, args.format)
+    finally:
+        store.close()
+    print(f"fakemx: wrote {count} messages to {args.out} ({args.format})")
+    return 0
+
+
+# endregion
+
+
+async def _until_signalled() -> None:
+    """Wait for SIGINT or SIGTERM: both stop fakemx cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
