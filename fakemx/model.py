@@ -174,3 +174,22 @@ class Profile(_Strict):
 
     def rules_at(self, stage: Stage) -> tuple[Rule, ...]:
         return tuple(rule for rule in self.rules if rule.stage is stage)
+
+    def scaled(self, time_scale: float) -> Profile:
+        """This profile with every duration multiplied by ``time_scale``.
+
+        So a lab or a test suite can run "greylisted for 300 s" or "stall
+        660 s" in a fraction of the time, with the same profile file.
+        """
+        if time_scale == 1:
+            return self
+        data = self.model_dump(exclude_none=True)
+        data["idle_timeout_seconds"] *= time_scale
+        for rule in data["rules"]:
+            when = rule.get("when", {})
+            if "within_seconds" in when:
+                when["within_seconds"] *= time_scale
+            stall = rule.get("stall")
+            if stall is not None and "seconds" in stall:
+                stall["seconds"] *= time_scale
+        return Profile.model_validate(data)

@@ -48,6 +48,8 @@ class FakeMX:
         hostname: the name in the greeting and in the certificate.
         clock: seconds, monotonic; injectable so time-based conditions
             (``within_seconds``) can be tested without waiting.
+        time_scale: multiplies every duration in the profile (stalls, greylist
+            windows, idle timeout): 0.01 runs a 300 s greylist in 3 s.
         store: share one store between several servers (the lab does).
         name: how sessions name this server; ``host:port`` by default.
     """
@@ -62,10 +64,12 @@ class FakeMX:
         seed: int | None = None,
         hostname: str = certs.DEFAULT_HOSTNAME,
         clock: Callable[[], float] = time.monotonic,
+        time_scale: float = 1.0,
         store: Store | None = None,
         name: str | None = None,
     ) -> None:
-        self._profile = load_profile(profile)
+        self.time_scale = time_scale
+        self._profile = load_profile(profile).scaled(time_scale)
         self.host = host
         self._port = port
         self._temp_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -226,7 +230,7 @@ class FakeMX:
 
     def load(self, profile: ProfileSpec) -> None:
         """Switch to another profile; applies from the next connection."""
-        new = load_profile(profile)  # validate everything before changing anything
+        new = load_profile(profile).scaled(self.time_scale)  # validate all, then change
         self._call(self.apply(new))
 
     def set_listener(self, state: ListenerState | str) -> None:
