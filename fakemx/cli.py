@@ -99,6 +99,8 @@ def _server_options(parser: argparse.ArgumentParser, *, port: bool) -> None:
     parser.add_argument("--state-dir", type=Path, default=Path(DEFAULT_STATE_DIR),
                         help=f"messages, journal and CA (default ./{DEFAULT_STATE_DIR})")
     parser.add_argument("--seed", type=int, default=None, help="seed for probability rules")
+    parser.add_argument("--time-scale", type=float, default=1.0,
+                        help="multiply every duration in the profile (0.01: 300 s -> 3 s)")
     parser.add_argument("--hostname", default="mx.fakemx.test",
                         help="name in the greeting and the certificate")
 
@@ -109,7 +111,7 @@ def _server_options(parser: argparse.ArgumentParser, *, port: bool) -> None:
 def _serve(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     server = FakeMX(profile, host=args.host, port=args.port, state_dir=args.state_dir,
-                    seed=args.seed, hostname=args.hostname)
+                    seed=args.seed, hostname=args.hostname, time_scale=args.time_scale)
 
     async def run() -> None:
         async with server:
@@ -133,6 +135,7 @@ def _lab(args: argparse.Namespace) -> int:
                 port = args.base_port + index if args.base_port else 0
                 server = FakeMX(profile, host=args.host, port=port, state_dir=args.state_dir,
                                 seed=args.seed, hostname=args.hostname, store=store,
+                                time_scale=args.time_scale,
                                 name=profile.name)
                 await server.start()
                 servers.append((profile, server))

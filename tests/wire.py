@@ -67,3 +67,82 @@ def until(predicate: object, timeout: float = TIMEOUT) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.005)
+
+
+STEPS = ("greeting", "ehlo", "mail", "rcpt", "data", "body", "quit")
+
+
+@dataclass
+class Transcript:
+    """A full SMTP transaction as a raw-socket client lived it."""
+
+    replies: dict[str, bytes]  # step -> the reply received for it
+    ended_at: str | None = None  # the step during which the server ended the connection
+    how: str | None = None  # "fin" or "rst"
+
+    def code(self, step: str) -> int | None:
+        reply = self.replies.get(step)
+        return int(reply[:3]) if reply else None
+
+    def text(self, step: str) -> str:
+        return self.replies.get(step, b"").decode()
+
+
+def _body(size: int) -> bytes:
+    line = b"x" * 62 + b"\r\n"
+    head = b"From: alice@sender.example\r\nTo: bob@dest.example\r\nSubject: probe\r\n\r\n"
+    return head + line * max(1, (size - len(head)) // len(line))
+
+
+def dialogue(
+    host: str,
+    port: int,
+    *,
+    helo: str = "client.example.net",
+    sender: str = "alice@sender.example",
+    recipient: str = "bob@dest.example",
+    body_size: int = 2048,
+    timeout: float = TIMEOUT,
+    source: str | None = None,
+) -> Transcript:
+    """Run greeting, EHLO, MAIL, RCPT, DATA, body and QUIT; stop at a failure or a hang-up.
+
+    A reply that is not 2xx/3xx ends the dialogue (the reply is kept); a
+    connection the server ends is recorded with the step and FIN or RST.
+    """
+    transcript = Transcript({})
+    try:
+        sock = socket.create_connection(
+            (host, port), timeout=timeout, source_address=(source, 0) if source else None
+        )
+    except ConnectionResetError:  # the RST overtook the end of the handshake
+        transcript.ended_at, transcript.how = "greeting", "rst"
+        return transcript
+    sends = {
+        "greeting": b"",
+        "ehlo": f"EHLO {helo}\r\n".encode(),
+        "mail": f"MAIL FROM:<{sender}>\r\n".encode(),
+        "rcpt": f"RCPT TO:<{recipient}>\r\n".encode(),
+        "data": b"DATA\r\n",
+        "body": _body(body_size) + b".\r\n",
+        "quit": b"QUIT\r\n",
+    }
+    with sock:
+        for step in STEPS:
+            try:
+                if sends[step]:
+                    sock.sendall(sends[step])
+                reply = read_reply(sock)
+            except ConnectionResetError:
+                transcript.ended_at, transcript.how = step, "rst"
+                return transcript
+            except BrokenPipeError:
+                transcript.ended_at, transcript.how = step, "rst"
+                return transcript
+            except ConnectionError:
+                transcript.ended_at, transcript.how = step, "fin"
+                return transcript
+            transcript.replies[step] = reply
+            if reply[:1] not in (b"2", b"3"):
+                break
+    return transcript
