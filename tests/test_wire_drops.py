@@ -83,7 +83,7 @@ async def test_aiosmtplib_sees_the_drop_after_rcpt() -> None:
     async with FakeMX("4.4.318-rst-after-rcpt") as mx:
         client = aiosmtplib.SMTP(hostname=mx.host, port=mx.port, timeout=5, start_tls=False)
         await client.connect()
-        await client.ehlo("client.example.net")
+        await client.ehlo(hostname="client.example.net")
         await client.mail("alice@sender.example")
         with pytest.raises(aiosmtplib.SMTPServerDisconnected):
             await client.rcpt("bob@dest.example")
