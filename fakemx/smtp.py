@@ -282,11 +282,12 @@ class FakeSMTP(SMTP):
         return {
             "client_ip": record.client_ip if record else "",
             "helo": (record.helo if record else None) or "",
-            "sender": getattr(self.envelope, "mail_from", None) or "",
+            "sender": self._last_sender,
             "recipient": self._last_recipient,
             "hostname": self.hostname,
         }
 
+    _last_sender = ""
     _last_recipient = ""
 
     async def _stall(self, seconds: float | None) -> None:
@@ -383,6 +384,11 @@ class FakeSMTP(SMTP):
         return keyword_line.split(" ", 1)[0].upper() in self._strip
 
     async def smtp_STARTTLS(self, arg: str | None) -> None:
+        if "STARTTLS" in self._strip:
+            # An inspecting firewall that hides STARTTLS also blanks the command
+            # (Cisco's inspection turns it into XXXXXXXX), so the server never sees it.
+            await self.push('500 5.5.2 Error: command "XXXXXXXX" not recognized')
+            return
         if not arg and self.tls_context is not None:
             reply = await self._act(Stage.STARTTLS, self._decide(Stage.STARTTLS))
             if reply is not None:
@@ -391,6 +397,7 @@ class FakeSMTP(SMTP):
         await super().smtp_STARTTLS(arg)
 
     async def on_mail(self, address: str, options: list[str]) -> Any:
+        self._last_sender = address
         reply = await self._act(Stage.MAIL, self._decide(Stage.MAIL, sender=address))
         if reply is not None:
             return reply
