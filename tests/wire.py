@@ -78,7 +78,7 @@ class Transcript:
 
     replies: dict[str, bytes]  # step -> the reply received for it
     ended_at: str | None = None  # the step during which the server ended the connection
-    how: str | None = None  # "fin" or "rst"
+    how: str | None = None  # "fin", "rst", or "timeout" (the client gave up waiting)
 
     def code(self, step: str) -> int | None:
         reply = self.replies.get(step)
@@ -141,6 +141,9 @@ def dialogue(
                 return transcript
             except ConnectionError:
                 transcript.ended_at, transcript.how = step, "fin"
+                return transcript
+            except TimeoutError:  # the client's own timeout: it gives up and closes
+                transcript.ended_at, transcript.how = step, "timeout"
                 return transcript
             transcript.replies[step] = reply
             if reply[:1] not in (b"2", b"3"):
