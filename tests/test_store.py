@@ -1,0 +1,89 @@
+"""The durable store: a message is committed before its 250, and can be exported."""
+
+from __future__ import annotations
+
+import smtplib
+import sqlite3
+from pathlib import Path
+
+from wire import command, connect, read_reply
+
+from fakemx import FakeMX
+from fakemx.store import Store, export_messages
+
+
+def test_message_is_durable_before_the_250_arrives(tmp_path: Path) -> None:
+    with FakeMX(state_dir=tmp_path) as mx, connect(mx.host, mx.port) as sock:
+        read_reply(sock)
+        for line in ("EHLO relay.example.net", "MAIL FROM:<a@sender.example>",
+                     "RCPT TO:<b@dest.example>", "DATA"):
+            command(sock, line)
+        reply = command(sock, "Subject: durable\r\n\r\nbody\r\n.")
+        assert reply.startswith(b"250 2.0.0 OK: queued as 1")
+        # Another connection to the database (another process could do the same)
+        # already sees the committed message the moment the 250 is read.
+        reader = sqlite3.connect(tmp_path / "fakemx.sqlite3")
+        row = reader.execute("SELECT mail_from, content FROM messages WHERE id = 1").fetchone()
+        reader.close()
+    assert row == ("a@sender.example", b"Subject: durable\r\n\r\nbody\r\n")
+
+
+def test_sessions_are_journaled_with_commands_and_replies(tmp_path: Path) -> None:
+    with FakeMX(state_dir=tmp_path) as mx:
+        with smtplib.SMTP(mx.host, mx.port, timeout=5) as client:
+            client.sendmail("a@sender.example", ["b@dest.example"], b"Subject: j\r\n\r\nx")
+        mx.wait_for(ended=1)
+    session = mx.sessions[0]
+    assert session.commands[0] == f"EHLO {session.helo}"
+    assert session.commands[1:4] == [
+        "MAIL FROM:<a@sender.example> size=15", "RCPT TO:<b@dest.example>", "DATA"
+    ]
+    assert session.replies[0] == "220 mx.fakemx.test ESMTP fakemx"
+    assert session.attempt == 1 and session.ended_by == "client sent QUIT"
+    reader = sqlite3.connect(tmp_path / "fakemx.sqlite3")
+    (outcome, events) = reader.execute("SELECT outcome, events FROM sessions").fetchone()
+    assert outcome == "quit" and "RCPT TO:<b@dest.example>" in events
+
+
+def test_state_survives_a_restart_and_ids_keep_counting(tmp_path: Path) -> None:
+    for expected_id in (1, 2):
+        with FakeMX(state_dir=tmp_path) as mx, smtplib.SMTP(mx.host, mx.port, timeout=5) as c:
+            c.ehlo("relay.example.net")
+            c.mail("a@sender.example")
+            c.rcpt("b@dest.example")
+            code, text = c.data(b"Subject: again\r\n\r\nx")
+            assert text == f"2.0.0 OK: queued as {expected_id}".encode()
+    assert (tmp_path.stat().st_mode & 0o777) == 0o700  # mail and keys: owner only
+
+
+def test_export_eml_and_maildir(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with FakeMX(state_dir=state) as mx, smtplib.SMTP(mx.host, mx.port, timeout=5) as c:
+        c.sendmail("a@sender.example", ["b@dest.example"], b"Subject: one\r\n\r\n1")
+        c.sendmail("a@sender.example", ["b@dest.example"], b"Subject: two\r\n\r\n2")
+    store = Store(state)
+    try:
+        assert export_messages(store, tmp_path / "eml") == 2
+        assert export_messages(store, tmp_path / "md", "maildir") == 2
+    finally:
+        store.close()
+    assert (tmp_path / "eml" / "2.eml").read_bytes() == b"Subject: two\r\n\r\n2\r\n"
+    assert len(list((tmp_path / "md" / "new").iterdir())) == 2
+    assert list((tmp_path / "md" / "tmp").iterdir()) == []
+
+
+def test_full_disk_answers_452_and_keeps_the_session(tmp_path: Path) -> None:
+    with FakeMX(state_dir=tmp_path) as mx, smtplib.SMTP(mx.host, mx.port, timeout=5) as c:
+        c.ehlo("relay.example.net")
+        # Make the store refuse writes with the error SQLite gives on a full disk.
+        mx_db = sqlite3.connect(tmp_path / "fakemx.sqlite3")
+        mx_db.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON messages BEGIN"
+            " SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        mx_db.commit()
+        mx_db.close()
+        c.mail("a@sender.example")
+        c.rcpt("b@dest.example")
+        assert c.data(b"Subject: x\r\n\r\nx") == (452, b"4.3.1 Insufficient system storage")
+        assert c.noop()[0] == 250  # the session goes on
