@@ -72,7 +72,7 @@ def _explain_code(code: str) -> str:
     info = codes()[code]
     lines = [f"{info['reply']}", "", info["meaning"], "", "Causes:"]
     lines += _bullets(info["causes"])
-    lines += ["", "Fixes:"] + _bullets(info["fixes"])
+    lines += ["", "Fixes:", *_bullets(info["fixes"])]
     lines += ["", "Profiles that reproduce it:"]
     matching = profiles_for(code)
     width = max((len(p.name) for p in matching), default=0)
@@ -91,7 +91,7 @@ def _explain_profile(profile: Profile) -> str:
         lines.append(f"the sending service reports: {about.ndr}")
     lines += [f"what the relay sees: {about.relay_sees}", "", "Causes:"]
     lines += _bullets(about.causes)
-    lines += ["", "Fixes:"] + _bullets(about.fixes)
+    lines += ["", "Fixes:", *_bullets(about.fixes)]
     if about.code in codes():
         lines += ["", f"About the code ({about.code}): {codes()[about.code]['meaning']}"]
     return "\n".join(lines)

@@ -46,7 +46,8 @@ def test_explain_code_and_profile(capsys: pytest.CaptureFixture[str]) -> None:
 def test_explain_unknown(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["explain", "9.9.9"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "neither a known code nor a profile" in err
+    assert err.count("\n") == 1
+    assert "neither a known code nor a profile" in err
 
 
 def test_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,7 +72,8 @@ def test_unknown_profile(capsys: pytest.CaptureFixture[str]) -> None:
     assert err.startswith(
         "fakemx: unknown profile '4.4.316-conection-refused' (nearest: 4.4.316-connection-refused"
     )
-    assert err.endswith("see `fakemx list`)\n") and err.count("\n") == 1
+    assert err.endswith("see `fakemx list`)\n")
+    assert err.count("\n") == 1
 
 
 def test_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,7 +104,7 @@ def running(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], bytes]]:
 
 
 def test_serve_prints_a_ready_line_and_stops_on_sigterm(tmp_path: Path) -> None:
-    with running("serve", "--port", "0", "--state-dir", str(tmp_path)) as (process, line):
+    with running("serve", "sink", "--port", "0", "--state-dir", str(tmp_path)) as (process, line):
         match = ADDRESS.search(line)
         assert match, line
         host, port = match[1].decode(), int(match[2])

@@ -27,7 +27,9 @@ def test_grammar(address: str, stage: Stage, key: str) -> None:
     assert (rule.stage, rule.action_key) == (stage, key)
 
 
-@pytest.mark.parametrize("address", ["bob@dest.example", "451x@d", "199@d", "drop-maybe@d", "451+quit@d"])
+@pytest.mark.parametrize(
+    "address", ["bob@dest.example", "451x@d", "199@d", "drop-maybe@d", "451+quit@d"]
+)
 def test_ordinary_addresses_are_left_alone(address: str) -> None:
     assert parse(address) is None
 

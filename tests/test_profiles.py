@@ -67,7 +67,8 @@ def test_every_catalog_profile_validates_and_has_about() -> None:
     assert len(profiles) >= 20
     for profile in profiles:
         assert profile.about is not None, profile.name
-        assert profile.about.title and profile.about.relay_sees, profile.name
+        assert profile.about.title, profile.name
+        assert profile.about.relay_sees, profile.name
 
 
 def test_scaled_profile_shortens_every_duration() -> None:

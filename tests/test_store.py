@@ -39,10 +39,12 @@ def test_sessions_are_journaled_with_commands_and_replies(tmp_path: Path) -> Non
         "MAIL FROM:<a@sender.example> size=15", "RCPT TO:<b@dest.example>", "DATA"
     ]
     assert session.replies[0] == "220 mx.fakemx.test ESMTP fakemx"
-    assert session.attempt == 1 and session.ended_by == "client sent QUIT"
+    assert session.attempt == 1
+    assert session.ended_by == "client sent QUIT"
     reader = sqlite3.connect(tmp_path / "fakemx.sqlite3")
     (outcome, events) = reader.execute("SELECT outcome, events FROM sessions").fetchone()
-    assert outcome == "quit" and "RCPT TO:<b@dest.example>" in events
+    assert outcome == "quit"
+    assert "RCPT TO:<b@dest.example>" in events
 
 
 def test_state_survives_a_restart_and_ids_keep_counting(tmp_path: Path) -> None:
@@ -51,7 +53,7 @@ def test_state_survives_a_restart_and_ids_keep_counting(tmp_path: Path) -> None:
             c.ehlo("relay.example.net")
             c.mail("a@sender.example")
             c.rcpt("b@dest.example")
-            code, text = c.data(b"Subject: again\r\n\r\nx")
+            _code, text = c.data(b"Subject: again\r\n\r\nx")
             assert text == f"2.0.0 OK: queued as {expected_id}".encode()
     assert (tmp_path.stat().st_mode & 0o777) == 0o700  # mail and keys: owner only
 

@@ -81,7 +81,8 @@ def test_smtplib_sees_rst_as_reset_and_fin_as_close() -> None:
             c.mail("alice@sender.example")
     with FakeMX("4.4.318-fin-after-mail") as mx, smtplib.SMTP(mx.host, mx.port, timeout=5) as c:
         c.ehlo("client.example.net")
-        with pytest.raises(smtplib.SMTPServerDisconnected, match="^Connection unexpectedly closed$"):
+        closed = r"^Connection unexpectedly closed$"  # no errno: a clean end of file
+        with pytest.raises(smtplib.SMTPServerDisconnected, match=closed):
             c.mail("alice@sender.example")
 
 
@@ -130,7 +131,8 @@ def test_allow_list_lets_listed_sources_in() -> None:
     with FakeMX(profile_from_data({"rules": rules}, "test")) as mx:
         allowed = dialogue(mx.host, mx.port, source="127.0.0.2")
         outsider = dialogue(mx.host, mx.port, source="127.0.0.3")
-    assert allowed.ended_at is None and allowed.code("body") == 250
+    assert allowed.ended_at is None
+    assert allowed.code("body") == 250
     assert (outsider.ended_at, outsider.how) == ("greeting", "rst")
 
 

@@ -1,4 +1,4 @@
-"""Listener states and silence: refused, never answered, never greeted, too slow (4.4.315, 4.4.316, 4.4.7)."""
+"""Listener states and silence (4.4.315, 4.4.316, 4.4.7): refused, unanswered, ungreeted, slow."""
 
 from __future__ import annotations
 

@@ -1,0 +1,112 @@
+"""The catalog checks itself: every scenario has a profile, every profile a wire test,
+and the README's table is generated from profiles/."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from fakemx.explain import codes, markdown_table
+from fakemx.profiles import catalog
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS_MD = ROOT.parent / "shared" / "SCENARIOS.md"
+
+# Every scenario SCENARIOS.md lists, by code, and the profiles that produce it.
+SCENARIOS: dict[str, dict[str, list[str]]] = {
+    "4.4.315": {
+        "TCP connect never completes (SYNs unanswered)": ["4.4.315-connect-timeout"],
+        "TCP connects but no greeting ever comes": ["4.4.315-no-greeting"],
+    },
+    "4.4.316": {
+        "nothing listens (RST on SYN)": ["4.4.316-connection-refused"],
+        "refuse only clients outside an allow-list": ["4.4.316-firewall-allow-list"],
+    },
+    "4.4.317": {
+        "421 greeting": ["4.4.317-greeting-421"],
+        "554 greeting": ["4.4.317-greeting-554"],
+    },
+    "4.4.318": {
+        "close or reset after connect": ["4.4.318-fin-after-connect", "4.4.318-rst-after-connect"],
+        "after the greeting": ["4.4.318-fin-after-greeting", "4.4.318-rst-after-greeting"],
+        "after EHLO": ["4.4.318-fin-after-ehlo", "4.4.318-rst-after-ehlo"],
+        "after MAIL": ["4.4.318-fin-after-mail", "4.4.318-rst-after-mail"],
+        "after RCPT": ["4.4.318-fin-after-rcpt", "4.4.318-rst-after-rcpt"],
+        "during DATA after N bytes": ["4.4.318-fin-during-body", "4.4.318-rst-during-body"],
+        "on DATA": ["4.4.318-fin-on-data", "4.4.318-rst-on-data"],
+        "after the final dot before the reply": [
+            "4.4.318-fin-after-final-dot", "4.4.318-rst-after-final-dot"
+        ],
+        "a server that stalls mid-session then closes": ["4.4.318-stall-then-close"],
+        "an inspecting firewall that masks the banner and strips EHLO extensions": [
+            "4.4.318-firewall-smtp-inspection"
+        ],
+    },
+    "4.4.7": {
+        "4xx at the greeting": ["4.4.7-defer-greeting"],
+        "4xx at MAIL": ["4.4.7-defer-mail"],
+        "4xx at RCPT": ["4.4.7-defer-rcpt"],
+        "4xx at DATA": ["4.4.7-defer-data"],
+        "4xx at end of data": ["4.4.7-defer-end-of-data"],
+        "greylisting for the first N attempts": ["4.4.7-greylist-attempts"],
+        "greylisting for T seconds": ["4.4.7-greylist-time"],
+        "slower than the relay's timeouts": ["4.4.7-slow-greeting", "4.4.7-slow-end-of-data"],
+        "intermittent failure with a set probability": ["4.4.7-intermittent"],
+    },
+    "5.x.x": {
+        "reject by client IP": ["5.7.1-reject-client-ip"],
+        "reject by EHLO name": ["5.7.1-reject-helo"],
+        "reject by sender domain": ["5.7.1-reject-sender-domain"],
+        "reject by recipient": ["5.7.1-reject-recipient"],
+        "recipient unknown (550 5.1.1)": ["5.1.1-unknown-recipient"],
+        "message too large (552 5.3.4)": ["5.3.4-message-too-large"],
+        "too many connections (421 4.7.0)": ["4.7.0-too-many-connections"],
+    },
+}
+# Codes whose families are built in their own issues; their profiles join SCENARIOS then.
+PENDING_CODES = {"4.4.312", "4.7.320"}
+
+
+def test_every_scenario_has_an_existing_profile() -> None:
+    names = {p.name for p in catalog()}
+    for code, scenarios in SCENARIOS.items():
+        for scenario, profiles in scenarios.items():
+            missing = [p for p in profiles if p not in names]
+            assert not missing, f"{code} '{scenario}': no profile {missing}"
+
+
+def test_every_code_in_scenarios_md_is_covered() -> None:
+    if not SCENARIOS_MD.is_file():
+        pytest.skip(f"{SCENARIOS_MD} is not beside the checkout")
+    documented = set(re.findall(r"^\| (?:\d{3} )?(\d\.\d+\.\d+|5\.x\.x) ", SCENARIOS_MD.read_text(),
+                                re.MULTILINE))
+    assert documented >= {"4.4.312", "4.4.315", "4.4.316", "4.4.317", "4.4.318", "4.7.320",
+                          "4.4.7", "5.x.x"}
+    assert documented - PENDING_CODES <= set(SCENARIOS)
+
+
+def test_every_code_a_profile_uses_is_explained() -> None:
+    for profile in catalog():
+        assert profile.about is not None
+        code = profile.about.code
+        assert code in codes(), f"{profile.name}: add {code} to fakemx/codes.toml"
+
+
+def test_every_profile_is_named_in_a_wire_test() -> None:
+    sources = "\n".join(
+        path.read_text() for path in (ROOT / "tests").rglob("test_*.py")
+        if path.name != Path(__file__).name
+    )
+    untested = [p.name for p in catalog() if f'"{p.name}"' not in sources]
+    assert not untested, f"profiles without a wire test: {untested}"
+
+
+def test_readme_catalog_table_is_generated_from_profiles() -> None:
+    readme = (ROOT / "README.md").read_text()
+    start, end = "<!-- catalog:start -->\n", "<!-- catalog:end -->"
+    assert start in readme, "README.md lacks the catalog markers"
+    assert end in readme, "README.md lacks the catalog markers"
+    table = readme.split(start, 1)[1].split(end, 1)[0].strip()
+    assert table == markdown_table(), "regenerate it: fakemx list --markdown"
