@@ -36,6 +36,8 @@ LINE_LENGTH_LIMIT = 1001
 _PLACEHOLDER = re.compile(r"\{(client_ip|helo|sender|recipient|hostname)\}")
 _SIZE_OPTION = re.compile(r"^SIZE=(\d+)$", re.IGNORECASE)
 _LINGER_RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
+# Re-arming the idle timer costs a timer handle; do it per 64 KiB of body, not per line.
+_TIMER_RESET_BYTES = 65536
 
 
 class _SessionOver(asyncio.CancelledError):
@@ -470,6 +472,7 @@ class FakeSMTP(SMTP):
         body_reply: str | None = None
         watch_body = bool(self.profile.rules_at(Stage.BODY))
         inside_long_line = False
+        next_timer_reset = _TIMER_RESET_BYTES
         while True:
             try:
                 line = await self._reader.readuntil(b"\r\n")
@@ -484,7 +487,9 @@ class FakeSMTP(SMTP):
                     inside_long_line = False
                     continue
             size += len(line)
-            self._reset_timeout()
+            if size >= next_timer_reset:  # the client is still sending: not idle
+                self._reset_timeout()
+                next_timer_reset = size + _TIMER_RESET_BYTES
             if watch_body:
                 rule = self._decide(Stage.BODY, body_bytes=size)
                 if rule is not None:
