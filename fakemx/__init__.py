@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fakemx.errors import FakeMXError, ListenError, ProfileError, UnknownProfileError
 from fakemx.journal import Event, Outcome, Session, StoredMessage
-from fakemx.model import About, Profile, Reply, Rule, Stall, Then, Tls, When
+from fakemx.model import About, PostfixVerdict, Profile, Reply, Rule, Stall, Then, Tls, When
 from fakemx.profiles import catalog, load_profile, profile_from_data
 from fakemx.server import FakeMX
 from fakemx.stages import ListenerState, Stage, TlsMode
@@ -19,6 +19,7 @@ __all__ = [
     "ListenError",
     "ListenerState",
     "Outcome",
+    "PostfixVerdict",
     "Profile",
     "ProfileError",
     "Reply",

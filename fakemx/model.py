@@ -146,6 +146,32 @@ class Rule(_Strict):
         return self.name or f"{self.stage}-{self.action_key}"
 
 
+class PostfixVerdict(_Strict):
+    """What a real Postfix relay logs for this profile (asserted by tests/e2e).
+
+    ``status``, ``dsn`` and ``reason`` (a substring; ``{host}`` stands for the
+    relay's name for fakemx, ``127.0.0.1[127.0.0.1]``) describe the first
+    delivery attempt, made with ``smtp_tls_security_level = tls`` and Postfix's
+    timeouts scaled by 0.01 like the profile. The probe message goes from
+    ``sender`` to ``local_part@...``, with the relay's normal EHLO name or,
+    with ``bad_helo``, ``localhost.localdomain``; ``hold_connections`` other
+    sessions are held open meanwhile. ``sent_on_attempt``: the later attempt
+    that is accepted (greylisting by count, intermittent failure);
+    ``eventually_sent``: accepted on some later attempt (greylisting by time).
+    """
+
+    status: Literal["sent", "deferred", "bounced"]
+    dsn: Annotated[str, Field(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]
+    reason: str
+    tls: Literal["may", "encrypt", "verify"] = "may"
+    sender: str = ""
+    local_part: str = "bob"
+    bad_helo: bool = False
+    hold_connections: Annotated[int, Field(ge=0)] = 0
+    sent_on_attempt: Annotated[int, Field(ge=2)] | None = None
+    eventually_sent: bool = False
+
+
 class About(_Strict):
     """The catalog entry: what the profile teaches and what a relay reports."""
 
@@ -155,6 +181,7 @@ class About(_Strict):
     ndr: str = ""
     causes: list[str] = []
     fixes: list[str] = []
+    postfix: PostfixVerdict | None = None
 
 
 class Tls(_Strict):
@@ -168,6 +195,7 @@ class Profile(_Strict):
     listener: ListenerState = ListenerState.OPEN
     tls: Tls = Tls()
     inband: bool = False
+    seed: int | None = None  # for probability conditions; `--seed` overrides it
     max_message_size: Annotated[int, Field(ge=0)] = DEFAULT_MAX_MESSAGE_SIZE
     idle_timeout_seconds: Annotated[float, Field(gt=0)] = DEFAULT_IDLE_TIMEOUT_SECONDS
     rules: list[Rule] = []

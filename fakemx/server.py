@@ -100,7 +100,7 @@ class FakeMX:
             store=store,
             journal=self.journal,
             clock=self._clock,
-            seed=self.seed,
+            seed=self.seed if self.seed is not None else self._profile.seed,
             tls_context=self._tls_context_for(self._profile),
         )
         state = self._state

@@ -1,0 +1,253 @@
+"""A private Postfix instance, the real relay the end-to-end tests send through.
+
+Its own config directory, queue and log file; no smtpd on any port (nothing
+listens); mail goes in through its own sendmail. One instance serves every
+profile: a transport map served by the test itself (Postfix's tcp_table
+protocol, on loopback) routes ``<local>@p<PORT>.test`` to ``[127.0.0.1]:PORT``
+with opportunistic TLS, ``v<PORT>.test`` with TLS verified against fakemx's CA,
+``e<PORT>.test`` with TLS required but not verified, and ``h<PORT>.test``
+with the EHLO name ``localhost.localdomain``. (A regexp map cannot do it:
+trivial-rewrite refuses $1 substitution in transport maps.) Timeouts and retry
+delays are a few seconds so every verdict arrives quickly; the sender is the
+null sender unless a profile asks otherwise, so bounces are discarded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socketserver
+import subprocess
+import threading
+import time
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+POSTFIX = shutil.which("postfix") or shutil.which("postfix", path="/usr/sbin:/sbin")
+SENDMAIL = "/usr/sbin/sendmail"
+
+MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = {root}/queue
+data_directory = {root}/data
+maillog_file = {root}/maillog
+maillog_file_prefixes = {root}
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = relay.fakemx.test
+mydomain = fakemx.test
+myorigin = $myhostname
+mydestination =
+relayhost =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+smtp_address_preference = ipv4
+transport_maps = tcp:127.0.0.1:{table_port}
+default_transport = error:no route in the fakemx test relay
+smtp_helo_name = relay.fakemx.test
+smtp_host_lookup = native
+smtp_connection_cache_on_demand = no
+smtp_tls_security_level = may
+smtp_tls_CAfile = {ca_file}
+smtp_tls_loglevel = 1
+smtp_connect_timeout = {timeout}s
+smtp_helo_timeout = {timeout}s
+smtp_mail_timeout = {timeout}s
+smtp_rcpt_timeout = {timeout}s
+smtp_data_init_timeout = {timeout}s
+smtp_data_xfer_timeout = {timeout}s
+smtp_data_done_timeout = {data_done_timeout}s
+smtp_starttls_timeout = {timeout}s
+smtp_quit_timeout = {timeout}s
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+notify_classes =
+biff = no
+append_dot_mydomain = no
+"""
+
+# recipient domain prefix -> master.cf service
+SERVICES = {"p": "smtp", "v": "tlsverify", "e": "tlsencrypt", "h": "badhelo"}
+_ROUTE = re.compile(r"@([pveh])([0-9]+)\.test$")
+
+# Postfix's own master.cf, minus smtpd and the pipes, nothing chrooted.
+MASTER_CF = """\
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+tlsverify unix  -       -       n       -       -       smtp
+  -o smtp_tls_security_level=verify
+tlsencrypt unix -       -       n       -       -       smtp
+  -o smtp_tls_security_level=encrypt
+badhelo   unix  -       -       n       -       -       smtp
+  -o smtp_helo_name=localhost.localdomain
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+_STATUS = re.compile(
+    r"postfix/\S+\[\d+\]: (?P<qid>[0-9A-F]+): to=<(?P<rcpt>[^>]*)>, relay=(?P<relay>\S+), "
+    r".*?dsn=(?P<dsn>[0-9.]+), status=(?P<status>\w+) \((?P<reason>.*)\)$"
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One delivery attempt as Postfix logged it."""
+
+    queue_id: str
+    status: str  # sent, deferred, bounced
+    dsn: str
+    relay: str
+    reason: str
+
+
+def route(key: str) -> str | None:
+    """The transport for a lookup key, e.g. ``bob@p2525.test`` -> ``smtp:[127.0.0.1]:2525``."""
+    match = _ROUTE.search(key)
+    if match is None:
+        return None
+    return f"{SERVICES[match[1]]}:[127.0.0.1]:{match[2]}"
+
+
+class _TransportTable(socketserver.ThreadingTCPServer):
+    """Answers Postfix's tcp_table(5) lookups: ``get KEY`` -> ``200 VALUE`` or ``500``."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _TransportLookup)
+
+
+class _TransportLookup(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        for line in self.rfile:
+            request = line.decode().strip()
+            key = urllib.parse.unquote(request.removeprefix("get "))
+            value = route(key) if request.startswith("get ") else None
+            if value is None:
+                self.wfile.write(b"500 not-found\n")
+            else:
+                self.wfile.write(f"200 {urllib.parse.quote(value)}\n".encode())
+            self.wfile.flush()
+
+
+class PrivatePostfix:
+    def __init__(self, root: Path, ca_file: Path, timeout_seconds: int = 3) -> None:
+        self.root = root
+        self.config = root / "etc"
+        self.log = root / "maillog"
+        self._ca_file = ca_file
+        self._timeout = timeout_seconds
+        self._table = _TransportTable()
+
+    def start(self) -> None:
+        assert POSTFIX is not None, "postfix is not installed"
+        # Postfix's daemons run as the postfix user: every directory above its
+        # files must be traversable by it (pytest's tmp_path is not).
+        self.root.chmod(0o755)
+        for sub in ("etc", "queue", "data"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        shutil.chown(self.root / "data", "postfix", "postfix")
+        threading.Thread(target=self._table.serve_forever, daemon=True).start()
+        (self.config / "main.cf").write_text(MAIN_CF.format(
+            root=self.root, ca_file=self._ca_file, timeout=self._timeout,
+            # Postfix's defaults scaled by 0.01: 300 s -> 3 s, smtp_data_done_timeout 600 s -> 6 s
+            data_done_timeout=2 * self._timeout,
+            table_port=self._table.server_address[1],
+        ))
+        (self.config / "master.cf").write_text(MASTER_CF)
+        self._postfix("start")
+
+    def stop(self) -> None:
+        self._postfix("stop", check=False)
+        self._table.shutdown()
+        self._table.server_close()
+        pid_file = self.root / "queue" / "pid" / "master.pid"
+        deadline = time.monotonic() + 10
+        while pid_file.exists() and time.monotonic() < deadline:
+            pid = int(pid_file.read_text().split()[0] or 0)
+            try:
+                os.kill(pid, 0)
+            except (ProcessLookupError, ValueError):
+                break
+            time.sleep(0.05)
+
+    def send(self, recipient: str, body: str = "fakemx end-to-end probe", sender: str = "") -> str:
+        """Inject a message with the instance's own sendmail; returns its Message-ID.
+
+        The null sender (the default) makes Postfix discard the bounce.
+        """
+        message_id = f"<{uuid.uuid4().hex}@relay.fakemx.test>"
+        message = (
+            f"From: <{sender}>\nTo: <{recipient}>\nSubject: probe\nMessage-ID: {message_id}\n"
+            f"\n{body}\n"
+        )
+        subprocess.run(
+            [SENDMAIL, "-C", str(self.config), "-f", sender, "--", recipient],
+            input=message.encode(), check=True, timeout=30,
+        )
+        return message_id
+
+    def flush(self) -> None:
+        """Ask the queue manager to retry deferred mail now."""
+        subprocess.run(["postqueue", "-c", str(self.config), "-f"], check=True, timeout=30)
+
+    def verdicts(self, message_id: str) -> list[Verdict]:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        queue_id = next(
+            (m[1] for m in re.finditer(r": ([0-9A-F]+): message-id=(<[^>]*>)", text)
+             if m[2] == message_id), None
+        )
+        if queue_id is None:
+            return []
+        return [
+            Verdict(m["qid"], m["status"], m["dsn"], m["relay"], m["reason"])
+            for m in map(_STATUS.search, text.splitlines())
+            if m and m["qid"] == queue_id
+        ]
+
+    def wait_verdict(self, message_id: str, count: int = 1, timeout: float = 60) -> list[Verdict]:
+        """Poll the log until ``count`` delivery attempts are logged."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.verdicts(message_id)
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+                raise TimeoutError(f"no verdict {count} for {message_id}; log tail:\n{tail}")
+            time.sleep(0.05)
+
+    def log_lines(self, message_id: str) -> list[str]:
+        verdicts = self.verdicts(message_id)
+        if not verdicts:
+            return []
+        queue_id = verdicts[0].queue_id
+        return [line for line in self.log.read_text(errors="replace").splitlines()
+                if queue_id in line]
+
+    def _postfix(self, *args: str, check: bool = True) -> None:
+        assert POSTFIX is not None
+        subprocess.run([POSTFIX, "-c", str(self.config), *args], check=check, timeout=60,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
