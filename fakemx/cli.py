@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -63,9 +64,21 @@ def _parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="serve every catalog profile, each on its own port")
     _server_options(lab, port=False)
     lab.add_argument("--base-port", type=int, default=DEFAULT_LAB_BASE_PORT,
-                     help=f"first port; profiles take consecutive ports (default "
-                          f"{DEFAULT_LAB_BASE_PORT}; 0 = any free ports)")
+                     help=f"first port, for the healthy sink; the other profiles take the"
+                          f" next ports (default {DEFAULT_LAB_BASE_PORT}; 0 = any free ports)")
+    lab.add_argument("--postfix-transport", type=Path, default=None, metavar="FILE",
+                     help="also write a Postfix transport map: <profile>.lab.fakemx.test ->"
+                          " [ADVERTISE]:PORT, for a relay in front of the lab")
+    lab.add_argument("--advertise", default=None, metavar="HOST",
+                     help="the name relays use to reach the lab (default: --host)")
     lab.set_defaults(run=_lab)
+
+    journal = sub.add_parser("journal", help="the newest sessions from a state dir")
+    journal.add_argument("--state-dir", type=Path, default=Path(DEFAULT_STATE_DIR))
+    journal.add_argument("--server", default=None, help="only this server (profile name in a lab)")
+    journal.add_argument("--limit", type=int, default=10, help="how many sessions (default 10)")
+    journal.add_argument("--events", action="store_true", help="each command and reply too")
+    journal.set_defaults(run=_journal)
 
     listing = sub.add_parser("list", help="list the catalog")
     listing.add_argument("--json", action="store_true", help="a JSON array of objects")
@@ -124,7 +137,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _lab(args: argparse.Namespace) -> int:
-    profiles = [p for p in catalog() if p.name != "sink"]
+    # The healthy sink first, on the base port: the positive control for students.
+    profiles = sorted(catalog(), key=lambda p: p.name != "sink")
     ensure_state_dir(args.state_dir)
 
     async def run() -> None:
@@ -139,6 +153,9 @@ def _lab(args: argparse.Namespace) -> int:
                                 name=profile.name)
                 await server.start()
                 servers.append((profile, server))
+            if args.postfix_transport is not None:
+                _write_postfix_transport(args.postfix_transport, servers,
+                                         args.advertise or args.host)
             _print_lab_table(servers)
             await _until_signalled()
         finally:
@@ -160,6 +177,39 @@ def _print_lab_table(servers: list[tuple[Profile, FakeMX]]) -> None:
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])), row[3])
     print(f"fakemx: lab ready, {len(servers)} profiles on {servers[0][1].host}", flush=True)
+
+
+LAB_DOMAIN = "lab.fakemx.test"
+
+
+def _write_postfix_transport(path: Path, servers: list[tuple[Profile, FakeMX]],
+                             host: str) -> None:
+    """``<profile>.lab.fakemx.test smtp:[host]:port`` for each profile, atomically."""
+    lines = [f"# written by fakemx lab: send to <anyone>@<profile>.{LAB_DOMAIN}"]
+    lines += [f"{profile.name}.{LAB_DOMAIN} smtp:[{host}]:{server.port}"
+              for profile, server in servers]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+
+
+def _journal(args: argparse.Namespace) -> int:
+    if not (args.state_dir / "fakemx.sqlite3").is_file():
+        raise FakeMXError(f"{args.state_dir}: no fakemx store here (pass --state-dir)")
+    store = Store(args.state_dir)
+    try:
+        rows = store.session_rows(server=args.server, limit=args.limit)
+    finally:
+        store.close()
+    for row in reversed(rows):
+        started = time.strftime("%H:%M:%S", time.localtime(row["started"]))
+        print(f"#{row['id']} {started} {row['server']} {row['client_ip']} "
+              f"attempt {row['attempt']}: {row['ended_by']}")
+        if args.events:
+            for event in row["events"]:
+                mark = {"client": "C:", "server": "S:"}.get(event["kind"], "  ")
+                print(f"    {mark} {event['text']}")
+    return 0
 
 
 def _list(args: argparse.Namespace) -> int:

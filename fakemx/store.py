@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from fakemx.journal import Session, StoredMessage
 
@@ -111,6 +112,23 @@ class Store:
                  record["outcome"], record["stage"], record["ended_by"], session.helo,
                  session.tls, json.dumps(record["events"])),
             )
+
+    def session_rows(self, server: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest finished sessions, newest first, as plain dicts (events decoded)."""
+        query = ("SELECT id, server, profile, client_ip, client_port, attempt, started, ended,"
+                 " outcome, stage, ended_by, helo, tls, events FROM sessions")
+        params: tuple[Any, ...] = ()
+        if server is not None:
+            query += " WHERE server = ?"
+            params = (server,)
+        with self._lock:
+            cursor = self._db.execute(query + " ORDER BY id DESC LIMIT ?", (*params, limit))
+            names = [column[0] for column in cursor.description]
+            rows = cursor.fetchall()
+        records = [dict(zip(names, row, strict=True)) for row in rows]
+        for record in records:
+            record["events"] = json.loads(record["events"])
+        return records
 
     def messages(self, server: str | None = None) -> Iterator[StoredMessage]:
         query = "SELECT id, session_id, received, mail_from, rcpt_tos, content FROM messages"
