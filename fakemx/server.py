@@ -9,20 +9,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from fakemx import certs
+from fakemx import certs, control
+from fakemx.control import RuleSpec
+from fakemx.incidents import Incidents, ServerSideError
 from fakemx.journal import Journal, Outcome, Session, StoredMessage
 from fakemx.listener import Listener
-from fakemx.model import Profile
+from fakemx.model import Profile, Rule
 from fakemx.profiles import load_profile
 from fakemx.smtp import FakeSMTP
 from fakemx.stages import ListenerState, TlsMode
@@ -83,6 +86,7 @@ class FakeMX:
         self._shared_store = store
         self._name = name
         self.journal = Journal()
+        self.incidents = Incidents()  # exceptions inside the server; see check()
         self._state: ServerState | None = None
         self._listener: Listener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -102,6 +106,7 @@ class FakeMX:
             clock=self._clock,
             seed=self.seed if self.seed is not None else self._profile.seed,
             tls_context=self._tls_context_for(self._profile),
+            incidents=self.incidents,
         )
         state = self._state
         self._listener = Listener(
@@ -138,6 +143,7 @@ class FakeMX:
     def __enter__(self) -> Self:
         """Run on a private event loop in a background thread (for sync clients)."""
         loop = asyncio.new_event_loop()
+        loop.set_exception_handler(self._loop_exception)  # our own loop, so ours to watch
         self._thread = threading.Thread(target=loop.run_forever, name="fakemx", daemon=True)
         self._thread.start()
         try:
@@ -160,6 +166,12 @@ class FakeMX:
         finally:
             self._stop_thread(loop)
 
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if isinstance(error, Exception):
+            self.incidents.add(f"event loop: {context.get('message', '')}", error)
+        loop.default_exception_handler(context)
+
     def _stop_thread(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.call_soon_threadsafe(loop.stop)
         assert self._thread is not None
@@ -180,6 +192,7 @@ class FakeMX:
 
     @property
     def profile(self) -> Profile:
+        """The running profile, with rules added at run time first."""
         return self._profile
 
     @property
@@ -188,10 +201,13 @@ class FakeMX:
 
     @property
     def sessions(self) -> list[Session]:
+        """Every connection so far (since the last ``reset()``), oldest first."""
         return self.journal.sessions
 
     @property
     def messages(self) -> list[StoredMessage]:
+        """Accepted messages: envelope (``mail_from``, ``rcpt_tos``) and ``.message``,
+        the parsed ``email.message.EmailMessage``."""
         return self.journal.messages
 
     def wait_for(
@@ -204,17 +220,42 @@ class FakeMX:
     ) -> None:
         """Block until so many sessions (started/ended) and messages exist; TimeoutError if not.
 
-        Call it from a thread other than the server's loop (in thread mode, the test's).
+        Returns as soon as it holds. From the server's own event loop use
+        ``await mx.await_for(...)``: blocking there would stop the server.
         """
-        if not self.journal.wait_for(
+        self._refuse_on_loop("wait_for", "await_for")
+        self._wait(sessions, ended, messages, timeout)
+
+    async def await_for(
+        self,
+        *,
+        sessions: int | None = None,
+        ended: int | None = None,
+        messages: int | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109 (the same signature as wait_for, on purpose)
+    ) -> None:
+        """``wait_for`` for async code; the event loop keeps running meanwhile."""
+        # The journal's condition variable is notified from the server's loop;
+        # waiting on it in a worker thread keeps that loop free.
+        await asyncio.to_thread(self._wait, sessions, ended, messages, timeout)
+
+    def _wait(
+        self, sessions: int | None, ended: int | None, messages: int | None, timeout: float
+    ) -> None:
+        if self.journal.wait_for(
             sessions=sessions, ended=ended, messages=messages, timeout=timeout
         ):
-            have = (
-                f"{len(self.sessions)} sessions "
-                f"({sum(s.outcome is not Outcome.OPEN for s in self.sessions)} ended), "
-                f"{len(self.messages)} messages"
-            )
-            raise TimeoutError(f"fakemx: still {have} after {timeout:g} s")
+            return
+        listed = self.sessions
+        closed = sum(s.outcome is not Outcome.OPEN for s in listed)
+        have = f"{len(listed)} sessions ({closed} ended), {len(self.messages)} messages"
+        raise TimeoutError(f"fakemx: still {have} after {timeout:g} s")
+
+    def check(self) -> None:
+        """Raise ServerSideError if anything failed inside the server (the fixtures do)."""
+        found = self.incidents.snapshot()
+        if found:
+            raise ServerSideError(self.address, found) from found[0].error
 
     @property
     def ca_path(self) -> Path:
@@ -227,20 +268,71 @@ class FakeMX:
 
     # endregion
     # region control ------------------------------------------------------------
+    # Sync verbs work from any thread but the server's own loop; ``load`` and
+    # ``set_listener`` may rebind the port, so on that loop use their ``a``-forms.
+    # Rule edits and ``reset`` never wait, so they work everywhere.
 
     def load(self, profile: ProfileSpec) -> None:
-        """Switch to another profile; applies from the next connection."""
+        """Switch to another profile (dropping run-time rules); applies from the next connection."""
         new = load_profile(profile).scaled(self.time_scale)  # validate all, then change
-        self._call(self.apply(new))
+        self._refuse_on_loop("load", "aload")
+        self._run(self.apply(new))
+
+    async def aload(self, profile: ProfileSpec) -> None:
+        new = load_profile(profile).scaled(self.time_scale)
+        await self._arun(self.apply(new))
 
     def set_listener(self, state: ListenerState | str) -> None:
-        self._call(self._set_listener(ListenerState(state)))
+        """``open``, ``refuse`` (RST on SYN) or ``blackhole`` (SYNs unanswered); next SYN on."""
+        wanted = ListenerState(state)
+        self._refuse_on_loop("set_listener", "aset_listener")
+        self._run(self._set_listener(wanted))
+
+    async def aset_listener(self, state: ListenerState | str) -> None:
+        await self._arun(self._set_listener(ListenerState(state)))
+
+    def add_rule(self, spec: RuleSpec | None = None, /, **fields: Any) -> Rule:
+        """Add a rule, checked before the profile's own; returns it as stored.
+
+        ``spec`` is a Rule or a dict, or give the fields as keywords; validated
+        like a profile file (ProfileError, nothing changes). Durations are
+        scaled by ``time_scale``.
+        """
+        rule = control.rule_from_spec(fields if spec is None else spec, "mx.add_rule()")
+        rule = control.scaled_rule(rule, self.time_scale)
+        self._swap(lambda current: control.with_rule(current, rule))
+        return rule
+
+    def remove_rule(self, name: str) -> list[Rule]:
+        """Remove the rules labelled ``name`` (a rule's ``name``, else ``<stage>-<action>``)."""
+        removed: list[Rule] = []
+
+        def edit(current: Profile) -> Profile:
+            new, gone = control.without_rule(current, name)
+            removed.extend(gone)
+            return new
+
+        self._swap(edit)
+        return removed
+
+    @contextlib.contextmanager
+    def rule(self, spec: RuleSpec | None = None, /, **fields: Any) -> Iterator[Rule]:
+        """``with mx.rule(stage="rcpt", reply={"code": 451}):`` the rule holds inside only."""
+        added = self.add_rule(spec, **fields)
+        try:
+            yield added
+        finally:
+            self._swap(lambda current: control.without_exact(current, added) or current)
 
     def reset(self) -> None:
-        """Forget sessions, messages in memory, attempt counters and the seeded draws."""
+        """Forget sessions, messages in memory, attempt counters and the seeded draws.
+
+        The profile and its run-time rules stay; recorded server-side errors too
+        (``mx.incidents.clear()`` forgets those).
+        """
         self.journal.clear()
         if self._state is not None:
-            self._state.reset()
+            self._on_loop(self._state.reset)
 
     async def apply(self, profile: Profile) -> None:
         state = self._require_state()
@@ -257,21 +349,59 @@ class FakeMX:
         assert self._listener is not None
         await self._listener.set_state(state)
 
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the server's loop, from its thread or from another."""
-        loop = self._loop
-        if loop is None:
-            coro.close()
-            raise RuntimeError("fakemx is not running: use `with FakeMX(...)` first")
+    def _swap(self, edit: Callable[[Profile], Profile]) -> None:
+        """Replace the profile by ``edit(profile)`` on the loop (no rebind: rules only)."""
+        state = self._require_state()
+
+        def swap() -> None:
+            self._profile = state.profile = edit(self._profile)
+
+        self._on_loop(swap)
+
+    def _on_loop(self, action: Callable[[], None]) -> None:
+        """Run a quick, non-blocking ``action`` on the server's loop, from any thread."""
+        loop = self._require_loop()
+        if self._running_on_loop():
+            action()
+            return
+
+        async def run() -> None:
+            action()
+
+        asyncio.run_coroutine_threadsafe(run(), loop).result()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the server's loop from another thread and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coro, self._require_loop()).result()
+
+    async def _arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the server's loop, from that loop or from another one."""
         try:
-            running = asyncio.get_running_loop()
+            loop = self._require_loop()
         except RuntimeError:
-            running = None
-        if running is loop:
-            # On the loop itself we cannot block; the change is scheduled in order.
-            loop.create_task(coro)
-            return None  # type: ignore[return-value]
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+            coro.close()
+            raise
+        if self._running_on_loop():
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+    def _refuse_on_loop(self, verb: str, async_verb: str) -> None:
+        if self._loop is not None and self._running_on_loop():
+            raise RuntimeError(
+                f"mx.{verb}() would block the event loop fakemx runs on; "
+                f"use `await mx.{async_verb}(...)` there"
+            )
+
+    def _running_on_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def _require_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None or self._state is None:
+            raise RuntimeError("fakemx is not running: use `with FakeMX(...)` first")
+        return self._loop
 
     def _require_state(self) -> ServerState:
         if self._state is None:

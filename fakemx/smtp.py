@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import MISSING, SMTP, Envelope
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, TLSSetupException
 
 from fakemx import inband
 from fakemx.decide import Context, decide
@@ -155,6 +155,7 @@ class FakeSMTP(SMTP):
                 self.state.store.save_session(record)
             except sqlite3.Error as exc:  # the journal in memory still has it
                 record.add("fakemx", f"could not save the session: {exc}")
+                self._incident(exc)
             self.state.journal.ended(record)
         super().connection_lost(error)
 
@@ -336,6 +337,22 @@ class FakeSMTP(SMTP):
         except asyncio.CancelledError:
             self._writer.close()
             raise
+        except Exception as exc:  # a bug in fakemx: keep it for FakeMX.check()
+            self._incident(exc)
+            raise
+
+    async def handle_exception(self, error: Exception) -> str:
+        """aiosmtpd's ``500 Error: ...`` on the wire, as before, and the error kept.
+
+        A TLS handshake the client abandons is the client's doing, not fakemx's.
+        """
+        if not isinstance(error, TLSSetupException):
+            self._incident(error)
+        return await super().handle_exception(error)
+
+    def _incident(self, error: BaseException) -> None:
+        where = f"session {self.record.id} {self.record.stage.label}" if self.record else "session"
+        self.state.incidents.add(where, error)
 
     async def _greet(self) -> None:
         await self._act(Stage.CONNECT, self._decide(Stage.CONNECT))
@@ -455,6 +472,7 @@ class FakeSMTP(SMTP):
             )
         except (sqlite3.Error, OSError) as exc:
             self._note(f"could not store the message: {exc}")
+            self._incident(exc)
             return "452 4.3.1 Insufficient system storage"
         record.message_ids.append(stored.id)
         self.state.journal.accepted(stored)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from fakemx.incidents import Incidents
 from fakemx.journal import Journal
 from fakemx.model import Profile
 from fakemx.store import Store
@@ -41,6 +42,7 @@ class ServerState:
     clock: Callable[[], float]
     seed: int | None = None
     tls_context: ssl.SSLContext | None = None
+    incidents: Incidents = field(default_factory=Incidents)  # errors inside the server
     open_sessions: int = 0
     clients: dict[str, ClientHistory] = field(default_factory=dict)
     live: set[LiveSession] = field(default_factory=set)
