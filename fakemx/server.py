@@ -76,10 +76,7 @@ class FakeMX:
         self.host = host
         self._port = port
         self._temp_dir: tempfile.TemporaryDirectory[str] | None = None
-        if state_dir is None:
-            self._temp_dir = tempfile.TemporaryDirectory(prefix="fakemx-")
-            state_dir = self._temp_dir.name
-        self.state_dir = Path(state_dir)
+        self._state_dir = None if state_dir is None else Path(state_dir)
         self.seed = seed
         self.hostname = hostname
         self._clock = clock
@@ -256,6 +253,15 @@ class FakeMX:
         found = self.incidents.snapshot()
         if found:
             raise ServerSideError(self.address, found) from found[0].error
+
+    @property
+    def state_dir(self) -> Path:
+        """Messages, journal and CA; a temporary directory made on first use if none was given
+        (so a FakeMX that never starts leaves nothing behind), removed on stop."""
+        if self._state_dir is None:
+            self._temp_dir = tempfile.TemporaryDirectory(prefix="fakemx-")
+            self._state_dir = Path(self._temp_dir.name)
+        return self._state_dir
 
     @property
     def ca_path(self) -> Path:
