@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fakemx.dns_model import Dns
 from fakemx.stages import ListenerState, Stage, TlsMode
 
 DropHow = Literal["fin", "rst"]
@@ -199,6 +200,7 @@ class Profile(_Strict):
     max_message_size: Annotated[int, Field(ge=0)] = DEFAULT_MAX_MESSAGE_SIZE
     idle_timeout_seconds: Annotated[float, Field(gt=0)] = DEFAULT_IDLE_TIMEOUT_SECONDS
     rules: list[Rule] = []
+    dns: Dns | None = None  # a fake DNS zone in front of this server (fakemx.dns_model)
 
     def rules_at(self, stage: Stage) -> tuple[Rule, ...]:
         return tuple(rule for rule in self.rules if rule.stage is stage)
@@ -220,4 +222,6 @@ class Profile(_Strict):
             stall = rule.get("stall")
             if stall is not None and "seconds" in stall:
                 stall["seconds"] *= time_scale
+        if self.dns is not None:
+            data["dns"] = self.dns.scaled(time_scale)
         return Profile.model_validate(data)

@@ -22,6 +22,7 @@ from typing import Any, Self, TypeVar
 
 from fakemx import certs, control
 from fakemx.control import RuleSpec
+from fakemx.dnsserver import DnsServer
 from fakemx.incidents import Incidents, ServerSideError
 from fakemx.journal import Journal, Outcome, Session, StoredMessage
 from fakemx.listener import Listener
@@ -55,6 +56,8 @@ class FakeMX:
             windows, idle timeout): 0.01 runs a 300 s greylist in 3 s.
         store: share one store between several servers (the lab does).
         name: how sessions name this server; ``host:port`` by default.
+        dns_port: where the profile's ``[dns]`` zone is served (on ``host``, UDP
+            and TCP; 0 = a free port), read back as ``mx.dns.port``.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class FakeMX:
         time_scale: float = 1.0,
         store: Store | None = None,
         name: str | None = None,
+        dns_port: int = 0,
     ) -> None:
         self.time_scale = time_scale
         self._profile = load_profile(profile).scaled(time_scale)
@@ -82,6 +86,8 @@ class FakeMX:
         self._clock = clock
         self._shared_store = store
         self._name = name
+        self._dns_port = dns_port
+        self.dns: DnsServer | None = None  # started when the profile has a [dns] section
         self.journal = Journal()
         self.incidents = Incidents()  # exceptions inside the server; see check()
         self._state: ServerState | None = None
@@ -117,9 +123,19 @@ class FakeMX:
             raise
         self._port = self._listener.port
         state.name = self._name or self.address
+        if self._profile.dns is not None:
+            dns = DnsServer(self._profile.dns, host=self.host, port=self._dns_port,
+                            clock=self._clock, fakemx_address=self.host)
+            try:
+                self.dns = await dns.start()
+            except BaseException:
+                await self.stop()
+                raise
         return self
 
     async def stop(self) -> None:
+        if self.dns is not None:
+            await self.dns.stop()  # kept, so its queries stay readable after the stop
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
