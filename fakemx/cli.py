@@ -26,6 +26,7 @@ from fakemx.store import Store, ensure_state_dir, export_messages
 
 DEFAULT_PORT = 2525
 DEFAULT_LAB_BASE_PORT = 2600
+DEFAULT_DNS_PORT = 5300
 DEFAULT_STATE_DIR = ".fakemx"
 
 
@@ -59,7 +60,20 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve one profile (default: the healthy sink)")
     serve.add_argument("profile", nargs="?", default=None, help="catalog name or profile file")
     _server_options(serve, port=True)
+    serve.add_argument("--dns-port", type=int, default=0,
+                       help="where a profile's [dns] zone is served, on --host (default 0: any)")
     serve.set_defaults(run=_serve)
+
+    dns = sub.add_parser("dns", help="serve only a profile's [dns] zone (UDP and TCP)")
+    dns.add_argument("profile", help="catalog name or profile file with a [dns] section")
+    dns.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    dns.add_argument("--port", type=int, default=DEFAULT_DNS_PORT,
+                     help=f"port (default {DEFAULT_DNS_PORT}; 0 = any free port; 53 needs root)")
+    dns.add_argument("--fakemx-address", default=None, metavar="IP",
+                     help="what {fakemx} in A/AAAA records stands for (default: --host)")
+    dns.add_argument("--time-scale", type=float, default=1.0,
+                     help="multiply every duration in the zone, TTLs too (0.01: 300 s -> 3 s)")
+    dns.set_defaults(run=_dns)
 
     lab = sub.add_parser("lab", help="serve every catalog profile, each on its own port")
     _server_options(lab, port=False)
@@ -124,12 +138,32 @@ def _server_options(parser: argparse.ArgumentParser, *, port: bool) -> None:
 def _serve(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     server = FakeMX(profile, host=args.host, port=args.port, state_dir=args.state_dir,
-                    seed=args.seed, hostname=args.hostname, time_scale=args.time_scale)
+                    seed=args.seed, hostname=args.hostname, time_scale=args.time_scale,
+                    dns_port=args.dns_port)
 
     async def run() -> None:
         async with server:
             print(f"fakemx: serving {profile.name} on {server.address} "
                   f"(listener {server.listener_state}, state dir {args.state_dir})", flush=True)
+            if server.dns is not None:
+                print(f"fakemx: DNS for {profile.name} on {server.dns.address}", flush=True)
+            await _until_signalled()
+
+    asyncio.run(run())
+    return 0
+
+
+def _dns(args: argparse.Namespace) -> int:
+    from fakemx.dnsserver import DnsServer
+
+    profile = load_profile(args.profile)
+    server = DnsServer(profile, host=args.host, port=args.port, time_scale=args.time_scale,
+                       fakemx_address=args.fakemx_address or args.host)
+
+    async def run() -> None:
+        async with server:
+            tcp = "udp+tcp" if server.spec.tcp == "open" else "udp; tcp refused"
+            print(f"fakemx: DNS for {profile.name} on {server.address} ({tcp})", flush=True)
             await _until_signalled()
 
     asyncio.run(run())
