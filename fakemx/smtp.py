@@ -36,6 +36,7 @@ LINE_LENGTH_LIMIT = 1001
 _PLACEHOLDER = re.compile(r"\{(client_ip|helo|sender|recipient|hostname)\}")
 _SIZE_OPTION = re.compile(r"^SIZE=(\d+)$", re.IGNORECASE)
 _LINGER_RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
+SHUTDOWN_REPLY = "421 4.3.2 Service shutting down, closing transmission channel"
 # Re-arming the idle timer costs a timer handle; do it per 64 KiB of body, not per line.
 _TIMER_RESET_BYTES = 65536
 
@@ -111,6 +112,8 @@ class FakeSMTP(SMTP):
         self._strip: frozenset[str] = frozenset()
         self._timed_out = False
         self._finished = False
+        self._busy = False  # a command (a whole DATA transaction included) is in progress
+        self._close_when_done = False
         self._smtp_methods = {
             name: self._journaled(name, method) for name, method in self._smtp_methods.items()
         }
@@ -160,12 +163,35 @@ class FakeSMTP(SMTP):
         super().connection_lost(error)
 
     def shut_down(self) -> None:
-        """fakemx is stopping: close this session now."""
-        if self.record is not None and self.record.outcome is Outcome.OPEN:
-            self.record.outcome = Outcome.SHUTDOWN
+        """fakemx is stopping: say 421 and close now, or after the command in progress.
+
+        RFC 5321 3.8: a server that must shut down answers 421 to the next
+        command; a transaction under way (a message arriving) may finish first.
+        """
+        if self._busy:
+            self._close_when_done = True
+            return
+        self._say_goodbye()
+
+    def abort(self) -> None:
+        """The shutdown grace ran out: reset the connection."""
+        self._mark(Outcome.SHUTDOWN)
         transport = self._original_transport or self.transport
         if isinstance(transport, asyncio.Transport):
             transport.abort()
+
+    def _say_goodbye(self) -> None:
+        self._mark(Outcome.SHUTDOWN)
+        if self.transport is None or self.transport.is_closing():
+            return
+        self._writer.write(f"{SHUTDOWN_REPLY}\r\n".encode())
+        if self.record is not None:
+            self.record.add("server", SHUTDOWN_REPLY)
+        self.transport.close()
+
+    def _mark(self, outcome: Outcome) -> None:
+        if self.record is not None and self.record.outcome is Outcome.OPEN:
+            self.record.outcome = outcome
 
     def _client_side_outcome(self, error: Exception | None) -> Outcome:
         if self._timed_out:
@@ -201,7 +227,13 @@ class FakeSMTP(SMTP):
             if self._refusing and name != "QUIT":
                 await self.push("503 5.5.1 Bad sequence of commands: only QUIT is allowed now")
                 return
-            await method(arg)
+            self._busy = True
+            try:
+                await method(arg)
+            finally:
+                self._busy = False
+            if self._close_when_done:
+                self._say_goodbye()
 
         return run
 

@@ -23,6 +23,8 @@ from fakemx.store import Store
 class LiveSession(Protocol):
     def shut_down(self) -> None: ...
 
+    def abort(self) -> None: ...
+
 
 @dataclass
 class ClientHistory:
@@ -71,7 +73,8 @@ class ServerState:
         self.rng = random.Random(self.seed)
 
     async def close_sessions(self, grace_seconds: float) -> None:
-        """Close every open session and wait (bounded) until each has been journaled."""
+        """Say 421 to every session (after its current command), reset what is left
+        after ``grace_seconds``, and wait until each has been journaled."""
         if not self.live:
             return
         self.all_closed.clear()
@@ -79,6 +82,10 @@ class ServerState:
             session.shut_down()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.all_closed.wait(), grace_seconds)
+        for session in list(self.live):
+            session.abort()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.all_closed.wait(), 1.0)
 
     def session_ended(self, session: LiveSession) -> None:
         self.live.discard(session)
