@@ -15,6 +15,7 @@ TOML shape (each rule has exactly one action key)::
 from __future__ import annotations
 
 import ipaddress
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -23,6 +24,27 @@ from fakemx.dns_model import Dns
 from fakemx.stages import ListenerState, Stage, TlsMode
 
 DropHow = Literal["fin", "rst"]
+
+
+class CertKind(StrEnum):
+    """The server certificate, each kind wrong in one way (see fakemx.certs)."""
+
+    VALID = "valid"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    WRONG_HOST = "wrong_host"  # names another host
+    SELF_SIGNED = "self_signed"
+    UNTRUSTED = "untrusted"  # signed by a CA fakemx never exports
+    MISSING_INTERMEDIATE = "missing_intermediate"  # served without its intermediate CA
+    REVOKED = "revoked"  # listed in fakemx's CRL and OCSP responder
+    WEAK_SHA1 = "weak_sha1"  # SHA-1 signature
+    WEAK_RSA1024 = "weak_rsa1024"  # 1024-bit RSA key
+
+
+TlsVersion = Literal["1.0", "1.1", "1.2", "1.3"]
+# What a STARTTLS rule can do to the handshake after "220 Ready to start TLS":
+# answer the ClientHello with a fatal alert, reset, or never answer.
+HandshakeFault = Literal["alert", "rst", "stall"]
 
 # RFC 5321 4.5.3.2.7: a server should wait at least 5 minutes for the next command.
 DEFAULT_IDLE_TIMEOUT_SECONDS = 300.0
@@ -108,7 +130,7 @@ class When(_Strict):
         return value
 
 
-ACTION_KEYS = ("reply", "drop", "stall", "strip_extensions", "mask_banner")
+ACTION_KEYS = ("reply", "drop", "stall", "strip_extensions", "mask_banner", "handshake")
 
 
 class Rule(_Strict):
@@ -120,6 +142,7 @@ class Rule(_Strict):
     stall: Stall | None = None
     strip_extensions: list[str] | None = None
     mask_banner: str | None = None
+    handshake: HandshakeFault | None = None
 
     @model_validator(mode="after")
     def _exactly_one_action(self) -> Rule:
@@ -133,6 +156,8 @@ class Rule(_Strict):
             raise ValueError("strip_extensions only applies at stage 'ehlo'")
         if self.mask_banner is not None and self.stage is not Stage.GREETING:
             raise ValueError("mask_banner only applies at stage 'greeting'")
+        if self.handshake is not None and self.stage is not Stage.STARTTLS:
+            raise ValueError("handshake only applies at stage 'starttls'")
         if self.when.after_bytes is not None and self.stage is not Stage.BODY:
             raise ValueError("when.after_bytes only applies at stage 'body'")
         return self
@@ -186,8 +211,30 @@ class About(_Strict):
 
 
 class Tls(_Strict):
+    """How fakemx does TLS: where it is offered, which certificate, which protocols.
+
+    ``min_version``/``max_version`` left out mean OpenSSL's and Python's
+    defaults (TLS 1.2 and up). Versions below 1.2 and the weak certificate kinds
+    lower the OpenSSL security level to 0, which they need to work at all.
+    ``ciphers`` is an OpenSSL cipher list for TLS 1.2 and below (TLS 1.3 suites
+    are not configurable from Python). ``require_client_cert`` asks for a
+    client certificate and trusts no issuer, so every client is refused.
+    """
+
     mode: TlsMode = TlsMode.STARTTLS
-    cert: Literal["valid"] = "valid"
+    cert: CertKind = CertKind.VALID
+    min_version: TlsVersion | None = None
+    max_version: TlsVersion | None = None
+    ciphers: str | None = None
+    require_client_cert: bool = False
+
+    @model_validator(mode="after")
+    def _versions_in_order(self) -> Tls:
+        if self.min_version and self.max_version and self.min_version > self.max_version:
+            raise ValueError(
+                f"min_version {self.min_version} is above max_version {self.max_version}"
+            )
+        return self
 
 
 class Profile(_Strict):

@@ -20,14 +20,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from fakemx import certs, control
+from fakemx import certs, control, tlsconfig
 from fakemx.control import RuleSpec
 from fakemx.dnsserver import DnsServer
+from fakemx.implicit import ImplicitTls
 from fakemx.incidents import Incidents, ServerSideError
 from fakemx.journal import Journal, Outcome, Session, StoredMessage
 from fakemx.listener import Listener
-from fakemx.model import Profile, Rule
+from fakemx.model import CertKind, Profile, Rule
 from fakemx.profiles import load_profile
+from fakemx.revocation import RevocationServer
 from fakemx.smtp import FakeSMTP
 from fakemx.stages import ListenerState, TlsMode
 from fakemx.state import ServerState
@@ -94,6 +96,7 @@ class FakeMX:
         self._listener: Listener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._revocation: RevocationServer | None = None  # CRL + OCSP, for `revoked`
 
     # region lifecycle ----------------------------------------------------------
 
@@ -108,12 +111,13 @@ class FakeMX:
             journal=self.journal,
             clock=self._clock,
             seed=self.seed if self.seed is not None else self._profile.seed,
-            tls_context=self._tls_context_for(self._profile),
+            tls_context=await self._tls_context_for(self._profile),
             incidents=self.incidents,
         )
         state = self._state
         self._listener = Listener(
-            self.host, self._port, lambda: FakeSMTP(state), self._implicit_tls_context
+            # Implicit TLS is done per connection by ImplicitTls, not by the listening socket.
+            self.host, self._port, lambda: self._protocol_for(state), lambda: None
         )
         try:
             await self._listener.start(self._profile.listener)
@@ -139,6 +143,9 @@ class FakeMX:
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
+        if self._revocation is not None:
+            await self._revocation.stop()
+            self._revocation = None
         if self._state is not None:
             await self._state.close_sessions(_SHUTDOWN_GRACE_SECONDS)
             if self._shared_store is None:
@@ -358,12 +365,12 @@ class FakeMX:
 
     async def apply(self, profile: Profile) -> None:
         state = self._require_state()
-        context = self._tls_context_for(profile)
+        context = await self._tls_context_for(profile)
         self._profile = profile
         state.tls_context = context
         state.profile = profile
         assert self._listener is not None
-        if self._listener.state is not profile.listener or self._implicit_changed(profile):
+        if self._listener.state is not profile.listener:
             await self._listener.set_state(profile.listener)
 
     async def _set_listener(self, state: ListenerState) -> None:
@@ -433,20 +440,38 @@ class FakeMX:
     # endregion
     # region TLS ----------------------------------------------------------------
 
-    def _tls_context_for(self, profile: Profile) -> ssl.SSLContext | None:
-        if profile.tls.mode is TlsMode.NONE:
+    async def _tls_context_for(self, profile: Profile) -> ssl.SSLContext | None:
+        tls = profile.tls
+        if tls.mode is TlsMode.NONE:
             return None
-        return certs.server_context(self.state_dir, self.hostname)
+        if tls.cert is not CertKind.REVOKED:
+            return tlsconfig.server_context(self.state_dir, self.hostname, tls)
+        revocation = await self._revocation_server()
+        context = tlsconfig.server_context(self.state_dir, self.hostname, tls,
+                                           revocation_base_url=revocation.base_url)
+        files = certs.cert_files(self.state_dir, self.hostname, CertKind.REVOKED,
+                                 revocation_base_url=revocation.base_url)
+        revocation.revoke(files.leaf)
+        return context
 
-    def _implicit_tls_context(self) -> ssl.SSLContext | None:
-        if self._state is None or self._profile.tls.mode is not TlsMode.IMPLICIT:
-            return None
-        return self._state.tls_context
+    async def _revocation_server(self) -> RevocationServer:
+        """fakemx's CRL and OCSP responder on loopback, started when a profile needs it."""
+        if self._revocation is None:
+            revocation = RevocationServer(certs.Signer.root(self.state_dir), self.state_dir)
+            await revocation.start()
+            self._revocation = revocation
+        return self._revocation
 
-    def _implicit_changed(self, profile: Profile) -> bool:
-        # Implicit TLS lives in the listening server, so switching to or from it rebinds.
-        return (profile.tls.mode is TlsMode.IMPLICIT) != (
-            self._listener is not None and self._listener.serves_tls
-        )
+    @property
+    def revocation(self) -> RevocationServer | None:
+        """The CRL/OCSP server of a ``revoked`` profile (its ``base_url`` and ``requests``)."""
+        return self._revocation
+
+    def _protocol_for(self, state: ServerState) -> asyncio.Protocol:
+        """A new connection: SMTP, wrapped in the TLS handshake first for implicit TLS."""
+        smtp = FakeSMTP(state)
+        if smtp.profile.tls.mode is TlsMode.IMPLICIT and state.tls_context is not None:
+            return ImplicitTls(smtp, state.tls_context)
+        return smtp
 
     # endregion

@@ -24,10 +24,10 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, TLSSetupException
 
-from fakemx import inband
+from fakemx import inband, tlsconfig, tlswire
 from fakemx.decide import Context, decide
 from fakemx.journal import Outcome, Session
-from fakemx.model import DropHow, Reply, Rule, Stall
+from fakemx.model import DropHow, HandshakeFault, Reply, Rule, Stall
 from fakemx.stages import Stage, TlsMode
 from fakemx.state import ServerState
 
@@ -441,11 +441,83 @@ class FakeSMTP(SMTP):
             await self.push('500 5.5.2 Error: command "XXXXXXXX" not recognized')
             return
         if not arg and self.tls_context is not None:
-            reply = await self._act(Stage.STARTTLS, self._decide(Stage.STARTTLS))
+            rule = self._decide(Stage.STARTTLS)
+            if rule is not None and rule.handshake is not None:
+                await self._break_handshake(rule.handshake)
+                return
+            reply = await self._act(Stage.STARTTLS, rule)
             if reply is not None:
                 await self.push(reply)
                 return
-        await super().smtp_STARTTLS(arg)
+        try:
+            await super().smtp_STARTTLS(arg)
+        except TLSSetupException as exc:
+            # A failed handshake is the test's expected outcome, not a server
+            # error: end the session as aiosmtpd would (close, connection_lost),
+            # without its "SMTP session exception" traceback in the log.
+            # asyncio publishes "ssl_object" only after a handshake succeeds.
+            ssl_object = getattr(self._tls_protocol, "_sslobj", None)
+            reason = tlsconfig.handshake_error(exc.__cause__ or exc, ssl_object)
+            self._note(f"TLS handshake failed: {reason}")
+            if self.transport is not None:
+                self.transport.close()
+            self.connection_lost(exc)
+            raise _SessionOver() from None
+
+    async def _break_handshake(self, how: HandshakeFault) -> None:
+        """Answer STARTTLS with 220 as if TLS would start, then fail the handshake.
+
+        What the client sees: ``alert``, a fatal handshake_failure alert in
+        answer to its ClientHello, then FIN; ``rst``, a reset once its
+        ClientHello arrives; ``stall``, nothing at all until it gives up.
+        """
+        await self.push("220 Ready to start TLS")  # aiosmtpd's own words: indistinguishable
+        if how == "stall":
+            await self._stall(None)
+            return
+        try:
+            content_type, fragment = await tlswire.read_record(self._reader)
+        except (asyncio.IncompleteReadError, ValueError) as exc:
+            self._note(f"no ClientHello came: {exc}")
+            self._hang_up(Stage.STARTTLS, "fin", replied=True)
+        hello = tlswire.is_client_hello(content_type, fragment)
+        self._note("ClientHello received" if hello else "a TLS record but no ClientHello")
+        if how == "alert" and isinstance(self.transport, asyncio.Transport):
+            self.transport.write(tlswire.fatal_alert())
+            self._note(f"sent fatal TLS alert handshake_failure ({tlswire.HANDSHAKE_FAILURE})")
+            self._hang_up(Stage.STARTTLS, "fin", replied=True)
+        self._hang_up(Stage.STARTTLS, "rst", replied=True)
+
+    def tls_handshake_failed(self, transport: asyncio.BaseTransport, error: BaseException) -> None:
+        """Implicit TLS: the handshake failed before SMTP began (see fakemx.implicit).
+
+        The connection still counts as an attempt and is journaled as a
+        session that failed after connect, with the server's view of why.
+        """
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        client_ip, client_port = str(peer[0]), int(peer[1])
+        attempt, _ = self.state.arrive(client_ip)
+        record = self.record = Session(
+            id=self.state.store.new_session_id(),
+            server=self.state.name,
+            profile=self.profile.name,
+            client_ip=client_ip,
+            client_port=client_port,
+            attempt=attempt,
+            started=time.time(),
+        )
+        record.add("fakemx", f"connect from {client_ip}:{client_port}, attempt {attempt}")
+        self.state.journal.started(record)
+        record.add("fakemx", f"TLS handshake failed: {error}")
+        record.outcome = Outcome.ERROR
+        record.ended = time.time()
+        record.add("fakemx", record.ended_by)
+        self._finished = True
+        try:
+            self.state.store.save_session(record)
+        except sqlite3.Error as exc:  # the journal in memory still has it
+            record.add("fakemx", f"could not save the session: {exc}")
+        self.state.journal.ended(record)
 
     async def on_mail(self, address: str, options: list[str]) -> Any:
         self._last_sender = address

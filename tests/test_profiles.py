@@ -25,7 +25,7 @@ def write(tmp_path: Path, text: str) -> Path:
          "rules[0].stage: Input should be 'connect', 'greeting'"),
         ('[[rules]]\nstage = "mail"',
          "rules[0]: a rule needs exactly one action of reply, drop, stall, strip_extensions,"
-         " mask_banner (found none)"),
+         " mask_banner, handshake (found none)"),
         ('[[rules]]\nstage = "mail"\ndrop = "fin"\nreply = { code = 450 }',
          "(found reply, drop)"),
         ('[[rules]]\nstage = "mail"\ndrop = "fn"', "rules[0].drop: Input should be 'fin' or 'rst'"),
