@@ -1,0 +1,248 @@
+"""fakemx's pytest plugin: fixtures, a marker, and a helper to run a test over the catalog.
+
+Registered through the ``pytest11`` entry point, so it loads in every pytest
+run of an environment where fakemx is installed. It therefore imports nothing
+of fakemx's own at module level (aiosmtpd and pydantic cost about 300 ms);
+the first fixture that is used pays for them.
+
+Fixtures (override any of them in a conftest.py, as with pytest-httpserver):
+
+- ``fakemx``: a running FakeMX for one test (a fresh default sink, or what the
+  ``@pytest.mark.fakemx(...)`` marker or an indirect parameter names).
+- ``fakemx_factory``: start more servers, e.g. one per MX host of a domain.
+- ``fakemx_listen_host``: the address servers listen on (``127.0.0.1``).
+- ``fakemx_state_dir``: the test's state directory (messages, journal, CA).
+- ``fakemx_ca``: the CA certificate every server of the session (of the xdist
+  worker) presents a certificate from; give it to the relay under test.
+- ``fakemx_time_scale``: multiplies every duration of the profiles (1.0).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pytest
+
+if TYPE_CHECKING:
+    from fakemx.control import RuleSpec
+    from fakemx.model import Profile
+    from fakemx.server import FakeMX, ProfileSpec
+
+MARKER = "fakemx"
+_MARKER_HELP = (
+    "fakemx(profile=None, rules=(), time_scale=None, **profile_fields): the profile the "
+    "`fakemx` fixture runs; rules are checked first; validated like a profile file"
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", _MARKER_HELP)
+
+
+class FakeMXFactory(Protocol):
+    """``fakemx_factory(profile=None, **FakeMX keyword arguments) -> FakeMX``, started."""
+
+    def __call__(self, profile: ProfileSpec = None, /, **options: Any) -> FakeMX: ...
+
+
+# region override fixtures ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def fakemx_listen_host() -> str:
+    """The address fakemx servers listen on; the port is always picked free (port 0)."""
+    return "127.0.0.1"
+
+
+@pytest.fixture(scope="session")
+def fakemx_time_scale() -> float:
+    """Multiplies every duration in the profiles (stalls, greylist windows, idle timeout)."""
+    return 1.0
+
+
+@pytest.fixture(scope="session")
+def fakemx_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CA certificate (PEM file) behind every fakemx certificate of this session.
+
+    Made once per session (per xdist worker) and copied into each test's state
+    directory, so no test pays for key generation and a relay configured once
+    trusts every server.
+    """
+    from fakemx import certs
+
+    ca_dir = tmp_path_factory.mktemp("fakemx-ca")
+    certs.load_or_create_ca(ca_dir)
+    certs.valid_cert_files(ca_dir, certs.DEFAULT_HOSTNAME)  # also cache the usual leaf
+    return ca_dir / certs.CA_FILE
+
+
+@pytest.fixture
+def fakemx_state_dir(tmp_path: Path) -> Path:
+    """This test's state directory; each server gets a subdirectory with the session's CA."""
+    return tmp_path / "fakemx"
+
+
+# endregion
+# region server fixtures --------------------------------------------------------
+
+
+@pytest.fixture
+def fakemx_factory(
+    fakemx_listen_host: str, fakemx_state_dir: Path, fakemx_time_scale: float, fakemx_ca: Path
+) -> Iterator[FakeMXFactory]:
+    """Start FakeMX servers in background threads; all stop at teardown.
+
+    Each gets its own state subdirectory with the session's CA. At teardown,
+    an exception inside any of them fails the test (``FakeMX.check()``).
+    """
+    from fakemx.server import FakeMX
+
+    started: list[FakeMX] = []
+
+    def start(profile: ProfileSpec = None, /, **options: Any) -> FakeMX:
+        options.setdefault("host", fakemx_listen_host)
+        options.setdefault("time_scale", fakemx_time_scale)
+        if "state_dir" not in options:
+            state_dir = fakemx_state_dir / str(len(started))
+            _copy_ca(fakemx_ca.parent, state_dir)
+            options["state_dir"] = state_dir
+        mx = FakeMX(profile, **options).__enter__()
+        started.append(mx)
+        return mx
+
+    yield start
+    _stop_all(started)
+
+
+@pytest.fixture
+def fakemx(request: pytest.FixtureRequest, fakemx_factory: FakeMXFactory) -> FakeMX:
+    """A running FakeMX for this test, in a background thread (smtplib and asyncio alike).
+
+    The default sink, unless ``@pytest.mark.fakemx(profile=..., rules=[...])``
+    or an indirect parameter (``catalog_params``) names a profile.
+    """
+    from fakemx.errors import FakeMXError
+
+    param = getattr(request, "param", None)
+    marker = request.node.get_closest_marker(MARKER)
+    try:
+        profile, time_scale = _marked_profile(param, marker, request.node.nodeid)
+    except FakeMXError as exc:  # a one-line message is the whole story: no traceback
+        pytest.fail(str(exc), pytrace=False)
+    options: dict[str, Any] = {} if time_scale is None else {"time_scale": time_scale}
+    return fakemx_factory(profile, **options)
+
+
+def _marked_profile(
+    param: ProfileSpec, marker: pytest.Mark | None, nodeid: str
+) -> tuple[ProfileSpec, float | None]:
+    """The profile to run: an indirect parameter, else the marker's, else the sink;
+    the marker's rules and profile fields go on top, validated as one profile."""
+    from fakemx.control import profile_with_overrides
+    from fakemx.profiles import load_profile
+
+    if marker is None:
+        return param, None
+    fields = dict(marker.kwargs)
+    named = fields.pop("profile", marker.args[0] if marker.args else None)
+    base = param if param is not None else named
+    rules: list[RuleSpec] = list(fields.pop("rules", ()))
+    time_scale = fields.pop("time_scale", None)
+    if not fields and not rules:
+        return base, time_scale
+    source = f"@pytest.mark.fakemx on {nodeid}"
+    return profile_with_overrides(load_profile(base), fields, rules, source), time_scale
+
+
+def _stop_all(servers: list[FakeMX]) -> None:
+    """Stop every server, then raise the first failure: a stop error or a server-side error."""
+    failures: list[BaseException] = []
+    for mx in reversed(servers):
+        try:
+            mx.__exit__(None, None, None)
+        except Exception as exc:
+            failures.append(exc)
+    for mx in servers:
+        try:
+            mx.check()
+        except Exception as exc:
+            failures.append(exc)
+    if failures:
+        raise failures[0]
+
+
+def _copy_ca(source: Path, state_dir: Path) -> None:
+    """Give ``state_dir`` the CA (and cached certificates) of ``source``: file copies, no keygen.
+
+    A state directory that has a CA of its own keeps it.
+    """
+    from fakemx import certs
+    from fakemx.store import ensure_state_dir
+
+    ensure_state_dir(state_dir)
+    if (state_dir / certs.CA_FILE).exists():
+        return
+    for name in (certs.CA_FILE, certs.CA_KEY_FILE):
+        shutil.copy2(source / name, state_dir / name)
+    if (source / "certs").is_dir():
+        shutil.copytree(source / "certs", state_dir / "certs", dirs_exist_ok=True)
+
+
+# endregion
+# region parametrizing over the catalog ----------------------------------------
+
+
+def catalog_params(
+    *,
+    code: str | Iterable[str] | None = None,
+    names: str | Iterable[str] = "*",
+    exclude: str | Iterable[str] = (),
+    where: Callable[[Profile], bool] | None = None,
+) -> list[Any]:
+    """Catalog profiles as ``pytest.param``\\s with the profile names as test ids.
+
+    Args:
+        code: keep profiles whose ``about.code`` matches (a glob: ``"4.4.318"``,
+            ``"5.*"``), or any of several.
+        names: keep profiles whose name matches this glob (or any of several).
+        exclude: drop profiles whose name matches this glob (or any of several).
+        where: keep profiles for which this returns True.
+
+    Use as ``@pytest.mark.parametrize("profile", catalog_params(code="4.4.318"))``,
+    or ``@pytest.mark.parametrize("fakemx", catalog_params(...), indirect=True)``
+    to have the ``fakemx`` fixture run each profile. An empty selection is an
+    error, so a typo cannot turn into a test that silently runs nothing.
+    """
+    from fakemx.profiles import catalog
+
+    codes = _globs(code) if code is not None else None
+    keep, drop = _globs(names), _globs(exclude)
+    chosen = [
+        profile
+        for profile in catalog()
+        if _matches(profile.name, keep)
+        and not _matches(profile.name, drop)
+        and (codes is None or (profile.about is not None and _matches(profile.about.code, codes)))
+        and (where is None or where(profile))
+    ]
+    if not chosen:
+        raise ValueError(
+            f"catalog_params(code={code!r}, names={names!r}, exclude={exclude!r}) "
+            "selects no profile; `fakemx list` shows the catalog"
+        )
+    return [pytest.param(profile, id=profile.name) for profile in chosen]
+
+
+def _globs(patterns: str | Iterable[str]) -> tuple[str, ...]:
+    return (patterns,) if isinstance(patterns, str) else tuple(patterns)
+
+
+def _matches(value: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatchcase(value, pattern) for pattern in patterns)
+
+
+# endregion
