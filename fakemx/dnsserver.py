@@ -290,8 +290,8 @@ class DnsServer:
             self.journal.add(_unanswered(entry))
             return
         if fault is None or fault.delay_seconds is None:
+            self.journal.add(entry)  # first: a client that has its answer finds it journaled
             send()
-            self.journal.add(entry)
             return
         assert self._loop is not None
         pending = _unanswered(entry)
@@ -299,8 +299,8 @@ class DnsServer:
 
         def later() -> None:
             self._pending.discard(handle)
-            send()
             self.journal.replace(pending, entry)
+            send()
 
         handle = self._loop.call_later(fault.delay_seconds, later)
         self._pending.add(handle)
