@@ -8,6 +8,7 @@ Built from a bare ``ssl.SSLContext(PROTOCOL_TLS_SERVER)``, never
 from __future__ import annotations
 
 import ssl
+import warnings
 from pathlib import Path
 
 import trustme
@@ -85,10 +86,13 @@ def server_context(
         context.set_ciphers(_LEGACY_CIPHERS)
     if tls.ciphers is not None:
         context.set_ciphers(tls.ciphers)
-    if tls.min_version is not None:
-        context.minimum_version = _VERSIONS[tls.min_version]
-    if tls.max_version is not None:
-        context.maximum_version = _VERSIONS[tls.max_version]
+    with warnings.catch_warnings():
+        # Python warns that TLS 1.0/1.1 are deprecated (bpo-43998); offering them is the point.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if tls.min_version is not None:
+            context.minimum_version = _VERSIONS[tls.min_version]
+        if tls.max_version is not None:
+            context.maximum_version = _VERSIONS[tls.max_version]
     context.load_cert_chain(files.chain, files.key)
     if tls.require_client_cert:
         # A CA made now and forgotten: no client can hold a certificate from

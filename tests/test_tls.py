@@ -91,7 +91,8 @@ def test_revoked_is_trusted_until_the_client_checks_the_crl_fakemx_serves(tmp_pa
         with pytest.raises(ssl.SSLCertVerificationError) as error:
             starttls(mx, context)
         assert error.value.verify_message == "certificate revoked"
-        assert mx.revocation is not None and "GET /fakemx.crl" in mx.revocation.requests
+        assert mx.revocation is not None
+        assert "GET /fakemx.crl" in mx.revocation.requests
 
 
 def test_revoked_ocsp_responder_answers_revoked() -> None:
@@ -127,15 +128,15 @@ def test_certificates_are_cached_per_state_dir(tmp_path: Path) -> None:
 
 
 def test_smtplib_starttls_control_then_expired() -> None:
-    with FakeMX("tls-valid-starttls") as mx:
-        with smtplib.SMTP("localhost", mx.port, timeout=TIMEOUT) as client:
-            client.starttls(context=verifying_context(mx))
-            assert client.send_message(message()) == {}
-        mx.wait_for(messages=1)
-    with FakeMX("4.7.320-expired") as mx, \
+    with FakeMX("tls-valid-starttls") as mx, \
             smtplib.SMTP("localhost", mx.port, timeout=TIMEOUT) as client:
-        with pytest.raises(ssl.SSLCertVerificationError, match="certificate has expired"):
-            client.starttls(context=verifying_context(mx))
+        client.starttls(context=verifying_context(mx))
+        assert client.send_message(message()) == {}
+        mx.wait_for(messages=1)
+    expired = pytest.raises(ssl.SSLCertVerificationError, match="certificate has expired")
+    with FakeMX("4.7.320-expired") as mx, \
+            smtplib.SMTP("localhost", mx.port, timeout=TIMEOUT) as client, expired:
+        client.starttls(context=verifying_context(mx))
 
 
 def test_aiosmtplib_starttls_control_then_wrong_host() -> None:
@@ -147,15 +148,16 @@ def test_aiosmtplib_starttls_control_then_wrong_host() -> None:
     with FakeMX("tls-valid-starttls") as mx:
         asyncio.run(send(mx))
         mx.wait_for(messages=1)
-    with FakeMX("4.7.320-wrong-host") as mx:
-        with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
-            asyncio.run(send(mx))
+    mismatch = pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch")
+    with FakeMX("4.7.320-wrong-host") as mx, mismatch:
+        asyncio.run(send(mx))
 
 
 def test_implicit_tls_control_with_smtp_ssl_and_aiosmtplib() -> None:
     with FakeMX("tls-valid-implicit") as mx:
-        with smtplib.SMTP_SSL("localhost", mx.port, context=verifying_context(mx),
-                              timeout=TIMEOUT) as client:
+        client = smtplib.SMTP_SSL("localhost", mx.port, context=verifying_context(mx),
+                                  timeout=TIMEOUT)
+        with client:
             assert client.send_message(message()) == {}
         asyncio.run(aiosmtplib.send(message(), hostname="localhost", port=mx.port,
                                     use_tls=True, tls_context=verifying_context(mx),
@@ -173,7 +175,8 @@ def test_implicit_tls_failed_handshake_is_journaled() -> None:
             smtplib.SMTP_SSL("localhost", mx.port, context=verifying_context(mx), timeout=TIMEOUT)
         mx.wait_for(ended=1)
         session = mx.sessions[0]
-        assert session.outcome is Outcome.ERROR and session.attempt == 1
+        assert session.outcome is Outcome.ERROR
+        assert session.attempt == 1
         assert session.ended_by == "failed after connect"
         assert any("alert certificate expired" in e.text for e in session.events)
 
