@@ -115,6 +115,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="target directory")
     export.add_argument("--format", choices=("eml", "maildir"), default="eml")
     export.set_defaults(run=_export)
+
+    ca = sub.add_parser("ca", help="print or write the root certificate relays must trust")
+    ca.add_argument("--state-dir", type=Path, default=Path(DEFAULT_STATE_DIR),
+                    help=f"where the CA lives (default ./{DEFAULT_STATE_DIR}; made if missing)")
+    ca.add_argument("--out", type=Path, default=None, help="write it to this file (PEM)")
+    ca.set_defaults(run=_ca)
     return parser
 
 
@@ -292,6 +298,17 @@ def _export(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"fakemx: wrote {count} messages to {args.out} ({args.format})")
+    return 0
+
+
+def _ca(args: argparse.Namespace) -> int:
+    from fakemx.certs import export_ca  # trustme and cryptography only when asked for
+
+    pem = export_ca(args.state_dir, args.out)
+    if args.out is None:
+        sys.stdout.write(pem.decode("ascii"))
+    else:
+        print(f"fakemx: wrote the CA certificate to {args.out} (state dir {args.state_dir})")
     return 0
 
 

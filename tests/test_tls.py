@@ -189,3 +189,19 @@ def test_switching_to_implicit_tls_applies_from_the_next_connection() -> None:
             assert client.noop()[0] == 250
 
 # endregion
+
+
+def test_fakemx_ca_prints_and_writes_the_root(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from fakemx.cli import main
+
+    state = tmp_path / "state"
+    assert main(["ca", "--state-dir", str(state)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("-----BEGIN CERTIFICATE-----")
+    out = tmp_path / "fakemx-ca.pem"
+    assert main(["ca", "--state-dir", str(state), "--out", str(out)]) == 0
+    assert out.read_text() == printed == (state / "ca.pem").read_text()  # same CA, kept
+    with FakeMX("tls-valid-starttls", state_dir=str(state)) as mx, \
+            starttls(mx, ssl.create_default_context(cafile=str(out))):
+        pass
