@@ -31,6 +31,7 @@ import pytest
 
 from fakemx import FakeMX, ProfileError, profile_from_data
 from fakemx.dns_model import Dns
+from fakemx.dns_zone import Answer, Zone
 from fakemx.dnsserver import DnsServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,6 +84,44 @@ class FakeClock:
         return self.now
 
 
+# region pure decisions: no sockets ----------------------------------------------
+
+
+def zone_answer(spec: Dns, name: str, rdtype: str, elapsed: float = 0.0) -> Answer:
+    return Zone(spec, "127.0.0.1").answer(
+        dns.name.from_text(name), dns.rdatatype.from_text(rdtype), elapsed
+    )
+
+
+def test_zone_empty_non_terminal_is_nodata_not_nxdomain() -> None:
+    record = {"name": "a.b.test", "type": "A", "value": "192.0.2.1"}
+    spec = Dns.model_validate({"records": [record]})
+    assert zone_answer(spec, "b.test", "A").rcode == dns.rcode.NOERROR  # RFC 8020
+    assert zone_answer(spec, "c.test", "A").rcode == dns.rcode.NXDOMAIN
+    assert zone_answer(spec, "a.b.test", "MX").rcode == dns.rcode.NOERROR
+    assert zone_answer(spec, "test", "SOA").answer[0].rdtype == dns.rdatatype.SOA
+
+
+def test_zone_cname_out_of_zone_stops_and_records_follow_their_window() -> None:
+    spec = Dns.model_validate({"records": [
+        {"name": "w.test", "type": "CNAME", "value": "www.example.org"},
+        {"name": "t.test", "type": "A", "value": "192.0.2.1", "until_seconds": 5},
+        {"name": "t.test", "type": "A", "value": "192.0.2.2", "from_seconds": 5},
+    ]})
+    out = zone_answer(spec, "w.test", "A")
+    assert (out.rcode, len(out.answer)) == (dns.rcode.NOERROR, 1)
+    assert [r.to_text() for r in zone_answer(spec, "t.test", "A", 4.9).answer[0]] == ["192.0.2.1"]
+    assert [r.to_text() for r in zone_answer(spec, "t.test", "A", 5.0).answer[0]] == ["192.0.2.2"]
+
+
+def test_profile_time_scale_reaches_the_dns_section() -> None:
+    with FakeMX("4.4.312-slow", time_scale=0.01) as mx:
+        assert mx.dns is not None
+        assert mx.dns.spec.faults[0].delay_seconds == pytest.approx(0.3)
+        assert mx.dns.spec.ttl == 3
+
+
+# endregion
 # region the healthy zone ---------------------------------------------------------
 
 
