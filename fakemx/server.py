@@ -128,10 +128,10 @@ class FakeMX:
         self._port = self._listener.port
         state.name = self._name or self.address
         if self._profile.dns is not None:
-            dns = DnsServer(self._profile.dns, host=self.host, port=self._dns_port,
-                            clock=self._clock, fakemx_address=self.host)
             try:
-                self.dns = await dns.start()
+                self.dns = DnsServer(self._profile.dns, host=self.host, port=self._dns_port,
+                                     clock=self._clock, fakemx_address=self.host)
+                await self.dns.start()
             except BaseException:
                 await self.stop()
                 raise
