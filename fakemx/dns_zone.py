@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import dns.exception
 import dns.name
 import dns.rcode
 import dns.rdata
@@ -44,6 +45,18 @@ class Zone:
     @property
     def origin(self) -> dns.name.Name:
         return dns.name.from_text(normal_name(self.spec.origin) or ".")
+
+    def problems(self) -> list[str]:
+        """Records that cannot go on the wire here, e.g. ``{fakemx}`` in an A record when
+        fakemx listens on an IPv6 address. Checked at start, so no query finds them."""
+        found = []
+        for index, record in enumerate(self.spec.records):
+            try:
+                self._rdata(record)
+            except dns.exception.DNSException as exc:
+                found.append(f"dns.records[{index}]: {record.type} {record.value!r} "
+                             f"(with {{fakemx}} = {self.fakemx_address}): {exc}")
+        return found
 
     def answer(
         self, qname: dns.name.Name, qtype: dns.rdatatype.RdataType, elapsed_seconds: float

@@ -87,6 +87,9 @@ class DnsServer:
         # A server listening on every address is reached on loopback from here.
         usable = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(fakemx_address, fakemx_address)
         self.zone = Zone(self.spec, usable)
+        problems = self.zone.problems()
+        if problems:
+            raise FakeMXError(f"cannot serve this zone: {problems[0]}")
         self.host = host
         self._port = port
         self._clock = clock
