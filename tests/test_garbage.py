@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import pytest
 from wire import command, connect, dialogue, read_reply
 
@@ -55,3 +57,18 @@ def test_auth_without_tls_is_refused() -> None:
         mx.wait_for(sessions=1)
         # Credentials never reach the journal.
         assert "AUTH ***" in mx.sessions[0].commands
+
+
+def test_starttls_twice_is_refused_not_a_crash() -> None:
+    # Found by tests/test_fuzz.py: aiosmtpd would stack a second TLS layer and crash.
+    with FakeMX() as mx, connect(mx.host, mx.port) as sock:
+        read_reply(sock)
+        command(sock, "EHLO relay.example.net")
+        assert command(sock, "STARTTLS").startswith(b"220")
+        context = ssl.create_default_context(cafile=str(mx.ca_path))
+        with context.wrap_socket(sock, server_hostname="mx.fakemx.test") as tls:
+            command(tls, "EHLO relay.example.net")
+            assert command(tls, "STARTTLS") == b"554 5.5.1 Error: TLS already active\r\n"
+            assert command(tls, "NOOP").startswith(b"250")
+        mx.wait_for(ended=1)
+        mx.check()  # nothing went wrong inside the server
