@@ -177,7 +177,8 @@ class PostfixVerdict(_Strict):
 
     ``status``, ``dsn`` and ``reason`` (a substring; ``{host}`` stands for the
     relay's name for fakemx, ``127.0.0.1[127.0.0.1]``) describe the first
-    delivery attempt, made with ``smtp_tls_security_level = tls`` and Postfix's
+    delivery attempt, made with ``smtp_tls_security_level = tls`` (``implicit``:
+    SMTPS, ``smtp_tls_wrappermode`` with ``verify``) and Postfix's
     timeouts scaled by 0.01 like the profile. The probe message goes from
     ``sender`` to ``local_part@...``, with the relay's normal EHLO name or,
     with ``bad_helo``, ``localhost.localdomain``; ``hold_connections`` other
@@ -189,7 +190,8 @@ class PostfixVerdict(_Strict):
     status: Literal["sent", "deferred", "bounced"]
     dsn: Annotated[str, Field(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]
     reason: str
-    tls: Literal["may", "encrypt", "verify"] = "may"
+    tls: Literal["may", "encrypt", "verify", "implicit"] = "may"
+    log: str = ""  # a substring of another log line about fakemx, e.g. the verification cause
     sender: str = ""
     local_part: str = "bob"
     bad_helo: bool = False

@@ -5,8 +5,9 @@ listens); mail goes in through its own sendmail. One instance serves every
 profile: a transport map served by the test itself (Postfix's tcp_table
 protocol, on loopback) routes ``<local>@p<PORT>.test`` to ``[127.0.0.1]:PORT``
 with opportunistic TLS, ``v<PORT>.test`` with TLS verified against fakemx's CA,
-``e<PORT>.test`` with TLS required but not verified, and ``h<PORT>.test``
-with the EHLO name ``localhost.localdomain``. (A regexp map cannot do it:
+``e<PORT>.test`` with TLS required but not verified, ``w<PORT>.test`` over
+implicit TLS (SMTPS, verified), and ``h<PORT>.test`` with the EHLO name
+``localhost.localdomain``. (A regexp map cannot do it:
 trivial-rewrite refuses $1 substitution in transport maps.) Timeouts and retry
 delays are a few seconds so every verdict arrives quickly; the sender is the
 null sender unless a profile asks otherwise, so bounces are discarded.
@@ -71,8 +72,8 @@ append_dot_mydomain = no
 """
 
 # recipient domain prefix -> master.cf service
-SERVICES = {"p": "smtp", "v": "tlsverify", "e": "tlsencrypt", "h": "badhelo"}
-_ROUTE = re.compile(r"@([pveh])([0-9]+)\.test$")
+SERVICES = {"p": "smtp", "v": "tlsverify", "e": "tlsencrypt", "h": "badhelo", "w": "smtps"}
+_ROUTE = re.compile(r"@([pvehw])([0-9]+)\.test$")
 
 # Postfix's own master.cf, minus smtpd and the pipes, nothing chrooted.
 MASTER_CF = """\
@@ -96,6 +97,9 @@ tlsencrypt unix -       -       n       -       -       smtp
   -o smtp_tls_security_level=encrypt
 badhelo   unix  -       -       n       -       -       smtp
   -o smtp_helo_name=localhost.localdomain
+smtps     unix  -       -       n       -       -       smtp
+  -o smtp_tls_wrappermode=yes
+  -o smtp_tls_security_level=verify
 showq     unix  n       -       n       -       -       showq
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
@@ -238,6 +242,12 @@ class PrivatePostfix:
                 tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
                 raise TimeoutError(f"no verdict {count} for {message_id}; log tail:\n{tail}")
             time.sleep(0.05)
+
+    def lines_about(self, port: int) -> list[str]:
+        """Log lines that name fakemx's address (TLS verification details carry no queue id)."""
+        needle = f"127.0.0.1[127.0.0.1]:{port}"
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return [line for line in text.splitlines() if needle in line]
 
     def log_lines(self, message_id: str) -> list[str]:
         verdicts = self.verdicts(message_id)

@@ -30,7 +30,9 @@ def relay_profiles() -> list[Profile]:
 
 
 def domain(expected: PostfixVerdict, port: int) -> str:
-    prefix = "h" if expected.bad_helo else {"may": "p", "verify": "v", "encrypt": "e"}[expected.tls]
+    prefix = "h" if expected.bad_helo else {
+        "may": "p", "verify": "v", "encrypt": "e", "implicit": "w"
+    }[expected.tls]
     return f"{prefix}{port}.test"
 
 
@@ -48,6 +50,9 @@ def test_postfix_verdict(profile: Profile, relay: PrivatePostfix, fakemx_state: 
         message_id = relay.send(recipient, BODY, sender=expected.sender)
         first = relay.wait_verdict(message_id)[0]
         assert_verdict(first, expected.status, expected.dsn, expected.reason)
+        if expected.log:
+            about_fakemx = relay.lines_about(mx.port)
+            assert any(expected.log in line for line in about_fakemx), about_fakemx
         if expected.sent_on_attempt is None and not expected.eventually_sent:
             return
         attempts = relay.wait_verdict(message_id, count=expected.sent_on_attempt or 2)

@@ -1,0 +1,126 @@
+"""Stalled connections held by one fakemx process, and what a new client waits meanwhile.
+
+    python bench/held_connections.py [--connections 15000] [--clients 4]
+
+Runs ``fakemx lab`` (one process serving every profile) and opens N
+connections to ``4.4.315-no-greeting`` (a greeting that never comes) from
+several client processes, each from its own 127.0.0.x address. Reports the
+server's memory per held connection (RSS growth / N) and how long a new client
+waits for the healthy sink's greeting while they are held (p50 / p99 of 200).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def hold(source: str, port: int, count: int, ready: Connection, done: Connection) -> None:
+    """One client process: open ``count`` connections from ``source`` and keep them."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind((source, 0))
+        sock.connect(("127.0.0.1", port))
+        sockets.append(sock)
+    ready.send(len(sockets))
+    done.recv()
+    for sock in sockets:
+        sock.close()
+
+
+def greeting_latency(port: int, samples: int) -> list[float]:
+    waits = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            assert sock.recv(3) == b"220"
+        waits.append(time.perf_counter() - started)
+    return waits
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=15000)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--samples", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as state:
+        lab = subprocess.Popen(
+            [sys.executable, "-m", "fakemx", "lab", "--base-port", "0", "--state-dir", state],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )
+        try:
+            ports: dict[str, int] = {}
+            assert lab.stdout is not None
+            for line in iter(lab.stdout.readline, b""):
+                if line.startswith(b"fakemx: lab ready"):
+                    break
+                found = re.match(rb"\S+:(\d+)\s+(\S+)", line)
+                if found:
+                    ports[found[2].decode()] = int(found[1])
+            stall, sink = ports["4.4.315-no-greeting"], ports["sink"]
+            greeting_latency(sink, 20)  # warm up
+            idle = statistics.median(greeting_latency(sink, args.samples))
+            base_rss, base_fds = rss_bytes(lab.pid), open_fds(lab.pid)
+            per_client = args.connections // args.clients
+            pipes, workers = [], []
+            for index in range(args.clients):
+                ready_recv, ready_send = multiprocessing.Pipe(duplex=False)
+                done_recv, done_send = multiprocessing.Pipe(duplex=False)
+                worker = multiprocessing.Process(
+                    target=hold, args=(f"127.0.0.{index + 2}", stall, per_client, ready_send,
+                                       done_recv))
+                worker.start()
+                pipes.append((ready_recv, done_send))
+                workers.append(worker)
+            held = sum(ready.recv() for ready, _ in pipes)
+            deadline = time.monotonic() + 60
+            while open_fds(lab.pid) - base_fds < held and time.monotonic() < deadline:
+                time.sleep(0.1)  # the server accepts the backlog at its own pace
+            accepted = open_fds(lab.pid) - base_fds
+            per_connection = (rss_bytes(lab.pid) - base_rss) / max(accepted, 1)
+            waits = greeting_latency(sink, args.samples)
+            for _, done in pipes:
+                done.send(True)
+            for worker in workers:
+                worker.join()
+        finally:
+            lab.send_signal(signal.SIGTERM)
+            lab.wait(timeout=60)
+    print(f"held connections (accepted by the server): {accepted} of {held}")
+    print(f"memory per held connection: {per_connection / 1024:.1f} kB")
+    print(f"new client's wait for the greeting, idle server: p50 {idle * 1000:.2f} ms")
+    print(f"  while they are held: p50 {statistics.median(waits) * 1000:.2f} ms,"
+          f" p99 {percentile(waits, 0.99) * 1000:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
