@@ -152,6 +152,12 @@ class FakeSMTP(SMTP):
         if upgrading:  # STARTTLS finished: the same session goes on encrypted
             self._note_tls(transport)
             return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # asyncio sets TCP_NODELAY only when sock.proto is IPPROTO_TCP, and an
+            # accepted socket reports 0, so aiosmtpd's line-by-line replies (EHLO) met
+            # Nagle and the client's delayed ACK: about 40 ms per multi-line reply.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername") or ("?", 0)
         client_ip, client_port = str(peer[0]), int(peer[1])
         attempt, _ = self.state.arrive(client_ip)
