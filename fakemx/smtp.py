@@ -470,7 +470,7 @@ class FakeSMTP(SMTP):
             # (Cisco's inspection turns it into XXXXXXXX), so the server never sees it.
             await self.push('500 5.5.2 Error: command "XXXXXXXX" not recognized')
             return
-        if self._tls_protocol is not None or self.session.ssl is not None:
+        if self._tls_protocol is not None or (self.session and self.session.ssl is not None):
             # aiosmtpd would start a second TLS layer on the first and crash (found by
             # tests/test_fuzz.py); RFC 3207 4.2 leaves the reply open, Postfix says this.
             await self.push("554 5.5.1 Error: TLS already active")
