@@ -207,6 +207,12 @@ class FakeMX:
         return self._port
 
     @property
+    def name(self) -> str:
+        """How sessions name this server (``Session.server``): ``name`` if given, else
+        ``host:port``. The HTTP API addresses servers by it."""
+        return self._name or self.address
+
+    @property
     def address(self) -> str:
         return f"[{self.host}]:{self._port}" if ":" in self.host else f"{self.host}:{self._port}"
 
