@@ -72,3 +72,13 @@ def test_starttls_twice_is_refused_not_a_crash() -> None:
             assert command(tls, "NOOP").startswith(b"250")
         mx.wait_for(ended=1)
         mx.check()  # nothing went wrong inside the server
+
+
+def test_help_lists_every_command() -> None:
+    with FakeMX() as mx, connect(mx.host, mx.port) as sock:
+        read_reply(sock)
+        assert command(sock, "HELP") == (
+            b"250 Supported commands: AUTH DATA EHLO HELO HELP MAIL NOOP QUIT RCPT RSET"
+            b" STARTTLS VRFY\r\n"
+        )
+        assert command(sock, "HELP MAIL") == b"250 Syntax: MAIL FROM: <address>\r\n"
