@@ -13,6 +13,8 @@ cost of an fsync per commit.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -25,6 +27,8 @@ from typing import Any
 from fakemx.journal import Session, StoredMessage
 
 DB_NAME = "fakemx.sqlite3"
+SESSION_FLUSH_SECONDS = 0.2
+SESSION_BATCH = 200
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -74,6 +78,8 @@ class Store:
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._pending_sessions: list[tuple[Any, ...]] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
         row = self._db.execute("SELECT max(id) FROM sessions").fetchone()
         self._next_session_id = (row[0] or 0) + 1
 
@@ -86,32 +92,81 @@ class Store:
     def add_message(
         self, session_id: int, server: str, mail_from: str, rcpt_tos: list[str], content: bytes
     ) -> StoredMessage:
-        """Insert and commit; returns only once the message is durable."""
+        """Insert and commit; returns only once the message is durable.
+
+        Finished sessions waiting to be written ride along in the same transaction.
+        """
         received = time.time()
         with self._lock:
-            cursor = self._db.execute(
-                "INSERT INTO messages (session_id, server, received, mail_from, rcpt_tos, size,"
-                " content) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (session_id, server, received, mail_from, json.dumps(rcpt_tos), len(content),
-                 content),
-            )
+            with self._transaction():
+                self._write_pending_sessions()
+                cursor = self._db.execute(
+                    "INSERT INTO messages (session_id, server, received, mail_from, rcpt_tos,"
+                    " size, content) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (session_id, server, received, mail_from, json.dumps(rcpt_tos),
+                     len(content), content),
+                )
+            self._pending_sessions.clear()
         assert cursor.lastrowid is not None
         return StoredMessage(
             cursor.lastrowid, session_id, received, mail_from, tuple(rcpt_tos), content
         )
 
     def save_session(self, session: Session) -> None:
+        """Queue a finished session; written within SESSION_FLUSH_SECONDS.
+
+        Sessions are the journal, not accepted mail: batching them saves a commit
+        per connection, and the live journal in memory has them at once.
+        """
         record = session.as_dict()
+        row = (session.id, session.server, session.profile, session.client_ip,
+               session.client_port, session.attempt, session.started, session.ended,
+               record["outcome"], record["stage"], record["ended_by"], session.helo,
+               session.tls, json.dumps(record["events"]))
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO sessions (id, server, profile, client_ip, client_port,"
-                " attempt, started, ended, outcome, stage, ended_by, helo, tls, events)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (session.id, session.server, session.profile, session.client_ip,
-                 session.client_port, session.attempt, session.started, session.ended,
-                 record["outcome"], record["stage"], record["ended_by"], session.helo,
-                 session.tls, json.dumps(record["events"])),
-            )
+            self._pending_sessions.append(row)
+            queued = len(self._pending_sessions)
+        if queued >= SESSION_BATCH:
+            self.flush()
+        elif self._flush_timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # not on an event loop: write now
+                self.flush()
+            else:
+                self._flush_timer = loop.call_later(SESSION_FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        """Write the queued sessions now."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._pending_sessions:
+            with self._transaction():
+                self._write_pending_sessions()
+            self._pending_sessions.clear()
+
+    def _write_pending_sessions(self) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO sessions (id, server, profile, client_ip, client_port,"
+            " attempt, started, ended, outcome, stage, ended_by, helo, tls, events)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self._pending_sessions,
+        )
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def session_rows(self, server: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """The newest finished sessions, newest first, as plain dicts (events decoded)."""
@@ -122,6 +177,7 @@ class Store:
             query += " WHERE server = ?"
             params = (server,)
         with self._lock:
+            self._flush_locked()  # a reader sees every session that has ended
             cursor = self._db.execute(query + " ORDER BY id DESC LIMIT ?", (*params, limit))
             names = [column[0] for column in cursor.description]
             rows = cursor.fetchall()
@@ -142,8 +198,11 @@ class Store:
             yield StoredMessage(row[0], row[1], row[2], row[3], tuple(json.loads(row[4])), row[5])
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        try:
+            self.flush()
+        finally:
+            with self._lock:
+                self._db.close()
 
 
 def export_messages(store: Store, out_dir: Path, fmt: str = "eml") -> int:
