@@ -1,0 +1,176 @@
+"""Run the HTTP API with uvicorn on the event loop the SMTP servers already use.
+
+    async with ApiServer(servers, host="127.0.0.1", port=0) as api:
+        api.url   # http://127.0.0.1:PORT, the real port read back
+
+No second thread or loop: ``uvicorn.Server.serve()`` runs as a task beside the
+SMTP servers, on a socket fakemx binds itself (so port 0 works and a taken port
+is a one-line error before anything starts). uvicorn's own signal handling is
+turned off; the CLI's SIGINT/SIGTERM handler stops everything in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Self
+
+from fakemx.errors import FakeMXError, ListenError
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from fakemx.api_events import EventHub
+    from fakemx.server import FakeMX
+
+TOKEN_ENV = "FAKEMX_API_TOKEN"
+_STARTUP_TIMEOUT_SECONDS = 10.0
+_SHUTDOWN_GRACE_SECONDS = 2
+
+
+@dataclass(frozen=True)
+class ApiAddress:
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``)."""
+    host = host.strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_address(text: str) -> ApiAddress:
+    """``PORT``, ``HOST:PORT`` or ``[IPV6]:PORT``; the host defaults to 127.0.0.1."""
+    host, port = "127.0.0.1", text
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]")
+        port = port.removeprefix(":")
+    elif ":" in text:
+        host, _, port = text.rpartition(":")
+    if not port.isdigit() or int(port) > 65535 or not host:
+        raise FakeMXError(f"--api {text!r}: expected [HOST:]PORT, e.g. 8025 or 0.0.0.0:8025")
+    return ApiAddress(host, int(port))
+
+
+def check_exposure(address: ApiAddress, token: str | None) -> None:
+    """Refuse to open the API beyond this machine without a token."""
+    if token is None and not is_loopback(address.host):
+        raise FakeMXError(
+            f"--api {address.host}: the API can switch profiles and read mail, so binding a "
+            f"non-loopback address needs --api-token TOKEN (or {TOKEN_ENV}=TOKEN)"
+        )
+
+
+def token_from(option: str | None) -> str | None:
+    token = option if option is not None else os.environ.get(TOKEN_ENV)
+    return token or None
+
+
+def _bind(address: ApiAddress) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    host = "127.0.0.1" if address.host == "localhost" else address.host
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, address.port))
+        sock.listen(128)  # listening before uvicorn runs: early clients wait, not refused
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        problem = {errno.EADDRINUSE: "address already in use",
+                   errno.EACCES: "permission denied"}.get(getattr(exc, "errno", 0) or 0, str(exc))
+        raise ListenError(f"cannot serve the API on {address.url.removeprefix('http://')}: "
+                          f"{problem} (choose another --api port, or 0 for a free one)") from None
+    sock.setblocking(False)
+    return sock
+
+
+class ApiServer:
+    """The API over ``servers``, served on the running loop (see the module doc)."""
+
+    def __init__(
+        self,
+        servers: Sequence[FakeMX],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+    ) -> None:
+        self.servers = list(servers)
+        self.requested = ApiAddress(host, port)
+        self.token = token
+        check_exposure(self.requested, token)
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
+        self._events: EventHub | None = None
+
+    @property
+    def address(self) -> ApiAddress:
+        if self._socket is None:
+            return self.requested
+        return ApiAddress(self.requested.host, self._socket.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return self.address.url
+
+    async def start(self) -> Self:
+        import uvicorn  # lazily: see fakemx.api
+
+        from fakemx.api import create_app
+        from fakemx.api_uvicorn import QuietServer
+
+        app = create_app(self.servers, token=self.token,
+                         loopback_only=is_loopback(self.requested.host))
+        self._socket = _bind(self.requested)
+        config = uvicorn.Config(
+            app, log_config=None, log_level="warning", access_log=False, lifespan="off",
+            timeout_graceful_shutdown=_SHUTDOWN_GRACE_SECONDS, server_header=False,
+        )
+        self._server = QuietServer(config)
+        self._events = app.state.events
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]),
+                                         name="fakemx-api")
+        async with asyncio.timeout(_STARTUP_TIMEOUT_SECONDS):
+            while not self._server.started:
+                if self._task.done():  # failed before it started: report why
+                    await self._task
+                    raise FakeMXError("the API server stopped while starting")
+                await asyncio.sleep(0.005)
+        return self
+
+    async def stop(self) -> None:
+        if self._server is None or self._task is None:
+            return
+        if self._events is not None:
+            self._events.close()  # end the pages' event streams first, so nothing holds shutdown
+        self._server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._server = self._task = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()

@@ -1,0 +1,246 @@
+"""What the HTTP API shows: servers, sessions, messages and the catalog as response models.
+
+Pure reads of ``FakeMX`` and the catalog; nothing here changes a server. Sessions
+and messages come from each server's in-memory journal (so ``reset`` clears
+them, as it does for the Python API), not from the SQLite store, which keeps
+history across resets and restarts for ``fakemx journal`` and ``fakemx export``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from email.message import Message, MIMEPart
+from pathlib import Path
+
+from fakemx import explain as reference
+from fakemx.api_models import (
+    CatalogEntry,
+    CatalogExplanation,
+    CodeExplanation,
+    CodeInfo,
+    EventOut,
+    Header,
+    MessageOut,
+    MessagePage,
+    MessageSummary,
+    RuleOut,
+    ServerInfo,
+    SessionOut,
+    SessionPage,
+)
+from fakemx.errors import UnknownProfileError
+from fakemx.journal import Outcome, Session, StoredMessage
+from fakemx.model import Profile, Rule
+from fakemx.profiles import catalog, catalog_paths, load_profile
+from fakemx.server import FakeMX
+
+
+class NotFound(LookupError):
+    """A server, session, message, profile or code the API does not know (HTTP 404)."""
+
+
+def server_info(mx: FakeMX) -> ServerInfo:
+    profile = mx.profile
+    about = profile.about
+    return ServerInfo(
+        name=mx.name,
+        address=mx.address,
+        host=mx.host,
+        port=mx.port,
+        profile=profile.name,
+        code=about.code if about else "",
+        title=about.title if about else "",
+        listener=mx.listener_state,
+        tls=profile.tls.mode,
+        inband=profile.inband,
+        rules=len(profile.rules),
+        sessions=len(mx.sessions),
+        messages=len(mx.messages),
+        about=about,
+    )
+
+
+def rule_out(rule: Rule) -> RuleOut:
+    return RuleOut(label=rule.label, rule=rule)
+
+
+def session_out(session: Session) -> SessionOut:
+    return SessionOut(
+        id=session.id,
+        server=session.server,
+        profile=session.profile,
+        client_ip=session.client_ip,
+        client_port=session.client_port,
+        attempt=session.attempt,
+        started=session.started,
+        ended=session.ended,
+        outcome=session.outcome,
+        stage=str(session.stage),
+        ended_by=session.ended_by,
+        helo=session.helo,
+        tls=session.tls,
+        events=[EventOut(at=e.at, kind=e.kind, text=e.text) for e in session.events],
+        message_ids=list(session.message_ids),
+    )
+
+
+def sessions_page(
+    servers: Sequence[FakeMX],
+    *,
+    client: str | None,
+    outcome: Outcome | None,
+    limit: int,
+    offset: int,
+) -> SessionPage:
+    found = [
+        session
+        for mx in servers
+        for session in mx.sessions
+        if (client is None or session.client_ip == client)
+        and (outcome is None or session.outcome is outcome)
+    ]
+    found.sort(key=lambda session: session.id, reverse=True)
+    return SessionPage(
+        items=[session_out(s) for s in found[offset : offset + limit]],
+        total=len(found),
+        limit=limit,
+        offset=offset,
+    )
+
+
+def find_session(servers: Iterable[FakeMX], session_id: int) -> SessionOut:
+    for mx in servers:
+        for session in mx.sessions:
+            if session.id == session_id:
+                return session_out(session)
+    raise NotFound(f"no session {session_id} (since the last reset)")
+
+
+def _received(servers: Iterable[FakeMX]) -> list[tuple[str, StoredMessage]]:
+    return [(mx.name, message) for mx in servers for message in mx.messages]
+
+
+def _subject(message: Message) -> str:
+    return str(message.get("Subject", ""))
+
+
+def message_summary(server: str, stored: StoredMessage) -> MessageSummary:
+    return MessageSummary(
+        id=stored.id,
+        server=server,
+        session_id=stored.session_id,
+        received=stored.received,
+        mail_from=stored.mail_from,
+        rcpt_tos=list(stored.rcpt_tos),
+        size=len(stored.content),
+        subject=_subject(stored.message),
+    )
+
+
+def messages_page(servers: Sequence[FakeMX], *, limit: int, offset: int) -> MessagePage:
+    found = sorted(_received(servers), key=lambda item: item[1].id, reverse=True)
+    return MessagePage(
+        items=[message_summary(name, m) for name, m in found[offset : offset + limit]],
+        total=len(found),
+        limit=limit,
+        offset=offset,
+    )
+
+
+def find_message(servers: Iterable[FakeMX], message_id: int) -> tuple[str, StoredMessage]:
+    for name, message in _received(servers):
+        if message.id == message_id:
+            return name, message
+    raise NotFound(f"no message {message_id} (since the last reset)")
+
+
+def _content(part: MIMEPart | None) -> str | None:
+    if part is None:
+        return None
+    try:
+        return str(part.get_content())
+    except (LookupError, ValueError, AssertionError):
+        # An unknown charset or a broken transfer encoding: show what arrived
+        # rather than fail, since a relay under test may well send such mail.
+        payload = part.get_payload(decode=True)
+        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else None
+
+
+def message_out(server: str, stored: StoredMessage) -> MessageOut:
+    parsed = stored.message
+    summary = message_summary(server, stored)
+    return MessageOut(
+        **summary.model_dump(),
+        headers=[Header(name=k, value=str(v)) for k, v in parsed.items()],
+        text=_content(parsed.get_body(preferencelist=("plain",))),
+        html=_content(parsed.get_body(preferencelist=("html",))),
+        attachments=[part.get_filename() or "(no name)" for part in parsed.iter_attachments()],
+    )
+
+
+# region catalog ------------------------------------------------------------------
+
+
+def catalog_entry(profile: Profile) -> CatalogEntry:
+    about = profile.about
+    return CatalogEntry(
+        **reference.entry(profile),
+        causes=list(about.causes) if about else [],
+        fixes=list(about.fixes) if about else [],
+        postfix_reason=about.postfix.reason if about and about.postfix else None,
+    )
+
+
+def catalog_entries() -> list[CatalogEntry]:
+    return [catalog_entry(profile) for profile in catalog()]
+
+
+def catalog_profile(name: str) -> Profile:
+    """A profile of the shipped catalog by name, and nothing else.
+
+    ``load_profile`` also takes paths and files in the working directory; the
+    API must not read outside the catalog, so names are looked up here first.
+    """
+    paths = {path.stem: path for path in catalog_paths()}
+    path: Path | None = paths.get(name)
+    if path is None:
+        nearest = difflib.get_close_matches(name, list(paths), n=3, cutoff=0.4)
+        raise UnknownProfileError(name, nearest)
+    return load_profile(path)
+
+
+def catalog_explanation(name: str) -> CatalogExplanation:
+    try:
+        profile = catalog_profile(name)
+    except UnknownProfileError as exc:
+        raise NotFound(str(exc)) from None
+    return CatalogExplanation(
+        **catalog_entry(profile).model_dump(), explanation=reference.explain(profile.name)
+    )
+
+
+def code_info(code: str) -> CodeInfo:
+    info = reference.codes()[code]
+    return CodeInfo(
+        code=code,
+        reply=info["reply"],
+        meaning=info["meaning"],
+        causes=list(info["causes"]),
+        fixes=list(info["fixes"]),
+        profiles=[p.name for p in reference.profiles_for(code)],
+    )
+
+
+def code_infos() -> list[CodeInfo]:
+    return [code_info(code) for code in reference.codes()]
+
+
+def code_explanation(query: str) -> CodeExplanation:
+    code = reference.normalise_code(query)
+    if code is None:
+        raise NotFound(f"unknown code {query!r} (codes: {', '.join(reference.codes())})")
+    return CodeExplanation(**code_info(code).model_dump(), explanation=reference.explain(code))
+
+
+# endregion

@@ -1,0 +1,409 @@
+// fakemx lab page: plain JavaScript over the HTTP API, live through /api/events.
+// Everything a client sent (commands, headers, bodies) is shown with textContent,
+// never as HTML, because a relay under test may send anything.
+"use strict";
+
+const PAGE_SIZE = 50;
+const state = {
+  servers: new Map(),   // name -> ServerInfo
+  catalog: new Map(),   // profile name -> CatalogEntry
+  codes: new Map(),     // code -> CodeInfo
+  selected: null,       // server name
+  sessions: [],         // SessionOut of the selected server, newest first
+  messages: [],         // MessageSummary of the selected server, newest first
+  openSessions: new Set(),  // ids whose transcript is expanded
+};
+
+// region helpers -------------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") el.className = value;
+    else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key === "dataset") Object.assign(el.dataset, value);
+    else el.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+async function api(method, path, body) {
+  const init = { method, headers: { accept: "application/json" } };
+  if (body !== undefined) {
+    init.headers["content-type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  const data = response.headers.get("content-type")?.includes("json")
+    ? await response.json() : null;
+  if (!response.ok) throw new Error(data?.error || `${response.status} ${response.statusText}`);
+  return data;
+}
+
+const enc = encodeURIComponent;
+const clock = (seconds) => new Date(seconds * 1000).toLocaleTimeString([], { hour12: false });
+
+function notice(text, kind = "ok") {
+  const el = document.getElementById("notice");
+  el.textContent = text;
+  el.dataset.kind = kind;
+  el.hidden = !text;
+}
+
+function codeClass(code) {
+  const first = String(code || "").trim()[0];
+  return first === "2" ? "ok" : first === "4" ? "warn" : first === "5" ? "bad" : "neutral";
+}
+
+// How a session ended, as a colour: the client finished, fakemx broke it, or still open.
+function outcomeClass(outcome) {
+  if (outcome === "quit" || outcome === "client_closed") return "ok";
+  if (outcome === "open") return "open";
+  if (outcome === "closed_after_reply" || outcome === "timeout") return "warn";
+  return "bad";
+}
+
+// endregion
+// region servers ---------------------------------------------------------------
+
+function renderServerList() {
+  const list = document.getElementById("server-list");
+  const filter = document.getElementById("server-filter");
+  filter.hidden = state.servers.size < 8;
+  const words = filter.value.trim().toLowerCase();
+  const items = [];
+  for (const server of state.servers.values()) {
+    const text = `${server.code} ${server.profile} ${server.name} ${server.title}`.toLowerCase();
+    if (words && !text.includes(words)) continue;
+    items.push(h("li", {},
+      h("button", {
+        type: "button",
+        class: "server" + (server.name === state.selected ? " selected" : ""),
+        dataset: { server: server.name },
+        "aria-current": server.name === state.selected ? "true" : null,
+        onclick: () => select(server.name),
+      },
+        h("span", { class: `badge ${codeClass(server.code)}` }, server.code || "custom"),
+        h("span", { class: "server-text" },
+          h("span", { class: "server-name" }, server.profile),
+          h("span", { class: "server-meta" },
+            server.address,
+            server.listener !== "open" ? h("span", { class: "tag" }, server.listener) : null)),
+        h("span", { class: "server-count", title: "sessions since the last reset" },
+          server.sessions || ""))));
+  }
+  list.replaceChildren(...items);
+}
+
+function renderScenario() {
+  const server = state.servers.get(state.selected);
+  const card = document.getElementById("scenario");
+  if (!server) { card.replaceChildren(h("p", { class: "muted" }, "No server.")); return; }
+  const about = server.about;
+  const codeInfo = about ? state.codes.get(about.code) : null;
+  const postfix = about?.postfix;
+  card.replaceChildren(
+    h("div", { class: "scenario-head" },
+      h("span", { class: `badge big ${codeClass(server.code)}` }, server.code || "custom"),
+      h("div", {},
+        h("h1", { id: "scenario-title" }, about?.title || server.profile),
+        h("p", { class: "muted" },
+          "profile ", h("code", { id: "scenario-profile" }, server.profile),
+          " on ", h("code", {}, server.address),
+          " · listener ", h("strong", {}, server.listener),
+          " · TLS ", server.tls,
+          server.rules ? ` · ${server.rules} rules` : ""))),
+    about ? h("dl", { class: "facts" },
+      h("dt", {}, "The relay should report"),
+      h("dd", { class: "relay-sees" }, about.relay_sees),
+      postfix ? h("dt", {}, "Postfix logs") : null,
+      postfix ? h("dd", { class: "mono" }, `status=${postfix.status} (${postfix.dsn}) `,
+        postfix.reason) : null,
+      about.ndr ? h("dt", {}, "The sender finally gets") : null,
+      about.ndr ? h("dd", { class: "mono" }, about.ndr) : null,
+      codeInfo ? h("dt", {}, `What ${about.code} means`) : null,
+      codeInfo ? h("dd", {}, codeInfo.meaning) : null) : null,
+    about ? h("div", { class: "causes-fixes" },
+      h("div", {}, h("h3", {}, "Causes"),
+        h("ul", {}, (about.causes.length ? about.causes : ["(none given)"]).map((c) => h("li", {}, c)))),
+      h("div", {}, h("h3", {}, "Fixes"),
+        h("ul", {}, (about.fixes.length ? about.fixes : ["(none given)"]).map((f) => h("li", {}, f)))))
+      : null);
+  document.getElementById("try-command").textContent =
+    `swaks --server ${server.address} --to bob@example.test`;
+  for (const button of document.querySelectorAll("#listener-buttons button")) {
+    button.setAttribute("aria-pressed", String(button.dataset.state === server.listener));
+  }
+  const select = document.getElementById("scenario-select");
+  if (state.catalog.has(server.profile)) select.value = server.profile;
+}
+
+function renderCatalogSelect() {
+  const select = document.getElementById("scenario-select");
+  const groups = new Map();
+  for (const entry of state.catalog.values()) {
+    if (!groups.has(entry.code)) groups.set(entry.code, []);
+    groups.get(entry.code).push(entry);
+  }
+  const codes = [...groups.keys()].sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
+  select.replaceChildren(...codes.map((code) => h("optgroup", { label: code },
+    groups.get(code).map((entry) => h("option", { value: entry.name },
+      `${entry.name} — ${entry.title}`)))));
+}
+
+// endregion
+// region sessions ------------------------------------------------------------------
+
+// The reply or note where the session broke: fakemx's last server reply for a
+// reply-then-close, else the last event (a drop, a stall, a TLS failure).
+function breakIndex(session) {
+  if (outcomeClass(session.outcome) === "ok" || session.outcome === "open") return -1;
+  const events = session.events;
+  for (let i = events.length - 1; i >= 0; i--) {
+    if (events[i].kind === "server" && /^[45]/.test(events[i].text)) return i;
+  }
+  for (let i = events.length - 1; i >= 0; i--) {
+    if (events[i].kind !== "fakemx" || i === 0) continue;
+    if (!events[i].text.startsWith("fakemx") && !events[i].text.startsWith("client")) return i;
+  }
+  return events.length - 1;
+}
+
+function renderTranscript(session) {
+  const broke = breakIndex(session);
+  return h("ol", { class: "transcript" }, session.events.map((event, i) => h("li", {
+    class: `event ${event.kind}` + (i === broke ? " broke" : ""),
+  },
+    h("span", { class: "at" }, `+${((event.at - session.started) * 1000).toFixed(0)} ms`),
+    h("span", { class: "who" }, event.kind === "client" ? "C:" : event.kind === "server" ? "S:" : "·"),
+    h("span", { class: "text" }, event.text),
+    i === broke ? h("span", { class: "broke-mark" }, "broke here") : null)));
+}
+
+function renderSession(session) {
+  const profile = state.catalog.get(session.profile);
+  const running = state.servers.get(session.server);
+  const about = profile ? {
+    relay_sees: profile.relay_sees, postfix: profile.postfix_reason,
+    causes: profile.causes, fixes: profile.fixes, title: profile.title, code: profile.code,
+  } : running?.profile === session.profile && running.about ? {
+    relay_sees: running.about.relay_sees, postfix: running.about.postfix?.reason,
+    causes: running.about.causes, fixes: running.about.fixes, title: running.about.title,
+    code: running.about.code,
+  } : null;
+  const failed = !["ok", "open"].includes(outcomeClass(session.outcome));
+  const open = state.openSessions.has(session.id) || session === state.sessions[0];
+  return h("li", { class: `session ${outcomeClass(session.outcome)}`, dataset: {
+    session: session.id, outcome: session.outcome, profile: session.profile } },
+    h("details", { open: open, ontoggle: (e) => {
+      if (e.target.open) state.openSessions.add(session.id);
+      else state.openSessions.delete(session.id);
+    } },
+      h("summary", {},
+        h("span", { class: "dot" }),
+        h("span", { class: "session-id" }, `#${session.id}`),
+        h("span", { class: "session-time" }, clock(session.started)),
+        h("span", { class: "session-client" }, `${session.client_ip} · attempt ${session.attempt}`),
+        h("span", { class: "ended-by" }, session.ended_by),
+        session.profile !== running?.profile
+          ? h("span", { class: "tag" }, session.profile) : null),
+      renderTranscript(session),
+      failed && about ? h("div", { class: "diagnosis" },
+        h("p", {}, h("strong", {}, "The relay should report: "),
+          h("span", { class: "relay-sees" }, about.relay_sees)),
+        about.postfix ? h("p", { class: "mono small" }, "Postfix: ", about.postfix) : null,
+        h("details", { class: "why" },
+          h("summary", {}, `Causes and fixes (${about.code})`),
+          h("div", { class: "causes-fixes" },
+            h("div", {}, h("h3", {}, "Causes"), h("ul", {}, about.causes.map((c) => h("li", {}, c)))),
+            h("div", {}, h("h3", {}, "Fixes"), h("ul", {}, about.fixes.map((f) => h("li", {}, f)))))))
+        : null,
+      session.message_ids.length ? h("p", { class: "small" }, "stored as message ",
+        session.message_ids.map((id) => h("a", { href: `/api/messages/${id}/raw` }, `#${id}`)))
+        : null));
+}
+
+function renderTimeline() {
+  const list = document.getElementById("timeline");
+  list.replaceChildren(...state.sessions.map(renderSession));
+  document.getElementById("timeline-empty").hidden = state.sessions.length > 0;
+  const server = state.servers.get(state.selected);
+  document.getElementById("session-count").textContent = server ? `(${server.sessions})` : "";
+}
+
+function upsertSession(session) {
+  const index = state.sessions.findIndex((s) => s.id === session.id);
+  if (index >= 0) state.sessions[index] = session;
+  else {
+    state.sessions.unshift(session);
+    state.sessions.sort((a, b) => b.id - a.id);
+    state.sessions.length = Math.min(state.sessions.length, PAGE_SIZE);
+  }
+}
+
+// endregion
+// region messages --------------------------------------------------------------------
+
+function renderMessages() {
+  const list = document.getElementById("messages");
+  list.replaceChildren(...state.messages.map((message) => h("li", { class: "message",
+    dataset: { message: message.id } },
+    h("details", { ontoggle: (e) => e.target.open && loadMessageBody(message.id, e.target) },
+      h("summary", {},
+        h("span", { class: "subject" }, message.subject || "(no subject)"),
+        h("span", { class: "envelope" }, `${message.mail_from || "<>"} → ${message.rcpt_tos.join(", ")}`),
+        h("span", { class: "meta" }, `${clock(message.received)} · ${message.size} bytes · session #${message.session_id} · `,
+          h("a", { href: `/api/messages/${message.id}/raw`, download: `${message.id}.eml` }, ".eml"))),
+      h("pre", { class: "body" }, "…")))));
+  document.getElementById("messages-empty").hidden = state.messages.length > 0;
+  const server = state.servers.get(state.selected);
+  document.getElementById("message-count").textContent = server ? `(${server.messages})` : "";
+}
+
+async function loadMessageBody(id, details) {
+  const message = await api("GET", `/api/messages/${id}`);
+  const headers = message.headers.map((x) => `${x.name}: ${x.value}`).join("\n");
+  details.querySelector("pre").textContent =
+    `${headers}\n\n${message.text ?? message.html ?? ""}` +
+    (message.attachments.length ? `\n\n[attachments: ${message.attachments.join(", ")}]` : "");
+}
+
+// endregion
+// region loading and live updates ---------------------------------------------------------
+
+async function loadSelected() {
+  const name = state.selected;
+  const [sessions, messages] = await Promise.all([
+    api("GET", `/api/sessions?server=${enc(name)}&limit=${PAGE_SIZE}`),
+    api("GET", `/api/messages?server=${enc(name)}&limit=${PAGE_SIZE}`),
+  ]);
+  if (name !== state.selected) return;  // the user moved on meanwhile
+  state.sessions = sessions.items;
+  state.messages = messages.items;
+  renderTimeline();
+  renderMessages();
+}
+
+async function refreshMessages() {
+  const page = await api("GET", `/api/messages?server=${enc(state.selected)}&limit=${PAGE_SIZE}`);
+  state.messages = page.items;
+  renderMessages();
+}
+
+function select(name) {
+  state.selected = name;
+  state.openSessions.clear();
+  history.replaceState(null, "", `#${enc(name)}`);
+  renderServerList();
+  renderScenario();
+  notice("");
+  loadSelected().catch((error) => notice(error.message, "error"));
+}
+
+function onSessionEvent(kind, session) {
+  const server = state.servers.get(session.server);
+  if (server && kind === "started") server.sessions += 1;
+  if (server && kind === "ended") server.messages += session.message_ids.length;
+  renderServerList();
+  if (session.server !== state.selected) return;
+  upsertSession(session);
+  renderTimeline();
+  if (kind === "ended" && session.message_ids.length) {
+    refreshMessages().catch((error) => notice(error.message, "error"));
+  }
+}
+
+function onServerEvent(info) {
+  const before = state.servers.get(info.name);
+  state.servers.set(info.name, info);
+  renderServerList();
+  if (info.name !== state.selected) return;
+  renderScenario();
+  if (before && info.sessions < before.sessions) {  // reset: the journal was cleared
+    state.sessions = [];
+    state.messages = [];
+    renderTimeline();
+    renderMessages();
+  }
+}
+
+function listen() {
+  const live = document.getElementById("live");
+  const events = new EventSource("/api/events");
+  events.addEventListener("open", () => {
+    live.dataset.state = "live";
+    live.textContent = "live";
+    // Anything missed while disconnected: reload the selected server's view.
+    if (state.selected) loadSelected().catch(() => {});
+  });
+  events.addEventListener("error", () => {
+    live.dataset.state = "reconnecting";
+    live.textContent = "reconnecting…";
+  });
+  events.addEventListener("session", (e) => {
+    const data = JSON.parse(e.data);
+    onSessionEvent(data.kind, data.session);
+  });
+  events.addEventListener("server", (e) => onServerEvent(JSON.parse(e.data)));
+}
+
+// endregion
+// region controls --------------------------------------------------------------------------
+
+async function control(label, call) {
+  const buttons = document.querySelectorAll(".controls button");
+  buttons.forEach((b) => { b.disabled = true; });
+  try {
+    const info = await call();
+    onServerEvent(info);
+    notice(label(info), "ok");
+  } catch (error) {
+    notice(error.message, "error");
+  } finally {
+    buttons.forEach((b) => { b.disabled = false; });
+  }
+}
+
+function wireControls() {
+  document.getElementById("switch-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const name = state.selected;
+    const chosen = document.getElementById("scenario-select").value;
+    control((info) => `${info.name} now plays ${info.profile}; the next connection gets it.`,
+      () => api("PUT", `/api/servers/${enc(name)}/profile`, { catalog: chosen }));
+  });
+  for (const button of document.querySelectorAll("#listener-buttons button")) {
+    button.addEventListener("click", () => {
+      const name = state.selected;
+      control((info) => `Listener ${info.listener}.`,
+        () => api("PUT", `/api/servers/${enc(name)}/listener`, { state: button.dataset.state }));
+    });
+  }
+  document.getElementById("reset-button").addEventListener("click", () => {
+    const name = state.selected;
+    control(() => "Sessions, messages and counters forgotten.",
+      () => api("POST", `/api/servers/${enc(name)}/reset`));
+  });
+  document.getElementById("server-filter").addEventListener("input", renderServerList);
+}
+
+async function main() {
+  wireControls();
+  const [servers, catalog, codes] = await Promise.all([
+    api("GET", "/api/servers"), api("GET", "/api/catalog"), api("GET", "/api/codes"),
+  ]);
+  for (const server of servers) state.servers.set(server.name, server);
+  for (const entry of catalog) state.catalog.set(entry.name, entry);
+  for (const code of codes) state.codes.set(code.code, code);
+  renderCatalogSelect();
+  const wanted = decodeURIComponent(location.hash.slice(1));
+  listen();
+  select(state.servers.has(wanted) ? wanted : servers[0].name);
+}
+
+main().catch((error) => notice(`Could not load: ${error.message}`, "error"));
