@@ -14,10 +14,11 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 from fakemx import explain as reference
+from fakemx.api_server import ApiAddress, ApiServer, check_exposure, parse_address, token_from
 from fakemx.errors import FakeMXError
 from fakemx.model import Profile
 from fakemx.profiles import catalog, load_file, load_profile
@@ -136,12 +137,19 @@ def _server_options(parser: argparse.ArgumentParser, *, port: bool) -> None:
                         help="multiply every duration in the profile (0.01: 300 s -> 3 s)")
     parser.add_argument("--hostname", default="mx.fakemx.test",
                         help="name in the greeting and the certificate")
+    parser.add_argument("--api", default=None, metavar="[HOST:]PORT",
+                        help="also serve the HTTP control API and the web page (HOST default"
+                             " 127.0.0.1; PORT 0 = any free port)")
+    parser.add_argument("--api-token", default=None, metavar="TOKEN",
+                        help="every API request must carry `Authorization: Bearer TOKEN`"
+                             " (default: $FAKEMX_API_TOKEN); required for a non-loopback HOST")
 
 
 # region commands ---------------------------------------------------------------
 
 
 def _serve(args: argparse.Namespace) -> int:
+    api = _api_settings(args)  # refuse an exposed API before anything starts
     profile = load_profile(args.profile)
     server = FakeMX(profile, host=args.host, port=args.port, state_dir=args.state_dir,
                     seed=args.seed, hostname=args.hostname, time_scale=args.time_scale,
@@ -153,7 +161,8 @@ def _serve(args: argparse.Namespace) -> int:
                   f"(listener {server.listener_state}, state dir {args.state_dir})", flush=True)
             if server.dns is not None:
                 print(f"fakemx: DNS for {profile.name} on {server.dns.address}", flush=True)
-            await _until_signalled()
+            async with _api(api, [server]):
+                await _until_signalled()
 
     asyncio.run(run())
     return 0
@@ -179,6 +188,7 @@ def _dns(args: argparse.Namespace) -> int:
 def _lab(args: argparse.Namespace) -> int:
     # The healthy sink first, on the base port: the positive control for students.
     profiles = sorted(catalog(), key=lambda p: p.name != "sink")
+    api = _api_settings(args)
     ensure_state_dir(args.state_dir)
 
     async def run() -> None:
@@ -197,7 +207,8 @@ def _lab(args: argparse.Namespace) -> int:
                 _write_postfix_transport(args.postfix_transport, servers,
                                          args.advertise or args.host)
             _print_lab_table(servers)
-            await _until_signalled()
+            async with _api(api, [server for _, server in servers]):
+                await _until_signalled()
         finally:
             for _, server in servers:
                 await server.stop()
@@ -310,6 +321,34 @@ def _ca(args: argparse.Namespace) -> int:
     else:
         print(f"fakemx: wrote the CA certificate to {args.out} (state dir {args.state_dir})")
     return 0
+
+
+# endregion
+# region HTTP API ----------------------------------------------------------------
+
+
+def _api_settings(args: argparse.Namespace) -> tuple[ApiAddress, str | None] | None:
+    """``--api`` parsed and checked (a non-loopback bind needs a token), or None."""
+    if args.api is None:
+        return None
+    address = parse_address(args.api)
+    token = token_from(args.api_token)
+    check_exposure(address, token)
+    return address, token
+
+
+@contextlib.asynccontextmanager
+async def _api(
+    settings: tuple[ApiAddress, str | None] | None, servers: list[FakeMX]
+) -> AsyncIterator[None]:
+    """Serve the API over ``servers`` on this loop while the block runs (if asked for)."""
+    if settings is None:
+        yield
+        return
+    address, token = settings
+    async with ApiServer(servers, host=address.host, port=address.port, token=token) as api:
+        print(f"fakemx: API on {api.url}", flush=True)
+        yield
 
 
 # endregion
