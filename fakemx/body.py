@@ -24,4 +24,4 @@ def unstuff(raw: bytes) -> bytes:
 
 
 def has_overlong_line(raw: bytes) -> bool:
-    return any(len(line) > MAX_LINE_OCTETS for line in raw.split(b"\r\n"))
+    return max(map(len, raw.split(b"\r\n"))) > MAX_LINE_OCTETS

@@ -15,10 +15,11 @@ TOML shape (each rule has exactly one action key)::
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from fakemx.dns_model import Dns
 from fakemx.stages import ListenerState, Stage, TlsMode
@@ -251,8 +252,23 @@ class Profile(_Strict):
     rules: list[Rule] = []
     dns: Dns | None = None  # a fake DNS zone in front of this server (fakemx.dns_model)
 
+    # Rules grouped by stage once: every connection asks at every stage.
+    _by_stage: dict[Stage, tuple[Rule, ...]] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._by_stage = self._group_by_stage()
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Profile:
+        # pydantic copies private attributes as they are: regroup for the new rules.
+        copy = super().model_copy(update=update, deep=deep)
+        copy._by_stage = copy._group_by_stage()
+        return copy
+
+    def _group_by_stage(self) -> dict[Stage, tuple[Rule, ...]]:
+        return {stage: tuple(r for r in self.rules if r.stage is stage) for stage in Stage}
+
     def rules_at(self, stage: Stage) -> tuple[Rule, ...]:
-        return tuple(rule for rule in self.rules if rule.stage is stage)
+        return self._by_stage[stage]
 
     def scaled(self, time_scale: float) -> Profile:
         """This profile with every duration multiplied by ``time_scale``.

@@ -105,6 +105,10 @@ def _command_names(cls: type) -> tuple[str, ...]:
 class _Hooks:
     """The aiosmtpd handler: hands parsed commands to the FakeSMTP that received them."""
 
+    def __dir__(self) -> list[str]:
+        # aiosmtpd scans dir(handler) and inspect.getmembers(handler) per connection.
+        return ["handle_EHLO", "handle_MAIL", "handle_RCPT"]
+
     async def handle_EHLO(
         self, server: FakeSMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
@@ -333,8 +337,11 @@ class FakeSMTP(SMTP):
 
     def _decide(self, stage: Stage, *, first: Iterable[Rule] = (), **facts: Any) -> Rule | None:
         self._reach(stage)
+        rules = self.profile.rules_at(stage)
+        if not rules and not first:
+            return None  # the common case: nothing to decide, no snapshot to build
         ctx = self._context(stage, **facts)
-        rule = decide(first, ctx) or decide(self.profile.rules_at(stage), ctx)
+        rule = decide(first, ctx) or decide(rules, ctx)
         if rule is not None:
             self._note(f"rule {rule.label} fires {stage.label}")
         return rule
