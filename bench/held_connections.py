@@ -51,6 +51,23 @@ def hold(source: str, port: int, count: int, ready: Connection, done: Connection
         sock.close()
 
 
+def wait_until_accepted(pid: int, base_fds: int, held: int) -> int:
+    """The server accepts the backlog at its own pace: wait until it has them all or
+    stops taking more (a warm-up session closing can make the count one short)."""
+    deadline = time.monotonic() + 120
+    last, still = -1, 0
+    while time.monotonic() < deadline:
+        accepted = open_fds(pid) - base_fds
+        if accepted >= held:
+            return accepted
+        still = still + 1 if accepted == last else 0
+        if still >= 10:  # a second without a new one
+            return accepted
+        last = accepted
+        time.sleep(0.1)
+    return open_fds(pid) - base_fds
+
+
 def greeting_latency(port: int, samples: int) -> list[float]:
     waits = []
     for _ in range(samples):
@@ -102,10 +119,7 @@ def main() -> None:
                 pipes.append((ready_recv, done_send))
                 workers.append(worker)
             held = sum(ready.recv() for ready, _ in pipes)
-            deadline = time.monotonic() + 60
-            while open_fds(lab.pid) - base_fds < held and time.monotonic() < deadline:
-                time.sleep(0.1)  # the server accepts the backlog at its own pace
-            accepted = open_fds(lab.pid) - base_fds
+            accepted = wait_until_accepted(lab.pid, base_fds, held)
             per_connection = (rss_bytes(lab.pid) - base_rss) / max(accepted, 1)
             waits = greeting_latency(sink, args.samples)
             for _, done in pipes:
