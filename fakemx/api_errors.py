@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from fakemx.api_views import NotFound
@@ -72,12 +73,25 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no such endpoint: {request.method} {request.url.path} (see /openapi.json)"
+    headers = dict(exc.headers or {})
+    if exc.status_code == 400:  # FastAPI's answer to a body it cannot decode: bad input too
+        return error_response(422, "body: cannot be read (send UTF-8 JSON)")
     if exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path} (see /openapi.json)"
+        headers["allow"] = ", ".join(_allowed_methods(request))
     response = error_response(exc.status_code, detail)
-    if exc.headers:
-        response.headers.update(exc.headers)
+    response.headers.update(headers)
     return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this path. Starlette names only the first
+    route's, but FastAPI makes one route per method (GET and PUT of a profile)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(request.url.path):
+            methods |= route.methods or set()
+    return sorted(methods)
 
 
 async def _fakemx(request: Request, exc: Exception) -> JSONResponse:
