@@ -22,7 +22,9 @@ from collections.abc import Callable
 from fakemx.errors import ListenError
 from fakemx.stages import ListenerState
 
-_BACKLOG = 1024
+# As deep as the kernel allows (net.core.somaxconn caps it): a burst of connections
+# waits in the queue instead of having its SYNs dropped and retried a second later.
+_BACKLOG = socket.SOMAXCONN
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -86,15 +88,18 @@ class Listener:
     async def _enter(self, state: ListenerState, sock: socket.socket) -> None:
         self.state = state
         if state is ListenerState.OPEN:
-            sock.listen(_BACKLOG)
             loop = asyncio.get_running_loop()
             context = self._ssl_context()
             self.serves_tls = context is not None
+            # asyncio calls listen() itself, with its own default of 100 unless told.
             if context is None:
-                self._server = await loop.create_server(self._factory, sock=sock)
+                self._server = await loop.create_server(
+                    self._factory, sock=sock, backlog=_BACKLOG
+                )
             else:
                 self._server = await loop.create_server(
-                    self._factory, sock=sock, ssl=context, ssl_handshake_timeout=30
+                    self._factory, sock=sock, backlog=_BACKLOG, ssl=context,
+                    ssl_handshake_timeout=30,
                 )
         elif state is ListenerState.REFUSE:
             self._held = [sock]

@@ -240,6 +240,18 @@ class Tls(_Strict):
         return self
 
 
+class Limits(_Strict):
+    """What fakemx will take before it says 421 (and hangs up), to stay up under load.
+
+    ``sessions``: open sessions in all; ``sessions_per_client``: open sessions from
+    one address; ``commands_per_session``: commands in one session. None: no limit.
+    """
+
+    sessions: Annotated[int, Field(ge=1)] | None = 16_000  # below a 20,000 fd limit
+    sessions_per_client: Annotated[int, Field(ge=1)] | None = None
+    commands_per_session: Annotated[int, Field(ge=1)] | None = 10_000
+
+
 class Profile(_Strict):
     name: str = "custom"
     about: About | None = None
@@ -249,6 +261,7 @@ class Profile(_Strict):
     seed: int | None = None  # for probability conditions; `--seed` overrides it
     max_message_size: Annotated[int, Field(ge=0)] = DEFAULT_MAX_MESSAGE_SIZE
     idle_timeout_seconds: Annotated[float, Field(gt=0)] = DEFAULT_IDLE_TIMEOUT_SECONDS
+    limits: Limits = Limits()
     rules: list[Rule] = []
     dns: Dns | None = None  # a fake DNS zone in front of this server (fakemx.dns_model)
 

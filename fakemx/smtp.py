@@ -26,7 +26,7 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, TLSSetupException, syntax
 
-from fakemx import body, inband, tlsconfig, tlswire
+from fakemx import body, inband, limits, tlsconfig, tlswire
 from fakemx.decide import Context, decide
 from fakemx.journal import Outcome, Session
 from fakemx.model import DropHow, HandshakeFault, Reply, Rule, Stall
@@ -168,6 +168,8 @@ class FakeSMTP(SMTP):
         self._timed_out = False
         self._finished = False
         self._busy = False  # a command (a whole DATA transaction included) is in progress
+        self._commands = 0
+        self._over_limit: str | None = None  # the 421 to greet with, when over a limit
         self._close_when_done = False
         # aiosmtpd only calls .get() and .items() on it; see _Commands.
         self._smtp_methods = _Commands(self)  # type: ignore[assignment]
@@ -189,7 +191,10 @@ class FakeSMTP(SMTP):
         peer = transport.get_extra_info("peername") or ("?", 0)
         client_ip, client_port = str(peer[0]), int(peer[1])
         attempt, _ = self.state.arrive(client_ip)
-        self.state.open_sessions += 1
+        from_client = self.state.session_opened(self, client_ip)
+        self._over_limit = limits.refusal(
+            self.profile.limits, self.state.open_sessions, from_client, client_ip
+        )
         self.record = Session(
             id=self.state.store.new_session_id(),
             server=self.state.name,
@@ -200,7 +205,6 @@ class FakeSMTP(SMTP):
             started=time.time(),
         )
         self.record.add("fakemx", f"connect from {client_ip}:{client_port}, attempt {attempt}")
-        self.state.live.add(self)
         if transport.get_extra_info("ssl_object") is not None:  # implicit TLS (SMTPS)
             self._note_tls(transport)
         self.state.journal.started(self.record)
@@ -213,7 +217,7 @@ class FakeSMTP(SMTP):
                 record.outcome = self._client_side_outcome(error)
             record.ended = time.time()
             record.add("fakemx", record.ended_by)
-            self.state.session_ended(self)
+            self.state.session_ended(self, record.client_ip)
             try:
                 self.state.store.save_session(record)
             except sqlite3.Error as exc:  # the journal in memory still has it
@@ -287,6 +291,13 @@ class FakeSMTP(SMTP):
         if self._refusing and name != "QUIT":
             await self.push("503 5.5.1 Bad sequence of commands: only QUIT is allowed now")
             return
+        self._commands += 1
+        most = self.profile.limits.commands_per_session
+        if most is not None and self._commands > most:
+            self._note(f"limit: more than {most} commands in one session")
+            await self.push(limits.TOO_MANY_COMMANDS)
+            self._hang_up(self.record.stage if self.record else Stage.CONNECT, "fin",
+                          replied=True)
         self._busy = True
         try:
             await method(arg)
@@ -448,6 +459,10 @@ class FakeSMTP(SMTP):
         self.state.incidents.add(where, error)
 
     async def _greet(self) -> None:
+        if self._over_limit is not None:  # before any rule: the limits keep fakemx up
+            self._note(f"limit: {self._over_limit}")
+            await self.push(self._over_limit)
+            self._hang_up(Stage.GREETING, "fin", replied=True)
         await self._act(Stage.CONNECT, self._decide(Stage.CONNECT))
         greeting = f"220 {self.hostname} ESMTP fakemx"
         rule = self._decide(Stage.GREETING)

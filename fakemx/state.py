@@ -46,6 +46,7 @@ class ServerState:
     tls_context: ssl.SSLContext | None = None
     incidents: Incidents = field(default_factory=Incidents)  # errors inside the server
     open_sessions: int = 0
+    open_by_client: dict[str, int] = field(default_factory=dict)
     clients: dict[str, ClientHistory] = field(default_factory=dict)
     live: set[LiveSession] = field(default_factory=set)
     all_closed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -87,8 +88,20 @@ class ServerState:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.all_closed.wait(), 1.0)
 
-    def session_ended(self, session: LiveSession) -> None:
+    def session_opened(self, session: LiveSession, client_ip: str) -> int:
+        """Count an open session; returns how many are open from ``client_ip``."""
+        self.live.add(session)
+        self.open_sessions += 1
+        self.open_by_client[client_ip] = self.open_by_client.get(client_ip, 0) + 1
+        return self.open_by_client[client_ip]
+
+    def session_ended(self, session: LiveSession, client_ip: str) -> None:
         self.live.discard(session)
         self.open_sessions -= 1
+        remaining = self.open_by_client.get(client_ip, 1) - 1
+        if remaining:
+            self.open_by_client[client_ip] = remaining
+        else:
+            self.open_by_client.pop(client_ip, None)
         if not self.live:
             self.all_closed.set()
