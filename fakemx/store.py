@@ -200,6 +200,8 @@ class Store:
     def close(self) -> None:
         try:
             self.flush()
+        except sqlite3.Error:
+            pass  # e.g. a full disk: the journal's last sessions are lost, never mail
         finally:
             with self._lock:
                 self._db.close()
