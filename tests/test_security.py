@@ -1,0 +1,71 @@
+"""Security promises: fakemx never sends mail anywhere, profile text is data, export
+stays in its directory, the state dir is the owner's only."""
+
+from __future__ import annotations
+
+import ast
+import smtplib
+from pathlib import Path
+
+from fakemx import FakeMX, profile_from_data
+from fakemx.store import Store, export_messages
+
+PACKAGE = Path(__file__).resolve().parent.parent / "fakemx"
+
+
+def test_fakemx_has_no_code_that_connects_out() -> None:
+    """No SMTP client and no outgoing connection anywhere in the package: it cannot relay.
+
+    The one connect() is the blackhole listener's filler, to fakemx's own socket.
+    """
+    outgoing = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [alias.name for alias in node.names]
+                module = getattr(node, "module", None) or ""
+                if {"smtplib", "aiosmtplib"} & {module, *names}:
+                    outgoing.append(f"{path.name}: imports {module or names}")
+            if isinstance(node, ast.Attribute) and node.attr in (
+                "create_connection", "open_connection", "connect", "sendmail", "connect_ex"
+            ):
+                owner = node.value.id if isinstance(node.value, ast.Name) else ""
+                if owner != "sqlite3":  # opening the store is not a network connection
+                    outgoing.append(f"{path.name}: {owner}.{node.attr}")
+    assert outgoing == ["listener.py: filler.connect"], outgoing
+
+
+def test_profile_text_is_data_not_code() -> None:
+    # str.format would reach attributes through the placeholders; fakemx fills a fixed set.
+    text = "4.7.1 {client_ip} {client_ip.__class__} {0} {__import__}"
+    rules = [{"stage": "rcpt", "reply": {"code": 550, "text": text}}]
+    profile = profile_from_data({"rules": rules}, "test")
+    with FakeMX(profile) as mx, smtplib.SMTP(mx.host, mx.port, timeout=5) as client:
+        client.ehlo("relay.example.net")
+        client.mail("a@sender.example")
+        code, reply = client.rcpt("b@dest.example")
+    assert (code, reply) == (550, b"4.7.1 127.0.0.1 {client_ip.__class__} {0} {__import__}")
+
+
+def test_export_cannot_write_outside_its_directory(tmp_path: Path) -> None:
+    state, out = tmp_path / "state", tmp_path / "out"
+    hostile = b"Subject: ../../../etc/passwd\r\nMessage-ID: <../../x>\r\n\r\nx"
+    with FakeMX(state_dir=state) as mx, smtplib.SMTP(mx.host, mx.port, timeout=5) as client:
+        client.sendmail("../../a@sender.example", ["../b@dest.example"], hostile)
+    store = Store(state)
+    try:
+        assert export_messages(store, out, "eml") == 1
+        assert export_messages(store, out / "md", "maildir") == 1
+    finally:
+        store.close()
+    written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
+    assert {w for w in written if not w.startswith("state/")} == {
+        "out/1.eml", *(f"out/md/new/{p.name}" for p in (out / "md" / "new").iterdir())
+    }
+
+
+def test_state_dir_is_owner_only(tmp_path: Path) -> None:
+    with FakeMX(state_dir=tmp_path / "state"):
+        pass
+    assert ((tmp_path / "state").stat().st_mode & 0o777) == 0o700
+    assert ((tmp_path / "state" / "ca.key").stat().st_mode & 0o777) == 0o600
