@@ -188,14 +188,29 @@ class FakeSMTP(SMTP):
             # accepted socket reports 0, so aiosmtpd's line-by-line replies (EHLO) met
             # Nagle and the client's delayed ACK: about 40 ms per multi-line reply.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        record = self._begin_record(transport)
+        from_client = self.state.session_opened(self, record.client_ip)
+        self._over_limit = limits.refusal(
+            self.profile.limits, self.state.open_sessions, from_client, record.client_ip
+        )
+        if transport.get_extra_info("ssl_object") is not None:  # implicit TLS (SMTPS)
+            self._note_tls(transport)
+        self.state.journal.started(record)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.record is not None and not self._finished:
+            if self.record.outcome is Outcome.OPEN:
+                self.record.outcome = self._client_side_outcome(error)
+            self.state.session_ended(self, self.record.client_ip)
+            self._end_record(self.record)
+        super().connection_lost(error)
+
+    def _begin_record(self, transport: asyncio.BaseTransport) -> Session:
+        """The journal entry of a new connection, counted as an attempt of its client."""
         peer = transport.get_extra_info("peername") or ("?", 0)
         client_ip, client_port = str(peer[0]), int(peer[1])
         attempt, _ = self.state.arrive(client_ip)
-        from_client = self.state.session_opened(self, client_ip)
-        self._over_limit = limits.refusal(
-            self.profile.limits, self.state.open_sessions, from_client, client_ip
-        )
-        self.record = Session(
+        record = self.record = Session(
             id=self.state.store.new_session_id(),
             server=self.state.name,
             profile=self.profile.name,
@@ -204,27 +219,20 @@ class FakeSMTP(SMTP):
             attempt=attempt,
             started=time.time(),
         )
-        self.record.add("fakemx", f"connect from {client_ip}:{client_port}, attempt {attempt}")
-        if transport.get_extra_info("ssl_object") is not None:  # implicit TLS (SMTPS)
-            self._note_tls(transport)
-        self.state.journal.started(self.record)
+        record.add("fakemx", f"connect from {client_ip}:{client_port}, attempt {attempt}")
+        return record
 
-    def connection_lost(self, error: Exception | None) -> None:
-        if self.record is not None and not self._finished:
-            self._finished = True
-            record = self.record
-            if record.outcome is Outcome.OPEN:
-                record.outcome = self._client_side_outcome(error)
-            record.ended = time.time()
-            record.add("fakemx", record.ended_by)
-            self.state.session_ended(self, record.client_ip)
-            try:
-                self.state.store.save_session(record)
-            except sqlite3.Error as exc:  # the journal in memory still has it
-                record.add("fakemx", f"could not save the session: {exc}")
-                self._incident(exc)
-            self.state.journal.ended(record)
-        super().connection_lost(error)
+    def _end_record(self, record: Session) -> None:
+        """Close the journal entry (its outcome already set) and queue it for the store."""
+        self._finished = True
+        record.ended = time.time()
+        record.add("fakemx", record.ended_by)
+        try:
+            self.state.store.save_session(record)
+        except sqlite3.Error as exc:  # the journal in memory still has it
+            record.add("fakemx", f"could not save the session: {exc}")
+            self._incident(exc)
+        self.state.journal.ended(record)
 
     def shut_down(self) -> None:
         """fakemx is stopping: say 421 and close now, or after the command in progress.
@@ -578,30 +586,11 @@ class FakeSMTP(SMTP):
         The connection still counts as an attempt and is journaled as a
         session that failed after connect, with the server's view of why.
         """
-        peer = transport.get_extra_info("peername") or ("?", 0)
-        client_ip, client_port = str(peer[0]), int(peer[1])
-        attempt, _ = self.state.arrive(client_ip)
-        record = self.record = Session(
-            id=self.state.store.new_session_id(),
-            server=self.state.name,
-            profile=self.profile.name,
-            client_ip=client_ip,
-            client_port=client_port,
-            attempt=attempt,
-            started=time.time(),
-        )
-        record.add("fakemx", f"connect from {client_ip}:{client_port}, attempt {attempt}")
+        record = self._begin_record(transport)
         self.state.journal.started(record)
         record.add("fakemx", f"TLS handshake failed: {error}")
         record.outcome = Outcome.ERROR
-        record.ended = time.time()
-        record.add("fakemx", record.ended_by)
-        self._finished = True
-        try:
-            self.state.store.save_session(record)
-        except sqlite3.Error as exc:  # the journal in memory still has it
-            record.add("fakemx", f"could not save the session: {exc}")
-        self.state.journal.ended(record)
+        self._end_record(record)
 
     async def on_mail(self, address: str, options: list[str]) -> Any:
         self._last_sender = address
