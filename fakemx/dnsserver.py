@@ -18,7 +18,6 @@ import dataclasses
 import errno
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -36,6 +35,7 @@ from fakemx.dns_model import Dns
 from fakemx.dns_zone import Answer, Zone
 from fakemx.errors import FakeMXError, ListenError
 from fakemx.listener import bind as bind_tcp
+from fakemx.loopthread import LoopThread
 from fakemx.model import Profile
 from fakemx.profiles import load_profile
 
@@ -101,7 +101,7 @@ class DnsServer:
         self._tcp_writers: set[asyncio.StreamWriter] = set()
         self._pending: set[asyncio.TimerHandle] = set()  # delayed replies not yet sent
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._thread: LoopThread | None = None
 
     # region lifecycle ----------------------------------------------------------
 
@@ -147,13 +147,12 @@ class DnsServer:
 
     def __enter__(self) -> Self:
         """Run on a private event loop in a background thread (for sync resolvers)."""
-        loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=loop.run_forever, name="fakemx-dns", daemon=True)
-        self._thread.start()
+        self._thread = LoopThread("fakemx-dns")
         try:
-            asyncio.run_coroutine_threadsafe(self.start(), loop).result()
+            self._thread.run(self.start())
         except BaseException:
-            self._stop_thread(loop)
+            self._thread.close()
+            self._thread = None
             raise
         return self
 
@@ -163,19 +162,13 @@ class DnsServer:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        loop = self._loop
-        assert loop is not None
+        thread = self._thread
+        assert thread is not None, "__exit__ without __enter__"
         try:
-            asyncio.run_coroutine_threadsafe(self.stop(), loop).result()
+            thread.run(self.stop())
         finally:
-            self._stop_thread(loop)
-
-    def _stop_thread(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.call_soon_threadsafe(loop.stop)
-        assert self._thread is not None
-        self._thread.join()
-        loop.close()
-        self._thread = None
+            thread.close()
+            self._thread = None
 
     async def _bind_udp(self) -> asyncio.DatagramTransport:
         assert self._loop is not None

@@ -13,7 +13,6 @@ import contextlib
 import os
 import ssl
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from fakemx.implicit import ImplicitTls
 from fakemx.incidents import Incidents, ServerSideError
 from fakemx.journal import Journal, Outcome, Session, StoredMessage
 from fakemx.listener import Listener
+from fakemx.loopthread import LoopThread
 from fakemx.model import CertKind, Profile, Rule
 from fakemx.profiles import load_profile
 from fakemx.revocation import RevocationServer
@@ -95,7 +95,7 @@ class FakeMX:
         self._state: ServerState | None = None
         self._listener: Listener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._thread: LoopThread | None = None
         self._revocation: RevocationServer | None = None  # CRL + OCSP, for `revoked`
 
     # region lifecycle ----------------------------------------------------------
@@ -162,14 +162,12 @@ class FakeMX:
 
     def __enter__(self) -> Self:
         """Run on a private event loop in a background thread (for sync clients)."""
-        loop = asyncio.new_event_loop()
-        loop.set_exception_handler(self._loop_exception)  # our own loop, so ours to watch
-        self._thread = threading.Thread(target=loop.run_forever, name="fakemx", daemon=True)
-        self._thread.start()
+        self._thread = LoopThread("fakemx", self._loop_exception)
         try:
-            asyncio.run_coroutine_threadsafe(self.start(), loop).result()
+            self._thread.run(self.start())
         except BaseException:
-            self._stop_thread(loop)
+            self._thread.close()
+            self._thread = None
             raise
         return self
 
@@ -179,25 +177,19 @@ class FakeMX:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        loop = self._loop
-        assert loop is not None
+        thread = self._thread
+        assert thread is not None, "__exit__ without __enter__"
         try:
-            asyncio.run_coroutine_threadsafe(self.stop(), loop).result()
+            thread.run(self.stop())
         finally:
-            self._stop_thread(loop)
+            thread.close()
+            self._thread = None
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         error = context.get("exception")
         if isinstance(error, Exception):
             self.incidents.add(f"event loop: {context.get('message', '')}", error)
         loop.default_exception_handler(context)
-
-    def _stop_thread(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.call_soon_threadsafe(loop.stop)
-        assert self._thread is not None
-        self._thread.join()
-        loop.close()
-        self._thread = None
 
     # endregion
     # region observation --------------------------------------------------------
