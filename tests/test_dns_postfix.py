@@ -17,7 +17,6 @@ Each DNS profile that declares ``[about.postfix]`` is held to it here.
 from __future__ import annotations
 
 import os
-import re
 import selectors
 import shutil
 import signal
@@ -28,10 +27,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from postfix import PrivatePostfix
 
 from fakemx.profiles import load_profile
 from fakemx.store import Store
@@ -72,61 +71,17 @@ type = "A"
 value = "{fakemx}"
 """
 
-MAIN_CF = """\
-compatibility_level = 3.6
-queue_directory = {root}/queue
-data_directory = {root}/data
-maillog_file = {root}/maillog
-maillog_file_prefixes = {root}
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = relay.fakemx.test
-mydomain = fakemx.test
-myorigin = $myhostname
-mydestination =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-relayhost = {domain}
-smtp_host_lookup = dns
-disable_dns_lookups = no
-smtp_tls_security_level = none
-smtp_connect_timeout = 3s
-smtp_helo_timeout = 3s
-queue_run_delay = 1s
-minimal_backoff_time = 60s
-maximal_backoff_time = 60s
-notify_classes =
-biff = no
-append_dot_mydomain = no
-"""
-
-# No smtpd, nothing chrooted: only what takes mail from sendmail and sends it on.
-MASTER_CF = """\
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
-
-_STATUS = re.compile(
-    r"postfix/\S+\[\d+\]: (?P<qid>[0-9A-F]+): to=<[^>]*>, relay=(?P<relay>\S+), "
-    r".*?dsn=(?P<dsn>[0-9.]+), status=(?P<status>\w+) \((?P<reason>.*)\)$"
-)
+# The relay's only route is its relayhost, looked up as an MX through fakemx's DNS.
+DNS_SETTINGS = {
+    "relayhost": DOMAIN,
+    "smtp_host_lookup": "dns",
+    "disable_dns_lookups": "no",
+    "smtp_tls_security_level": "none",
+    "smtp_connect_timeout": "3s",
+    "smtp_helo_timeout": "3s",
+    "minimal_backoff_time": "60s",  # one attempt per test: no retry reaches the next one
+    "maximal_backoff_time": "60s",
+}
 
 
 def _why_not() -> str | None:
@@ -171,93 +126,13 @@ def netns() -> Iterator[str]:
         _run(IP, "netns", "delete", name)
 
 
-@dataclass(frozen=True)
-class Verdict:
-    status: str
-    dsn: str
-    relay: str
-    reason: str
-
-
-class NamespacedPostfix:
-    """A private Postfix instance whose every process lives in the namespace."""
-
-    def __init__(self, netns: str, root: Path) -> None:
-        self.netns = netns
-        self.root = root
-        self.config = root / "etc"
-        self.log = root / "maillog"
-
-    def command(self, *args: str) -> list[str]:
-        assert IP is not None
-        return [IP, "netns", "exec", self.netns, *args]
-
-    def start(self) -> None:
-        # Postfix's daemons run as the postfix user: every directory above its files
-        # must be traversable by it.
-        self.root.chmod(0o755)
-        for sub in ("etc", "queue", "data"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-        shutil.chown(self.root / "data", "postfix", "postfix")
-        (self.config / "main.cf").write_text(MAIN_CF.format(root=self.root, domain=DOMAIN))
-        (self.config / "master.cf").write_text(MASTER_CF)
-        assert POSTFIX is not None
-        started = _run(*self.command(POSTFIX, "-c", str(self.config), "start"), timeout=60)
-        assert started.returncode == 0, started.stderr
-
-    def stop(self) -> None:
-        assert POSTFIX is not None
-        _run(*self.command(POSTFIX, "-c", str(self.config), "stop"), timeout=60)
-        pid_file = self.root / "queue" / "pid" / "master.pid"
-        pid = int(pid_file.read_text().split()[0]) if pid_file.exists() else 0
-        deadline = time.monotonic() + 10
-        while pid and _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)  # poll: the master exits once its children have
-        if pid and _alive(pid):
-            os.kill(pid, signal.SIGKILL)  # only the master we started, by its pid
-
-    def send(self, recipient: str) -> str:
-        """Inject with this instance's sendmail; the null sender, so bounces are discarded."""
-        message_id = f"<{uuid.uuid4().hex}@relay.fakemx.test>"
-        message = f"From: <>\nTo: <{recipient}>\nSubject: dns probe\nMessage-ID: {message_id}\n\n" \
-                  "fakemx DNS probe\n"
-        subprocess.run(
-            self.command("/usr/sbin/sendmail", "-C", str(self.config), "-f", "", "--", recipient),
-            input=message.encode(), check=True, timeout=30, capture_output=True,
-        )
-        return message_id
-
-    def drop_queue(self) -> None:
-        """Delete every queued message, so no retry of this test reaches the next one."""
-        _run(*self.command("/usr/sbin/postsuper", "-c", str(self.config), "-d", "ALL"))
-
-    def verdict(self, message_id: str, timeout: float = VERDICT_SECONDS) -> Verdict:
-        """Poll the log for the first delivery attempt of ``message_id``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.log.read_text(errors="replace") if self.log.exists() else ""
-            queue_id = next((m[1] for m in re.finditer(r": ([0-9A-F]+): message-id=(<[^>]*>)",
-                                                       text) if m[2] == message_id), None)
-            for match in map(_STATUS.search, text.splitlines()):
-                if match and match["qid"] == queue_id:
-                    return Verdict(match["status"], match["dsn"], match["relay"], match["reason"])
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no verdict for {message_id}; log tail:\n{text[-3000:]}")
-            time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
-def relay(netns: str) -> Iterator[NamespacedPostfix]:
+def relay(netns: str) -> Iterator[PrivatePostfix]:
+    """A private Postfix whose every process lives in the namespace."""
+    assert IP is not None
     root = Path(tempfile.mkdtemp(prefix="fakemx-dns-postfix-", dir="/tmp"))
-    instance = NamespacedPostfix(netns, root)
+    instance = PrivatePostfix(root, settings=DNS_SETTINGS, prefix=[IP, "netns", "exec", netns],
+                              routed=False)
     try:
         instance.start()
         yield instance
@@ -326,14 +201,14 @@ def _stored_messages(state_dir: Path) -> int:
         store.close()
 
 
-def test_healthy_mx_delivers_into_fakemx(relay: NamespacedPostfix, netns: str,
+def test_healthy_mx_delivers_into_fakemx(relay: PrivatePostfix, netns: str,
                                          tmp_path: Path) -> None:
     """Positive control: the MX lookup through fakemx's DNS leads Postfix to fakemx."""
     profile = tmp_path / "dns-healthy.toml"
     profile.write_text(HEALTHY_PROFILE)
     state = tmp_path / "state"
     with fakemx_in(netns, str(profile), state):
-        verdict = relay.verdict(relay.send(f"bob@{DOMAIN}"))
+        verdict = relay.wait_verdict(relay.send(f"bob@{DOMAIN}"), timeout=VERDICT_SECONDS)[0]
     assert (verdict.status, verdict.dsn) == ("sent", "2.0.0"), verdict
     assert verdict.relay == f"mx.{DOMAIN}[{FAKEMX_IP}]:25", verdict
     assert _stored_messages(state) == 1
@@ -341,7 +216,7 @@ def test_healthy_mx_delivers_into_fakemx(relay: NamespacedPostfix, netns: str,
 
 @pytest.mark.parametrize("name", RELAY_PROFILES)
 def test_postfix_verdict_through_fakemx_dns(
-    name: str, relay: NamespacedPostfix, netns: str, tmp_path: Path
+    name: str, relay: PrivatePostfix, netns: str, tmp_path: Path
 ) -> None:
     about = load_profile(name).about
     assert about is not None
@@ -350,7 +225,8 @@ def test_postfix_verdict_through_fakemx_dns(
     state = tmp_path / "state"
     try:
         with fakemx_in(netns, name, state):
-            verdict = relay.verdict(relay.send(f"bob@{DOMAIN}"))
+            verdict = relay.wait_verdict(relay.send(f"bob@{DOMAIN}"),
+                                         timeout=VERDICT_SECONDS)[0]
     finally:
         relay.drop_queue()
     assert (verdict.status, verdict.dsn) == (expected.status, expected.dsn), verdict

@@ -18,58 +18,61 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socketserver
 import subprocess
 import threading
 import time
 import urllib.parse
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 POSTFIX = shutil.which("postfix") or shutil.which("postfix", path="/usr/sbin:/sbin")
 SENDMAIL = "/usr/sbin/sendmail"
 
-MAIN_CF = """\
-compatibility_level = 3.6
-queue_directory = {root}/queue
-data_directory = {root}/data
-maillog_file = {root}/maillog
-maillog_file_prefixes = {root}
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = relay.fakemx.test
-mydomain = fakemx.test
-myorigin = $myhostname
-mydestination =
-relayhost =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-smtp_address_preference = ipv4
-transport_maps = tcp:127.0.0.1:{table_port}
-default_transport = error:no route in the fakemx test relay
-smtp_helo_name = relay.fakemx.test
-smtp_host_lookup = native
-smtp_connection_cache_on_demand = no
-smtp_tls_security_level = may
-smtp_tls_CAfile = {ca_file}
-smtp_tls_loglevel = 1
-smtp_connect_timeout = {timeout}s
-smtp_helo_timeout = {timeout}s
-smtp_mail_timeout = {timeout}s
-smtp_rcpt_timeout = {timeout}s
-smtp_data_init_timeout = {timeout}s
-smtp_data_xfer_timeout = {timeout}s
-smtp_data_done_timeout = {data_done_timeout}s
-smtp_starttls_timeout = {timeout}s
-smtp_quit_timeout = {timeout}s
-queue_run_delay = 1s
-minimal_backoff_time = 1s
-maximal_backoff_time = 2s
-notify_classes =
-biff = no
-append_dot_mydomain = no
-"""
+# What every private instance shares: its own queue, data and log; loopback only.
+BASE_SETTINGS = {
+    "compatibility_level": "3.6",
+    "queue_directory": "{root}/queue",
+    "data_directory": "{root}/data",
+    "maillog_file": "{root}/maillog",
+    "maillog_file_prefixes": "{root}",
+    "mail_owner": "postfix",
+    "setgid_group": "postdrop",
+    "myhostname": "relay.fakemx.test",
+    "mydomain": "fakemx.test",
+    "myorigin": "$myhostname",
+    "mydestination": "",
+    "relayhost": "",
+    "inet_interfaces": "loopback-only",
+    "inet_protocols": "ipv4",
+    "smtp_address_preference": "ipv4",
+    "smtp_helo_name": "relay.fakemx.test",
+    "smtp_connection_cache_on_demand": "no",
+    "queue_run_delay": "1s",
+    "minimal_backoff_time": "1s",
+    "maximal_backoff_time": "2s",
+    "notify_classes": "",
+    "biff": "no",
+    "append_dot_mydomain": "no",
+}
+
+# The end-to-end relay: routed by recipient domain to a port on 127.0.0.1 (no DNS),
+# opportunistic TLS trusting fakemx's CA, Postfix's timeouts scaled by 0.01
+# (300 s -> 3 s; smtp_data_done_timeout 600 s -> 6 s) as the profiles are.
+ROUTED_SETTINGS = {
+    "transport_maps": "tcp:127.0.0.1:{table_port}",
+    "default_transport": "error:no route in the fakemx test relay",
+    "smtp_host_lookup": "native",
+    "smtp_tls_security_level": "may",
+    "smtp_tls_CAfile": "{ca_file}",
+    "smtp_tls_loglevel": "1",
+    **{f"smtp_{stage}_timeout": "3s" for stage in (
+        "connect", "helo", "mail", "rcpt", "data_init", "data_xfer", "starttls", "quit")},
+    "smtp_data_done_timeout": "6s",
+}
 
 # recipient domain prefix -> master.cf service
 SERVICES = {"p": "smtp", "v": "tlsverify", "e": "tlsencrypt", "h": "badhelo", "w": "smtps"}
@@ -157,13 +160,30 @@ class _TransportLookup(socketserver.StreamRequestHandler):
 
 
 class PrivatePostfix:
-    def __init__(self, root: Path, ca_file: Path, timeout_seconds: int = 3) -> None:
+    """A private instance under ``root``.
+
+    ``settings`` override main.cf (e.g. a relayhost resolved through DNS);
+    ``prefix`` runs every Postfix command under it (``ip netns exec NAME``);
+    ``routed`` adds the end-to-end routing by recipient domain to a port.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        ca_file: Path | None = None,
+        *,
+        settings: Mapping[str, str] | None = None,
+        prefix: Sequence[str] = (),
+        routed: bool = True,
+    ) -> None:
         self.root = root
         self.config = root / "etc"
         self.log = root / "maillog"
         self._ca_file = ca_file
-        self._timeout = timeout_seconds
-        self._table = _TransportTable()
+        self._prefix = list(prefix)
+        self._table = _TransportTable() if routed else None
+        self._settings = {**BASE_SETTINGS, **(ROUTED_SETTINGS if routed else {}),
+                          **(settings or {})}
 
     def start(self) -> None:
         assert POSTFIX is not None, "postfix is not installed"
@@ -173,31 +193,32 @@ class PrivatePostfix:
         for sub in ("etc", "queue", "data"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         shutil.chown(self.root / "data", "postfix", "postfix")
-        threading.Thread(target=self._table.serve_forever, daemon=True).start()
-        (self.config / "main.cf").write_text(MAIN_CF.format(
-            root=self.root, ca_file=self._ca_file, timeout=self._timeout,
-            # Postfix's defaults scaled by 0.01: 300 s -> 3 s, smtp_data_done_timeout 600 s -> 6 s
-            data_done_timeout=2 * self._timeout,
-            table_port=self._table.server_address[1],
-        ))
+        values = {"root": str(self.root), "ca_file": str(self._ca_file)}
+        if self._table is not None:
+            threading.Thread(target=self._table.serve_forever, daemon=True).start()
+            values["table_port"] = str(self._table.server_address[1])
+        main_cf = "".join(f"{key} = {value.format(**values)}\n"
+                          for key, value in self._settings.items())
+        (self.config / "main.cf").write_text(main_cf)
         (self.config / "master.cf").write_text(MASTER_CF)
-        self._postfix("start")
+        started = self._run(POSTFIX, "-c", str(self.config), "start")
+        assert started.returncode == 0, started.stderr
 
     def stop(self) -> None:
-        self._postfix("stop", check=False)
-        self._table.shutdown()
-        self._table.server_close()
+        assert POSTFIX is not None
+        self._run(POSTFIX, "-c", str(self.config), "stop")
+        if self._table is not None:
+            self._table.shutdown()
+            self._table.server_close()
         pid_file = self.root / "queue" / "pid" / "master.pid"
+        pid = int(pid_file.read_text().split()[0] or 0) if pid_file.exists() else 0
         deadline = time.monotonic() + 10
-        while pid_file.exists() and time.monotonic() < deadline:
-            pid = int(pid_file.read_text().split()[0] or 0)
-            try:
-                os.kill(pid, 0)
-            except (ProcessLookupError, ValueError):
-                break
-            time.sleep(0.05)
+        while pid and _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)  # poll: the master exits once its children have
+        if pid and _alive(pid):
+            os.kill(pid, signal.SIGKILL)  # only the master we started, by its pid
 
-    def send(self, recipient: str, body: str = "fakemx end-to-end probe", sender: str = "") -> str:
+    def send(self, recipient: str, body: str = "fakemx probe", sender: str = "") -> str:
         """Inject a message with the instance's own sendmail; returns its Message-ID.
 
         The null sender (the default) makes Postfix discard the bounce.
@@ -207,15 +228,14 @@ class PrivatePostfix:
             f"From: <{sender}>\nTo: <{recipient}>\nSubject: probe\nMessage-ID: {message_id}\n"
             f"\n{body}\n"
         )
-        subprocess.run(
-            [SENDMAIL, "-C", str(self.config), "-f", sender, "--", recipient],
-            input=message.encode(), check=True, timeout=30,
-        )
+        sent = self._run(SENDMAIL, "-C", str(self.config), "-f", sender, "--", recipient,
+                         input=message)
+        assert sent.returncode == 0, sent.stderr
         return message_id
 
-    def flush(self) -> None:
-        """Ask the queue manager to retry deferred mail now."""
-        subprocess.run(["postqueue", "-c", str(self.config), "-f"], check=True, timeout=30)
+    def drop_queue(self) -> None:
+        """Delete every queued message, so no retry reaches the next test."""
+        self._run("/usr/sbin/postsuper", "-c", str(self.config), "-d", "ALL")
 
     def verdicts(self, message_id: str) -> list[Verdict]:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -249,15 +269,14 @@ class PrivatePostfix:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return [line for line in text.splitlines() if needle in line]
 
-    def log_lines(self, message_id: str) -> list[str]:
-        verdicts = self.verdicts(message_id)
-        if not verdicts:
-            return []
-        queue_id = verdicts[0].queue_id
-        return [line for line in self.log.read_text(errors="replace").splitlines()
-                if queue_id in line]
+    def _run(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self._prefix, *args], input=input, capture_output=True,
+                              text=True, timeout=60)
 
-    def _postfix(self, *args: str, check: bool = True) -> None:
-        assert POSTFIX is not None
-        subprocess.run([POSTFIX, "-c", str(self.config), *args], check=check, timeout=60,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
