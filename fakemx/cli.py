@@ -227,6 +227,9 @@ def _print_lab_table(servers: list[tuple[Profile, FakeMX]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])), row[3])
+    for profile, server in servers:
+        if server.dns is not None:  # a 4.4.312 profile: point the relay's resolver here
+            print(f"DNS for {profile.name}: {server.dns.address} (udp+tcp)")
     print(f"fakemx: lab ready, {len(servers)} profiles on {servers[0][1].host}", flush=True)
 
 

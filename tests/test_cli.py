@@ -12,6 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import dns.message
+import dns.query
+import dns.rcode
 import pytest
 from wire import connect, dialogue, read_reply
 
@@ -134,9 +137,16 @@ def test_lab_serves_every_profile(tmp_path: Path) -> None:
                                   b"SEES"]
         assert process.stdout is not None
         rows: dict[str, tuple[str, int]] = {}
+        resolvers: dict[str, tuple[str, int]] = {}
         for line in iter(process.stdout.readline, b""):
             if line.startswith(b"fakemx: lab ready"):
                 break
+            if line.startswith(b"DNS for "):
+                name, address = line[8:].split(b": ", 1)
+                found = ADDRESS.search(address)
+                assert found, line
+                resolvers[name.decode()] = (found[1].decode(), int(found[2]))
+                continue
             match = ADDRESS.match(line)
             assert match, line
             rows[line.split()[1].decode()] = (match[1].decode(), int(match[2]))
@@ -145,5 +155,11 @@ def test_lab_serves_every_profile(tmp_path: Path) -> None:
             socket.create_connection(rows["4.4.316-connection-refused"], timeout=2)
         with connect(*rows["4.4.317-greeting-421"]) as sock:
             assert read_reply(sock).startswith(b"421 4.3.2")
+        # Each DNS profile's resolver address is listed, and it answers (SERVFAIL here).
+        assert set(resolvers) == {name for name in rows if name.startswith("4.4.312-")}
+        host, port = resolvers["4.4.312-servfail"]
+        query = dns.message.make_query("example.test", "MX")
+        answer = dns.query.udp(query, host, port=port, timeout=5)
+        assert dns.rcode.to_text(answer.rcode()) == "SERVFAIL"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
