@@ -14,28 +14,27 @@ exactly as it does after its own QUIT (it closes the writer and stops).
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import re
 import socket
 import sqlite3
 import struct
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, TLSSetupException, syntax
 
 from fakemx import body, inband, limits, tlsconfig, tlswire
 from fakemx.decide import Context, decide
+from fakemx.dispatch import HOOKS, Commands, command_names
 from fakemx.journal import Outcome, Session
 from fakemx.model import DropHow, HandshakeFault, Reply, Rule, Stall
+from fakemx.replies import render
 from fakemx.stages import Stage, TlsMode
 from fakemx.state import ServerState
 
 # RFC 5321 4.5.3.1.6: 998 octets + CRLF, plus one for a leading transparency dot.
 LINE_LENGTH_LIMIT = 1001
-_PLACEHOLDER = re.compile(r"\{(client_ip|helo|sender|recipient|hostname)\}")
 _SIZE_OPTION = re.compile(r"^SIZE=(\d+)$", re.IGNORECASE)
 _LINGER_RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 SHUTDOWN_REPLY = "421 4.3.2 Service shutting down, closing transmission channel"
@@ -53,84 +52,6 @@ class _FakeEnvelope(Envelope):
         self.inband: list[Rule] = []  # in-band rules for DATA and the final dot
 
 
-def render(reply: Reply, values: dict[str, str]) -> str:
-    """``451 text`` or a multi-line reply (RFC 5321 4.2.1), placeholders filled in.
-
-    Placeholders are a fixed set filled by regex, not ``str.format``: profile
-    text is data and must not reach attributes of the values.
-    """
-    text = _PLACEHOLDER.sub(lambda m: values.get(m[1], ""), reply.text)
-    lines = text.split("\n") if text else [""]
-    head = [f"{reply.code}-{line}" for line in lines[:-1]]
-    last = f"{reply.code} {lines[-1]}".rstrip()
-    return "\r\n".join([*head, last])
-
-
-class _Commands:
-    """aiosmtpd's command table (``_smtp_methods``), with every command journaled.
-
-    aiosmtpd builds a dict of about 20 bound methods per connection; wrapping
-    each in a closure doubled that. This one small object binds on lookup
-    instead, which matters with 15,000 stalled connections held open.
-    """
-
-    __slots__ = ("_smtp",)
-
-    def __init__(self, smtp: FakeSMTP) -> None:
-        self._smtp = smtp
-
-    def get(self, name: str, default: Any = None) -> Any:
-        method = getattr(self._smtp, f"smtp_{name}", None) if name.isalpha() else None
-        if method is None:
-            return default
-        bound = functools.partial(self._smtp.run_command, name, method)
-        return functools.update_wrapper(bound, method)  # keeps HELP's __smtp_syntax__
-
-    def items(self) -> Iterator[tuple[str, Any]]:
-        for attribute in dir(self._smtp):
-            if attribute.startswith("smtp_"):
-                yield attribute[5:], getattr(self._smtp, attribute)
-
-
-_COMMAND_NAMES: dict[str, tuple[str, ...]] = {}
-
-
-def _command_names(cls: type) -> tuple[str, ...]:
-    key = f"{cls.__module__}.{cls.__qualname__}"
-    if key not in _COMMAND_NAMES:
-        _COMMAND_NAMES[key] = tuple(n for n in dir(cls) if n.startswith(("auth_", "smtp_")))
-    return _COMMAND_NAMES[key]
-
-
-class _Hooks:
-    """The aiosmtpd handler: hands parsed commands to the FakeSMTP that received them."""
-
-    def __dir__(self) -> list[str]:
-        # aiosmtpd scans dir(handler) and inspect.getmembers(handler) per connection.
-        return ["handle_EHLO", "handle_MAIL", "handle_RCPT"]
-
-    async def handle_EHLO(
-        self, server: FakeSMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
-    ) -> list[str]:
-        session.host_name = hostname
-        return server.ehlo_lines(responses)
-
-    async def handle_MAIL(
-        self, server: FakeSMTP, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> Any:
-        return await server.on_mail(address, options)
-
-    async def handle_RCPT(
-        self, server: FakeSMTP, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> Any:
-        return await server.on_rcpt(address)
-
-
-# aiosmtpd's SMTP.__init__ runs inspect.signature() on handle_EHLO for every
-# connection (to tell its two hook forms apart); a precomputed __signature__
-# (PEP 362) answers that at once.
-_Hooks.handle_EHLO.__signature__ = inspect.signature(_Hooks.handle_EHLO)  # type: ignore[attr-defined]
-_HOOKS = _Hooks()
 
 
 class FakeSMTP(SMTP):
@@ -145,14 +66,14 @@ class FakeSMTP(SMTP):
         for exactly these on every connection; with every attribute of the class
         that scan was about a third of the cost of accepting a connection.
         """
-        return list(_command_names(type(self)))
+        return list(command_names(type(self)))
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self.profile = state.profile  # the snapshot: run-time changes apply from the next one
         starttls = self.profile.tls.mode is TlsMode.STARTTLS
         super().__init__(
-            _HOOKS,
+            HOOKS,
             hostname=state.hostname,
             ident="ESMTP fakemx",
             tls_context=state.tls_context if starttls else None,
@@ -171,8 +92,8 @@ class FakeSMTP(SMTP):
         self._commands = 0
         self._over_limit: str | None = None  # the 421 to greet with, when over a limit
         self._close_when_done = False
-        # aiosmtpd only calls .get() and .items() on it; see _Commands.
-        self._smtp_methods = _Commands(self)  # type: ignore[assignment]
+        # aiosmtpd only calls .get() and .items() on it; see fakemx.dispatch.Commands.
+        self._smtp_methods = Commands(self)  # type: ignore[assignment]
 
     # region connection lifetime ------------------------------------------------
 

@@ -1,0 +1,22 @@
+"""Reply text: what a rule's reply looks like on the wire."""
+
+from __future__ import annotations
+
+import re
+
+from fakemx.model import Reply
+
+_PLACEHOLDER = re.compile(r"\{(client_ip|helo|sender|recipient|hostname)\}")
+
+
+def render(reply: Reply, values: dict[str, str]) -> str:
+    """``451 text`` or a multi-line reply (RFC 5321 4.2.1), placeholders filled in.
+
+    Placeholders are a fixed set filled by regex, not ``str.format``: profile
+    text is data and must not reach attributes of the values.
+    """
+    text = _PLACEHOLDER.sub(lambda m: values.get(m[1], ""), reply.text)
+    lines = text.split("\n") if text else [""]
+    head = [f"{reply.code}-{line}" for line in lines[:-1]]
+    last = f"{reply.code} {lines[-1]}".rstrip()
+    return "\r\n".join([*head, last])
