@@ -173,6 +173,14 @@ class Rule(_Strict):
         return self.name or f"{self.stage}-{self.action_key}"
 
 
+class PostfixAttempt(_Strict):
+    """Another verdict the same profile may get from Postfix, when the wire allows a race."""
+
+    status: Literal["sent", "deferred", "bounced"]
+    dsn: Annotated[str, Field(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]
+    reason: str
+
+
 class PostfixVerdict(_Strict):
     """What a real Postfix relay logs for this profile (asserted by tests/e2e).
 
@@ -199,6 +207,8 @@ class PostfixVerdict(_Strict):
     hold_connections: Annotated[int, Field(ge=0)] = 0
     sent_on_attempt: Annotated[int, Field(ge=2)] | None = None
     eventually_sent: bool = False
+    # e.g. an RST right after the handshake can overtake it: then connect() itself fails
+    alternatives: list[PostfixAttempt] = []
 
 
 class About(_Strict):

@@ -49,7 +49,8 @@ def test_postfix_verdict(profile: Profile, relay: PrivatePostfix, fakemx_state: 
         recipient = f"{expected.local_part}@{domain(expected, mx.port)}"
         message_id = relay.send(recipient, BODY, sender=expected.sender)
         first = relay.wait_verdict(message_id)[0]
-        assert_verdict(first, expected.status, expected.dsn, expected.reason)
+        accepted = [expected, *expected.alternatives]
+        assert any(matches(first, v.status, v.dsn, v.reason) for v in accepted), (first, accepted)
         if expected.log:
             about_fakemx = relay.lines_about(mx.port)
             assert any(expected.log in line for line in about_fakemx), about_fakemx
@@ -65,7 +66,6 @@ def test_postfix_verdict(profile: Profile, relay: PrivatePostfix, fakemx_state: 
         assert [s.attempt for s in mx.sessions] == list(range(1, len(attempts) + 1))
 
 
-def assert_verdict(verdict: Verdict, status: str, dsn: str, reason: str) -> None:
+def matches(verdict: Verdict, status: str, dsn: str, reason: str) -> bool:
     wanted = reason.replace("{host}", HOST)
-    assert (verdict.status, verdict.dsn) == (status, dsn), verdict
-    assert wanted in verdict.reason, verdict
+    return (verdict.status, verdict.dsn) == (status, dsn) and wanted in verdict.reason
