@@ -60,12 +60,15 @@ function codeClass(code) {
   return first === "2" ? "ok" : first === "4" ? "warn" : first === "5" ? "bad" : "neutral";
 }
 
-// How a session ended, as a colour: the client finished, fakemx broke it, or still open.
-function outcomeClass(outcome) {
-  if (outcome === "quit" || outcome === "client_closed") return "ok";
-  if (outcome === "open") return "open";
-  if (outcome === "closed_after_reply" || outcome === "timeout") return "warn";
-  return "bad";
+// What a session amounted to, as a colour: fakemx broke the connection (bad),
+// answered an error (warn for 4xx, bad for 5xx), all went well (ok), or still open.
+const BROKEN_BY_FAKEMX = ["dropped_fin", "dropped_rst", "reset_after_reply", "error"];
+function sessionClass(session) {
+  if (session.outcome === "open") return "open";
+  const codes = session.events.filter((e) => e.kind === "server").map((e) => e.text[0]);
+  if (BROKEN_BY_FAKEMX.includes(session.outcome) || codes.includes("5")) return "bad";
+  if (codes.includes("4") || ["closed_after_reply", "timeout"].includes(session.outcome)) return "warn";
+  return "ok";
 }
 
 // endregion
@@ -92,6 +95,8 @@ function renderServerList() {
         h("span", { class: "server-text" },
           h("span", { class: "server-name" }, server.profile),
           h("span", { class: "server-meta" },
+            // A lab server keeps its name when it plays another profile: say so.
+            ![server.profile, server.address].includes(server.name) ? `${server.name} · ` : "",
             server.address,
             server.listener !== "open" ? h("span", { class: "tag" }, server.listener) : null)),
         h("span", { class: "server-count", title: "sessions since the last reset" },
@@ -117,7 +122,7 @@ function renderScenario() {
           " on ", h("code", {}, server.address),
           " · listener ", h("strong", {}, server.listener),
           " · TLS ", server.tls,
-          server.rules ? ` · ${server.rules} rules` : ""))),
+          server.rules ? ` · ${server.rules} rule${server.rules === 1 ? "" : "s"}` : ""))),
     about ? h("dl", { class: "facts" },
       h("dt", {}, "The relay should report"),
       h("dd", { class: "relay-sees" }, about.relay_sees),
@@ -159,19 +164,15 @@ function renderCatalogSelect() {
 // endregion
 // region sessions ------------------------------------------------------------------
 
-// The reply or note where the session broke: fakemx's last server reply for a
-// reply-then-close, else the last event (a drop, a stall, a TLS failure).
+// Where the session broke: the first 4xx/5xx reply (what the relay sees), else the
+// note of the rule that fired (a drop, a stall), else the end if fakemx ended it.
 function breakIndex(session) {
-  if (outcomeClass(session.outcome) === "ok" || session.outcome === "open") return -1;
   const events = session.events;
-  for (let i = events.length - 1; i >= 0; i--) {
-    if (events[i].kind === "server" && /^[45]/.test(events[i].text)) return i;
-  }
-  for (let i = events.length - 1; i >= 0; i--) {
-    if (events[i].kind !== "fakemx" || i === 0) continue;
-    if (!events[i].text.startsWith("fakemx") && !events[i].text.startsWith("client")) return i;
-  }
-  return events.length - 1;
+  const reply = events.findIndex((e) => e.kind === "server" && /^[45]\d\d/.test(e.text));
+  if (reply >= 0) return reply;
+  const rule = events.findIndex((e) => e.kind === "fakemx" && e.text.startsWith("rule "));
+  if (rule >= 0) return rule;
+  return BROKEN_BY_FAKEMX.includes(session.outcome) ? events.length - 1 : -1;
 }
 
 function renderTranscript(session) {
@@ -196,9 +197,9 @@ function renderSession(session) {
     causes: running.about.causes, fixes: running.about.fixes, title: running.about.title,
     code: running.about.code,
   } : null;
-  const failed = !["ok", "open"].includes(outcomeClass(session.outcome));
+  const failed = breakIndex(session) >= 0;
   const open = state.openSessions.has(session.id) || session === state.sessions[0];
-  return h("li", { class: `session ${outcomeClass(session.outcome)}`, dataset: {
+  return h("li", { class: `session ${sessionClass(session)}`, dataset: {
     session: session.id, outcome: session.outcome, profile: session.profile } },
     h("details", { open: open, ontoggle: (e) => {
       if (e.target.open) state.openSessions.add(session.id);
@@ -211,7 +212,8 @@ function renderSession(session) {
         h("span", { class: "session-client" }, `${session.client_ip} · attempt ${session.attempt}`),
         h("span", { class: "ended-by" }, session.ended_by),
         session.profile !== running?.profile
-          ? h("span", { class: "tag" }, session.profile) : null),
+          ? h("span", { class: "tag neutral", title: "the profile this session ran" },
+            session.profile) : null),
       renderTranscript(session),
       failed && about ? h("div", { class: "diagnosis" },
         h("p", {}, h("strong", {}, "The relay should report: "),
@@ -236,14 +238,16 @@ function renderTimeline() {
   document.getElementById("session-count").textContent = server ? `(${server.sessions})` : "";
 }
 
-function upsertSession(session) {
-  const index = state.sessions.findIndex((s) => s.id === session.id);
-  if (index >= 0) state.sessions[index] = session;
-  else {
-    state.sessions.unshift(session);
-    state.sessions.sort((a, b) => b.id - a.id);
-    state.sessions.length = Math.min(state.sessions.length, PAGE_SIZE);
+// Merge by id, newest first. A page fetched while events were arriving may be
+// older than what the events already brought, so an ended session always wins
+// over the same session still open, and nothing the events brought is lost.
+function merged(current, incoming) {
+  const byId = new Map(current.map((item) => [item.id, item]));
+  for (const item of incoming) {
+    const known = byId.get(item.id);
+    if (!known || known.ended == null) byId.set(item.id, item);
   }
+  return [...byId.values()].sort((a, b) => b.id - a.id).slice(0, PAGE_SIZE);
 }
 
 // endregion
@@ -283,20 +287,22 @@ async function loadSelected() {
     api("GET", `/api/messages?server=${enc(name)}&limit=${PAGE_SIZE}`),
   ]);
   if (name !== state.selected) return;  // the user moved on meanwhile
-  state.sessions = sessions.items;
-  state.messages = messages.items;
+  state.sessions = merged(state.sessions, sessions.items);
+  state.messages = merged(state.messages, messages.items);
   renderTimeline();
   renderMessages();
 }
 
 async function refreshMessages() {
   const page = await api("GET", `/api/messages?server=${enc(state.selected)}&limit=${PAGE_SIZE}`);
-  state.messages = page.items;
+  state.messages = merged(state.messages, page.items);
   renderMessages();
 }
 
 function select(name) {
   state.selected = name;
+  state.sessions = [];
+  state.messages = [];
   state.openSessions.clear();
   history.replaceState(null, "", `#${enc(name)}`);
   renderServerList();
@@ -311,7 +317,7 @@ function onSessionEvent(kind, session) {
   if (server && kind === "ended") server.messages += session.message_ids.length;
   renderServerList();
   if (session.server !== state.selected) return;
-  upsertSession(session);
+  state.sessions = merged(state.sessions, [session]);
   renderTimeline();
   if (kind === "ended" && session.message_ids.length) {
     refreshMessages().catch((error) => notice(error.message, "error"));
