@@ -320,3 +320,31 @@ def test_cli_serve_with_api(tmp_path: Path) -> None:
 
 
 # endregion
+
+
+def test_cli_lab_with_api(tmp_path: Path) -> None:
+    """``fakemx lab --api``: every catalog server behind one API, addressed by profile name."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fakemx", "lab", "--base-port", "0", "--api", "0",
+         "--state-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        lines = iter(process.stdout.readline, b"")
+        api_line = next(line for line in lines if line.startswith(b"fakemx: API on "))
+        url = api_line.decode().removeprefix("fakemx: API on ").strip()
+        with httpx.Client(base_url=url, timeout=TIMEOUT_SECONDS) as http:
+            servers = http.get("/api/servers").json()
+            catalog = http.get("/api/catalog").json()
+            assert sorted(s["name"] for s in servers) == sorted(e["name"] for e in catalog)
+            refused = http.get("/api/servers/4.4.316-connection-refused").json()
+            assert refused["listener"] == "refuse"
+            http.put("/api/servers/4.4.316-connection-refused/listener",
+                     json={"state": "open"}).raise_for_status()
+            with smtplib.SMTP("127.0.0.1", refused["port"], timeout=TIMEOUT_SECONDS) as client:
+                assert client.noop()[0] == 250
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=TIMEOUT_SECONDS * 2)
+    assert process.returncode == 0, err
