@@ -348,3 +348,16 @@ def test_cli_lab_with_api(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=TIMEOUT_SECONDS * 2)
     assert process.returncode == 0, err
+
+
+def test_stops_while_a_page_listens(tmp_path: Path) -> None:
+    """An open event stream ends when fakemx stops; it does not hold the shutdown."""
+    server = running_api(tmp_path)
+    running = server.__enter__()
+    with httpx.Client(timeout=TIMEOUT_SECONDS) as page, page.stream(
+        "GET", f"{running.url}/api/events"
+    ) as stream:
+        lines = stream.iter_lines()
+        assert next(lines).startswith("retry:")
+        server.__exit__(None, None, None)  # fails if the stop takes long
+        assert [line for line in lines if line and not line.startswith(":")] == []
