@@ -61,6 +61,7 @@ def test_the_compose_command_writes_the_relays_transport_map(tmp_path: Path) -> 
     command[command.index("--state-dir") + 1] = str(tmp_path)
     transport = tmp_path / "postfix-transport"
     command[command.index("--postfix-transport") + 1] = str(transport)
+    command[command.index("--api") + 1] = "127.0.0.1:0"
     process = subprocess.Popen(["python3", "-m", "fakemx", *command], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
     with process:
