@@ -35,7 +35,7 @@ from fakemx.dns_model import Dns
 from fakemx.dns_zone import Answer, Zone
 from fakemx.errors import FakeMXError, ListenError
 from fakemx.listener import bind as bind_tcp
-from fakemx.loopthread import LoopThread
+from fakemx.loopthread import LoopThread, start_in_thread, stop_thread
 from fakemx.model import Profile
 from fakemx.profiles import load_profile
 
@@ -147,13 +147,7 @@ class DnsServer:
 
     def __enter__(self) -> Self:
         """Run on a private event loop in a background thread (for sync resolvers)."""
-        self._thread = LoopThread("fakemx-dns")
-        try:
-            self._thread.run(self.start())
-        except BaseException:
-            self._thread.close()
-            self._thread = None
-            raise
+        self._thread = start_in_thread("fakemx-dns", self.start)
         return self
 
     def __exit__(
@@ -162,13 +156,8 @@ class DnsServer:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        thread = self._thread
-        assert thread is not None, "__exit__ without __enter__"
-        try:
-            thread.run(self.stop())
-        finally:
-            thread.close()
-            self._thread = None
+        thread, self._thread = self._thread, None
+        stop_thread(thread, self.stop)
 
     async def _bind_udp(self) -> asyncio.DatagramTransport:
         assert self._loop is not None

@@ -44,3 +44,27 @@ async def _cancel_others(timeout_seconds: float) -> None:
         task.cancel()
     if pending:
         await asyncio.wait(pending, timeout=timeout_seconds)
+
+
+def start_in_thread(
+    name: str,
+    start: Callable[[], Coroutine[Any, Any, object]],
+    exception_handler: ExceptionHandler | None = None,
+) -> LoopThread:
+    """A new LoopThread with ``start()`` run on it; nothing left behind if it fails."""
+    thread = LoopThread(name, exception_handler)
+    try:
+        thread.run(start())
+    except BaseException:
+        thread.close()
+        raise
+    return thread
+
+
+def stop_thread(thread: LoopThread | None, stop: Callable[[], Coroutine[Any, Any, object]]) -> None:
+    """Run ``stop()`` on the thread's loop, then close the thread, whatever happens."""
+    assert thread is not None, "__exit__ without __enter__"
+    try:
+        thread.run(stop())
+    finally:
+        thread.close()

@@ -26,7 +26,7 @@ from fakemx.implicit import ImplicitTls
 from fakemx.incidents import Incidents, ServerSideError
 from fakemx.journal import Journal, Outcome, Session, StoredMessage
 from fakemx.listener import Listener
-from fakemx.loopthread import LoopThread
+from fakemx.loopthread import LoopThread, start_in_thread, stop_thread
 from fakemx.model import CertKind, Profile, Rule
 from fakemx.profiles import load_profile
 from fakemx.revocation import RevocationServer
@@ -162,13 +162,7 @@ class FakeMX:
 
     def __enter__(self) -> Self:
         """Run on a private event loop in a background thread (for sync clients)."""
-        self._thread = LoopThread("fakemx", self._loop_exception)
-        try:
-            self._thread.run(self.start())
-        except BaseException:
-            self._thread.close()
-            self._thread = None
-            raise
+        self._thread = start_in_thread("fakemx", self.start, self._loop_exception)
         return self
 
     def __exit__(
@@ -177,13 +171,8 @@ class FakeMX:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        thread = self._thread
-        assert thread is not None, "__exit__ without __enter__"
-        try:
-            thread.run(self.stop())
-        finally:
-            thread.close()
-            self._thread = None
+        thread, self._thread = self._thread, None
+        stop_thread(thread, self.stop)
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         error = context.get("exception")
