@@ -17,11 +17,10 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from fakemx import certs, control, tlsconfig
 from fakemx.control import RuleSpec
-from fakemx.dnsserver import DnsServer
 from fakemx.implicit import ImplicitTls
 from fakemx.incidents import Incidents, ServerSideError
 from fakemx.journal import Journal, Outcome, Session, StoredMessage
@@ -29,11 +28,14 @@ from fakemx.listener import Listener
 from fakemx.loopthread import LoopThread, start_in_thread, stop_thread
 from fakemx.model import CertKind, Profile, Rule
 from fakemx.profiles import load_profile
-from fakemx.revocation import RevocationServer
 from fakemx.smtp import FakeSMTP
 from fakemx.stages import ListenerState, TlsMode
 from fakemx.state import ServerState
 from fakemx.store import Store
+
+if TYPE_CHECKING:  # imported when first needed: dnspython and cryptography cost start-up time
+    from fakemx.dnsserver import DnsServer
+    from fakemx.revocation import RevocationServer
 
 T = TypeVar("T")
 ProfileSpec = str | os.PathLike[str] | Profile | None
@@ -129,6 +131,8 @@ class FakeMX:
         state.name = self._name or self.address
         if self._profile.dns is not None:
             try:
+                from fakemx.dnsserver import DnsServer
+
                 self.dns = DnsServer(self._profile.dns, host=self.host, port=self._dns_port,
                                      clock=self._clock, fakemx_address=self.host)
                 await self.dns.start()
@@ -444,6 +448,8 @@ class FakeMX:
     async def _revocation_server(self) -> RevocationServer:
         """fakemx's CRL and OCSP responder on loopback, started when a profile needs it."""
         if self._revocation is None:
+            from fakemx.revocation import RevocationServer
+
             revocation = RevocationServer(certs.Signer.root(self.state_dir), self.state_dir)
             await revocation.start()
             self._revocation = revocation
