@@ -24,6 +24,8 @@ import tempfile
 import time
 from multiprocessing.connection import Connection
 
+from common import percentile
+
 
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
@@ -76,11 +78,6 @@ def greeting_latency(port: int, samples: int) -> list[float]:
             assert sock.recv(3) == b"220"
         waits.append(time.perf_counter() - started)
     return waits
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def main() -> None:

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import percentile
+
 
 async def one(port: int) -> float:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -42,11 +44,6 @@ async def rounds(port: int, sessions: int, count: int) -> list[float]:
     for _ in range(count):
         waits += await asyncio.gather(*(one(port) for _ in range(sessions)))
     return waits
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def main() -> None:

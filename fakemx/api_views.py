@@ -19,7 +19,6 @@ from fakemx.api_models import (
     CatalogExplanation,
     CodeExplanation,
     CodeInfo,
-    EventOut,
     Header,
     MessageOut,
     MessagePage,
@@ -66,23 +65,8 @@ def rule_out(rule: Rule) -> RuleOut:
 
 
 def session_out(session: Session) -> SessionOut:
-    return SessionOut(
-        id=session.id,
-        server=session.server,
-        profile=session.profile,
-        client_ip=session.client_ip,
-        client_port=session.client_port,
-        attempt=session.attempt,
-        started=session.started,
-        ended=session.ended,
-        outcome=session.outcome,
-        stage=str(session.stage),
-        ended_by=session.ended_by,
-        helo=session.helo,
-        tls=session.tls,
-        events=[EventOut(at=e.at, kind=e.kind, text=e.text) for e in session.events],
-        message_ids=list(session.message_ids),
-    )
+    # Session.as_dict() is the journal's one serialisation (the store writes it too).
+    return SessionOut.model_validate(session.as_dict())
 
 
 def sessions_page(
