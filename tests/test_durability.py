@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
-from wire import command, connect, dialogue, read_reply
+from wire import command, connect, dialogue, read_reply, serve_process
 
 from fakemx import FakeMX
 from fakemx.store import Store
@@ -48,16 +46,11 @@ def sender(port: int, acknowledged: dict[int, int], stop: threading.Event) -> No
 
 
 def test_kill_9_loses_nothing_that_got_250(tmp_path: Path) -> None:
-    with subprocess.Popen(
-        [sys.executable, "-m", "fakemx", "serve", "--port", "0", "--state-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    ) as process:
-        assert process.stdout is not None
-        found = re.search(rb"127\.0\.0\.1:(\d+)", process.stdout.readline())
-        assert found
+    process, port = serve_process(tmp_path)
+    with process:
         acknowledged: dict[int, int] = {}
         stopped = threading.Event()
-        client = threading.Thread(target=sender, args=(int(found[1]), acknowledged, stopped))
+        client = threading.Thread(target=sender, args=(port, acknowledged, stopped))
         client.start()
         # Kill in the middle of the stream, not at a quiet moment.
         while len(acknowledged) < MESSAGES // 3 and not stopped.is_set():

@@ -3,16 +3,13 @@ and a slow-loris of 5,000 trickling connections that must not starve a healthy c
 
 from __future__ import annotations
 
-import re
 import selectors
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from wire import command, connect, dialogue, read_reply, wait_closed
+from wire import command, connect, dialogue, read_reply, serve_process, wait_closed
 
 from fakemx import FakeMX, Outcome, profile_from_data
 
@@ -78,14 +75,8 @@ def greeted_all(sockets: list[socket.socket], timeout: float = 60) -> None:
 
 def test_slow_loris_does_not_starve_a_healthy_client(tmp_path: Path) -> None:
     """5,000 connections that trickle a byte at a time; a new client is still greeted."""
-    with subprocess.Popen(
-        [sys.executable, "-m", "fakemx", "serve", "--port", "0", "--state-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    ) as server:
-        assert server.stdout is not None
-        found = re.search(rb"127\.0\.0\.1:(\d+)", server.stdout.readline())
-        assert found
-        port = int(found[1])
+    server, port = serve_process(tmp_path)
+    with server:
         loris: list[socket.socket] = []
         try:
             t0 = time.perf_counter()

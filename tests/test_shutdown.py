@@ -3,27 +3,18 @@ answers 421 4.3.2 to idle sessions, stores everything it said 250 to, and exits 
 
 from __future__ import annotations
 
-import re
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from wire import command, connect, read_reply, wait_closed
+from wire import command, connect, read_reply, serve_process, wait_closed
 
 
 def test_sigterm_finishes_the_message_in_flight_and_says_421(tmp_path: Path) -> None:
-    with subprocess.Popen(
-        [sys.executable, "-m", "fakemx", "serve", "--port", "0", "--state-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    ) as process:
-        assert process.stdout is not None
-        found = re.search(rb"127\.0\.0\.1:(\d+)", process.stdout.readline())
-        assert found
-        port = int(found[1])
+    process, port = serve_process(tmp_path)
+    with process:
         with connect("127.0.0.1", port) as idle, connect("127.0.0.1", port) as busy:
             read_reply(idle)
             read_reply(busy)

@@ -5,7 +5,10 @@ Every call is bounded by a timeout so a hang fails the test instead of the run.
 
 from __future__ import annotations
 
+import re
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -149,3 +152,19 @@ def dialogue(
             if reply[:1] not in (b"2", b"3"):
                 break
     return transcript
+
+
+def serve_process(state_dir: object, *args: str) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``python -m fakemx serve --port 0 ARGS`` and read its ready line.
+
+    Returns the process (use it as a context manager) and the port it printed.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fakemx", "serve", *args, "--port", "0",
+         "--state-dir", str(state_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    found = re.search(rb"127\.0\.0\.1:(\d+)", process.stdout.readline())
+    assert found, "fakemx serve printed no ready line"
+    return process, int(found[1])
