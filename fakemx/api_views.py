@@ -65,8 +65,9 @@ def rule_out(rule: Rule) -> RuleOut:
 
 
 def session_out(session: Session) -> SessionOut:
-    # Session.as_dict() is the journal's one serialisation (the store writes it too).
-    return SessionOut.model_validate(session.as_dict())
+    # Session.as_dict() is the journal's one serialisation (the store writes it too);
+    # shown() escapes what the client sent, which JSON could not encode otherwise.
+    return SessionOut.model_validate(session.shown())
 
 
 def sessions_page(
@@ -117,7 +118,7 @@ def message_summary(server: str, stored: StoredMessage) -> MessageSummary:
         received=stored.received,
         mail_from=stored.mail_from,
         rcpt_tos=list(stored.rcpt_tos),
-        size=len(stored.content),
+        size=stored.size,
         subject=_subject(stored.message),
     )
 

@@ -7,6 +7,7 @@ one condition variable.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -18,7 +19,18 @@ from email.parser import BytesParser
 from enum import StrEnum
 from typing import Any
 
+from fakemx.clientbytes import shown, shown_or_none
 from fakemx.stages import Stage
+
+
+# What the journal keeps in memory. Everything is in the store too; these bound
+# what a long run or a hostile client can make fakemx hold (issue: 40 messages of
+# 30 MiB once took the process to 1.38 GB).
+KEEP_SESSIONS = 10_000
+KEEP_SESSION_BYTES = 64 * 2**20  # transcripts of finished sessions
+KEEP_BODY_BYTES = 64 * 2**20  # message bodies; older ones are read from the store
+SESSION_EVENT_BYTES = 2**20  # one session's transcript; later events are counted only
+_EVENT_OVERHEAD = 120  # an Event object and its list slot, roughly
 
 
 class Outcome(StrEnum):
@@ -65,9 +77,24 @@ class Session:
     tls: str | None = None  # e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384"
     events: list[Event] = field(default_factory=list)
     message_ids: list[int] = field(default_factory=list)
+    events_not_kept: int = 0  # past SESSION_EVENT_BYTES: counted, not kept
+    _event_bytes: int = field(default=0, repr=False, compare=False)
 
     def add(self, kind: str, text: str) -> None:
+        if self._event_bytes >= SESSION_EVENT_BYTES:
+            self.events_not_kept += 1
+            return
+        self._event_bytes += len(text) + _EVENT_OVERHEAD
         self.events.append(Event(time.time(), kind, text))
+        if self._event_bytes >= SESSION_EVENT_BYTES:
+            self.events.append(Event(time.time(), "fakemx", (
+                f"journal: this transcript reached {SESSION_EVENT_BYTES // 2**20} MiB;"
+                " later events are counted, not kept")))
+
+    @property
+    def size_estimate(self) -> int:
+        """Roughly what this session holds in memory, in bytes."""
+        return 512 + self._event_bytes
 
     @property
     def ended_by(self) -> str:
@@ -112,7 +139,43 @@ class Session:
             "tls": self.tls,
             "events": [e.as_dict() for e in self.events],
             "message_ids": list(self.message_ids),
+            "events_not_kept": self.events_not_kept,
         }
+
+    def shown(self) -> dict[str, Any]:
+        """``as_dict()`` for people: what the client sent (HELO, commands) escaped."""
+        record = self.as_dict()
+        record["helo"] = shown_or_none(self.helo)
+        for event in record["events"]:
+            event["text"] = shown(event["text"])
+        return record
+
+
+class MessageBody:
+    """A stored message's bytes: in memory while the journal's budget allows,
+    then read back from the store (where every accepted message is anyway)."""
+
+    __slots__ = ("_data", "_load", "size")
+
+    def __init__(self, data: bytes, load: Callable[[int], bytes] | None = None) -> None:
+        self._data: bytes | None = data
+        self._load = load
+        self.size = len(data)
+
+    @property
+    def in_memory(self) -> bool:
+        return self._data is not None
+
+    def forget(self) -> None:
+        """Drop the in-memory copy, when the store can give it back."""
+        if self._load is not None:
+            self._data = None
+
+    def read(self, message_id: int) -> bytes:
+        if self._data is not None:
+            return self._data
+        assert self._load is not None
+        return self._load(message_id)
 
 
 @dataclass(frozen=True)
@@ -124,7 +187,16 @@ class StoredMessage:
     received: float
     mail_from: str
     rcpt_tos: tuple[str, ...]
-    content: bytes
+    body: MessageBody = field(repr=False, compare=False)
+
+    @property
+    def content(self) -> bytes:
+        """The message as received (dot-unstuffed), from memory or from the store."""
+        return self.body.read(self.id)
+
+    @property
+    def size(self) -> int:
+        return self.body.size
 
     @property
     def message(self) -> EmailMessage:
@@ -135,44 +207,95 @@ class StoredMessage:
 
 
 class Journal:
-    """Sessions and messages of one server, in memory (newest ``keep`` sessions)."""
+    """Sessions and messages of one server, in memory within byte budgets.
 
-    def __init__(self, keep: int = 10_000) -> None:
+    The newest finished sessions are kept up to ``KEEP_SESSIONS`` and
+    ``KEEP_SESSION_BYTES``; message envelopes are kept, their bodies up to
+    ``KEEP_BODY_BYTES`` (older bodies are read back from the store on use).
+    Counts for ``wait_for`` cover everything since the last ``clear()``.
+    """
+
+    def __init__(
+        self,
+        keep_sessions: int = KEEP_SESSIONS,
+        session_bytes: int = KEEP_SESSION_BYTES,
+        body_bytes: int = KEEP_BODY_BYTES,
+    ) -> None:
         self._cond = threading.Condition()
-        self._sessions: deque[Session] = deque(maxlen=keep)
-        self._messages: deque[StoredMessage] = deque(maxlen=keep)
+        self._keep_sessions = keep_sessions
+        self._session_budget = session_bytes
+        self._body_budget = body_bytes
+        self._open: dict[int, Session] = {}
+        self._finished: deque[Session] = deque()  # oldest first
+        self._session_bytes = 0  # of the sessions in _finished
+        self._messages: deque[StoredMessage] = deque(maxlen=keep_sessions)
+        self._bodies: deque[MessageBody] = deque()  # in memory, oldest first
+        self._body_bytes = 0
+        self._started = self._ended = self._accepted = 0
         self._listeners: list[Callable[[str, Session], None]] = []
 
     def subscribe(self, callback: Callable[[str, Session], None]) -> None:
         """Call ``callback(kind, session)`` on "started" and "ended" (on the loop thread)."""
         self._listeners.append(callback)
 
+    def unsubscribe(self, callback: Callable[[str, Session], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(callback)
+
     def started(self, session: Session) -> None:
         with self._cond:
-            self._sessions.append(session)
+            self._open[session.id] = session
+            self._started += 1
             self._cond.notify_all()
         self._notify("started", session)
 
     def ended(self, session: Session) -> None:
+        """``session`` has ended (its ``ended`` time and outcome set)."""
         with self._cond:
+            if self._open.pop(session.id, None) is not None:  # else forgotten by clear()
+                self._ended += 1
+                self._finished.append(session)
+                self._session_bytes += session.size_estimate
+                self._evict_sessions()
             self._cond.notify_all()
         self._notify("ended", session)
 
     def accepted(self, message: StoredMessage) -> None:
         with self._cond:
             self._messages.append(message)
+            self._accepted += 1
+            if message.body.in_memory:
+                self._bodies.append(message.body)
+                self._body_bytes += message.size
+            while self._body_bytes > self._body_budget and self._bodies:
+                oldest = self._bodies.popleft()
+                self._body_bytes -= oldest.size
+                oldest.forget()
             self._cond.notify_all()
+
+    def _evict_sessions(self) -> None:
+        """Forget the oldest finished sessions beyond the count and byte budgets."""
+        while len(self._finished) > 1 and (
+            len(self._finished) > self._keep_sessions
+            or self._session_bytes > self._session_budget
+        ):
+            self._session_bytes -= self._finished.popleft().size_estimate
 
     def clear(self) -> None:
         with self._cond:
-            self._sessions.clear()
+            self._open.clear()
+            self._finished.clear()
+            self._session_bytes = 0
             self._messages.clear()
+            self._bodies.clear()
+            self._body_bytes = 0
+            self._started = self._ended = self._accepted = 0
             self._cond.notify_all()
 
     @property
     def sessions(self) -> list[Session]:
         with self._cond:
-            return list(self._sessions)
+            return sorted([*self._finished, *self._open.values()], key=lambda s: s.id)
 
     @property
     def messages(self) -> list[StoredMessage]:
@@ -189,15 +312,16 @@ class Journal:
     ) -> bool:
         """Block until at least so many sessions (started / ended) and messages exist.
 
-        Returns False when ``timeout`` seconds pass first; never sleeps a fixed time.
+        Counts everything since the last ``clear()``, also what the budgets have
+        let go of. Returns False when ``timeout`` seconds pass first; never sleeps
+        a fixed time.
         """
 
         def holds() -> bool:
             checks: Iterable[bool] = (
-                sessions is None or len(self._sessions) >= sessions,
-                ended is None
-                or sum(s.outcome is not Outcome.OPEN for s in self._sessions) >= ended,
-                messages is None or len(self._messages) >= messages,
+                sessions is None or self._started >= sessions,
+                ended is None or self._ended >= ended,
+                messages is None or self._accepted >= messages,
             )
             return all(checks)
 

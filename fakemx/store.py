@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fakemx.journal import Session, StoredMessage
+from fakemx.clientbytes import from_db, to_db
+from fakemx.journal import MessageBody, Session, StoredMessage
 
 DB_NAME = "fakemx.sqlite3"
 SESSION_FLUSH_SECONDS = 0.2
@@ -99,18 +100,35 @@ class Store:
         received = time.time()
         with self._lock:
             with self._transaction():
-                self._write_pending_sessions()
+                sessions_written = self._write_pending_sessions_isolated()
                 cursor = self._db.execute(
                     "INSERT INTO messages (session_id, server, received, mail_from, rcpt_tos,"
                     " size, content) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (session_id, server, received, mail_from, json.dumps(rcpt_tos),
+                    (session_id, server, received, to_db(mail_from), json.dumps(rcpt_tos),
                      len(content), content),
                 )
-            self._pending_sessions.clear()
+            if sessions_written:
+                self._pending_sessions.clear()
         assert cursor.lastrowid is not None
-        return StoredMessage(
-            cursor.lastrowid, session_id, received, mail_from, tuple(rcpt_tos), content
-        )
+        return StoredMessage(cursor.lastrowid, session_id, received, mail_from,
+                             tuple(rcpt_tos), MessageBody(content, self.content_of))
+
+    def content_of(self, message_id: int) -> bytes:
+        """One stored message's bytes (the journal reads old bodies back from here)."""
+        try:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT content FROM messages WHERE id = ?", (message_id,)
+                ).fetchone()
+        except sqlite3.ProgrammingError:  # closed
+            raise LookupError(
+                f"message {message_id}: its body is no longer in memory and the store at"
+                f" {self.path} is closed (give FakeMX a state_dir= to read it after stop)"
+            ) from None
+        if row is None:
+            raise LookupError(f"message {message_id} is not in the store at {self.path}")
+        content: bytes = row[0]
+        return content
 
     def save_session(self, session: Session) -> None:
         """Queue a finished session; written within SESSION_FLUSH_SECONDS.
@@ -118,10 +136,13 @@ class Store:
         Sessions are the journal, not accepted mail: batching them saves a commit
         per connection, and the live journal in memory has them at once.
         """
+        # Client text (HELO, commands) may hold undecodable bytes as surrogates:
+        # the HELO column takes them as a BLOB, JSON escapes them as \udcXX; both
+        # read back to the same str.
         record = session.as_dict()
         row = (session.id, session.server, session.profile, session.client_ip,
                session.client_port, session.attempt, session.started, session.ended,
-               record["outcome"], record["stage"], record["ended_by"], session.helo,
+               record["outcome"], record["stage"], record["ended_by"], to_db(session.helo),
                session.tls, json.dumps(record["events"]))
         with self._lock:
             self._pending_sessions.append(row)
@@ -149,6 +170,22 @@ class Store:
             with self._transaction():
                 self._write_pending_sessions()
             self._pending_sessions.clear()
+
+    def _write_pending_sessions_isolated(self) -> bool:
+        """Write the queued sessions inside a message's transaction, in a savepoint:
+        accepting mail never depends on the journal. Sessions that cannot be
+        written stay queued for the next flush (a full disk may clear)."""
+        if not self._pending_sessions:
+            return False
+        self._db.execute("SAVEPOINT sessions")
+        try:
+            self._write_pending_sessions()
+        except (sqlite3.Error, ValueError):
+            self._db.execute("ROLLBACK TO sessions")
+            self._db.execute("RELEASE sessions")
+            return False
+        self._db.execute("RELEASE sessions")
+        return True
 
     def _write_pending_sessions(self) -> None:
         self._db.executemany(
@@ -183,19 +220,27 @@ class Store:
             rows = cursor.fetchall()
         records = [dict(zip(names, row, strict=True)) for row in rows]
         for record in records:
+            record["helo"] = from_db(record["helo"])
             record["events"] = json.loads(record["events"])
         return records
 
     def messages(self, server: str | None = None) -> Iterator[StoredMessage]:
-        query = "SELECT id, session_id, received, mail_from, rcpt_tos, content FROM messages"
-        params: tuple[str, ...] = ()
+        """Every stored message, oldest first, read a page at a time (bodies included)."""
+        query = ("SELECT id, session_id, received, mail_from, rcpt_tos, content FROM messages"
+                 " WHERE id > ?")
         if server is not None:
-            query += " WHERE server = ?"
-            params = (server,)
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY id", params).fetchall()
-        for row in rows:
-            yield StoredMessage(row[0], row[1], row[2], row[3], tuple(json.loads(row[4])), row[5])
+            query += " AND server = ?"
+        last = 0
+        while True:
+            params: tuple[Any, ...] = (last,) if server is None else (last, server)
+            with self._lock:
+                rows = self._db.execute(query + " ORDER BY id LIMIT 100", params).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield StoredMessage(row[0], row[1], row[2], from_db(row[3]) or "",
+                                    tuple(json.loads(row[4])), MessageBody(row[5]))
+            last = rows[-1][0]
 
     def close(self) -> None:
         try:
