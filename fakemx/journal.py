@@ -22,7 +22,6 @@ from typing import Any
 from fakemx.clientbytes import shown, shown_or_none
 from fakemx.stages import Stage
 
-
 # What the journal keeps in memory. Everything is in the store too; these bound
 # what a long run or a hostile client can make fakemx hold (issue: 40 messages of
 # 30 MiB once took the process to 1.38 GB).
