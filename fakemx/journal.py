@@ -121,6 +121,28 @@ class Session:
     def commands(self) -> list[str]:
         return [e.text for e in self.events if e.kind == "client"]
 
+    # For the annotations below; fakemx.timeline needs nothing from this module at run
+    # time, so importing it here makes no cycle.
+    from fakemx.timeline import Break
+
+    @property
+    def first_error(self) -> Break | None:
+        """The first 4xx/5xx reply, drop or stall, with its stage; None if all went fine.
+
+        The point the lab page marks "broke here", e.g. ``Break(stage=Stage.MAIL,
+        kind=BreakKind.DROP, text="fakemx reset (RST) after MAIL", ...)``.
+        """
+        from fakemx.timeline import first_error
+
+        return first_error(self)
+
+    @property
+    def broke_at(self) -> Stage | None:
+        """The stage of ``first_error`` (e.g. ``Stage.MAIL``); None if all went fine."""
+        from fakemx.timeline import broke_at
+
+        return broke_at(self)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,

@@ -100,6 +100,18 @@ class FakeMX:
         self._thread: LoopThread | None = None
         self._revocation: RevocationServer | None = None  # CRL + OCSP, for `revoked`
 
+    def __repr__(self) -> str:
+        """``<FakeMX 4.4.318-rst-after-mail on 127.0.0.1:40123 listener=open sessions=2>``.
+
+        What a failing assertion or a debugger shows; ``listener=stopped`` when
+        the server is not running.
+        """
+        listener = self._listener.state if self._listener is not None else "stopped"
+        return (
+            f"<FakeMX {self._profile.name} on {self.address} "
+            f"listener={listener} sessions={len(self.journal.sessions)}>"
+        )
+
     # region lifecycle ----------------------------------------------------------
 
     async def start(self) -> Self:
