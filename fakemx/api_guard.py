@@ -7,7 +7,8 @@ One ASGI middleware, checked in this order for every HTTP request:
    pointing a name of its own at 127.0.0.1 (DNS rebinding).
 2. **Origin**: a browser request from another site is refused (403), so a page
    open in the same browser cannot switch profiles behind the user's back.
-3. **Token** (when one is set): ``Authorization: Bearer TOKEN``, or the cookie
+3. **Token** (when one is set): ``Authorization: Bearer TOKEN`` (the scheme in
+   any case, RFC 7235), compared in constant time, or the cookie
    the page gets by opening ``/?token=TOKEN`` once (a browser cannot add a
    header to a page load or to EventSource).
 4. **Body size**: more than ``max_body_bytes`` is refused with 413, whether the
@@ -90,7 +91,7 @@ class Guard:
         browser on to ``/``, so the token does not stay in the address bar.
         """
         assert self.token is not None
-        offered = headers.get("authorization", "").removeprefix("Bearer ").strip()
+        offered = _bearer_credentials(headers.get("authorization", ""))
         cookie = SimpleCookie(headers.get("cookie", ""))
         if not offered and TOKEN_COOKIE in cookie:
             offered = unquote(cookie[TOKEN_COOKIE].value)
@@ -139,6 +140,12 @@ class Guard:
         except _BodyTooLarge as exc:
             if not started:  # read outside a route, so no handler rendered it
                 await _refuse(send, exc.status_code, exc.detail)
+
+
+def _bearer_credentials(authorization: str) -> str:
+    """The token of ``Bearer TOKEN``; the scheme is case-insensitive (RFC 7235 2.1)."""
+    scheme, _, credentials = authorization.strip().partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else ""
 
 
 async def _refuse(

@@ -19,6 +19,7 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 from fakemx.errors import FakeMXError, ListenError
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from fakemx.server import FakeMX
 
 TOKEN_ENV = "FAKEMX_API_TOKEN"
+MAX_PORT = 65535
 _STARTUP_TIMEOUT_SECONDS = 10.0
 _SHUTDOWN_GRACE_SECONDS = 2
 
@@ -64,8 +66,11 @@ def parse_address(text: str) -> ApiAddress:
         port = port.removeprefix(":")
     elif ":" in text:
         host, _, port = text.rpartition(":")
-    if not port.isdigit() or int(port) > 65535 or not host:
+    if not port.isdigit() or not host:
         raise FakeMXError(f"--api {text!r}: expected [HOST:]PORT, e.g. 8025 or 0.0.0.0:8025")
+    if int(port) > MAX_PORT:
+        raise FakeMXError(f"--api {text!r}: port {int(port)} is out of range (use 0..65535;"
+                          " 0 = any free port)")
     return ApiAddress(host, int(port))
 
 
@@ -74,13 +79,39 @@ def check_exposure(address: ApiAddress, token: str | None) -> None:
     if token is None and not is_loopback(address.host):
         raise FakeMXError(
             f"--api {address.host}: the API can switch profiles and read mail, so binding a "
-            f"non-loopback address needs --api-token TOKEN (or {TOKEN_ENV}=TOKEN)"
+            f"non-loopback address needs a token: --api-token-file FILE, {TOKEN_ENV}=TOKEN"
+            f" or --api-token TOKEN"
         )
 
 
-def token_from(option: str | None) -> str | None:
-    token = option if option is not None else os.environ.get(TOKEN_ENV)
+def token_from(option: str | None, file: Path | None = None) -> str | None:
+    """The API token: ``--api-token``, else ``--api-token-file``, else ``$FAKEMX_API_TOKEN``."""
+    if option is not None:
+        token: str | None = option
+    elif file is not None:
+        token = read_token_file(file)
+    else:
+        token = os.environ.get(TOKEN_ENV)
     return token or None
+
+
+def read_token_file(path: Path) -> str:
+    """The token in ``path``: its one line, without the trailing newline; one-line errors."""
+    where = f"--api-token-file {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise FakeMXError(f"{where}: not UTF-8 text (write the token as text)") from None
+    except OSError as exc:
+        raise FakeMXError(f"{where}: cannot read it: {exc.strerror} (check the path and"
+                          " that fakemx may read it)") from None
+    token = text.removesuffix("\n").removesuffix("\r")
+    if not token:
+        raise FakeMXError(f"{where}: the file is empty (write the token in it, e.g."
+                          " `openssl rand -hex 16 > FILE`)")
+    if "\n" in token or "\r" in token:
+        raise FakeMXError(f"{where}: more than one line (write only the token, on one line)")
+    return token
 
 
 def _bind(address: ApiAddress) -> socket.socket:

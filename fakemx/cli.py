@@ -10,20 +10,29 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from fakemx import explain as reference
-from fakemx.api_server import ApiAddress, ApiServer, check_exposure, parse_address, token_from
-from fakemx.errors import FakeMXError
+from fakemx.api_server import (
+    MAX_PORT,
+    ApiAddress,
+    ApiServer,
+    check_exposure,
+    parse_address,
+    token_from,
+)
+from fakemx.errors import FakeMXError, ListenError
 from fakemx.model import Profile
 from fakemx.profiles import catalog, load_file, load_profile
 from fakemx.server import FakeMX
-from fakemx.store import Store, ensure_state_dir, export_messages
+from fakemx.store import Store, export_messages
 
 DEFAULT_PORT = 2525
 DEFAULT_LAB_BASE_PORT = 2600
@@ -33,7 +42,10 @@ DEFAULT_STATE_DIR = ".fakemx"
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed)
+        return exc.code if isinstance(exc.code, int) else 2
     command: Callable[[argparse.Namespace], int] = args.run
     try:
         return command(args)
@@ -51,8 +63,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 70
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a usage error as one line: the option, the problem, the fix."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = "" if message.endswith(")") else f" (see `{self.prog} --help`)"
+        self.exit(2, f"{self.prog}: {message}{hint}\n")
+
+
+def _port(text: str) -> int:
+    """A TCP/UDP port for argparse: 0..65535 (0 = any free port)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a port number (use 0..65535; 0 = any free port)") from None
+    if not 0 <= value <= MAX_PORT:
+        raise argparse.ArgumentTypeError(
+            f"{value} is out of range (use 0..65535; 0 = any free port)")
+    return value
+
+
+def _time_scale(text: str) -> float:
+    """A duration multiplier for argparse: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a finite number above 0 (e.g. 0.01 runs 300 s as 3 s; 1 = real"
+            f" time)")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fakemx",
         description="A fake destination mail server that fails on purpose.",
     )
@@ -61,29 +107,32 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve one profile (default: the healthy sink)")
     serve.add_argument("profile", nargs="?", default=None, help="catalog name or profile file")
     _server_options(serve, port=True)
-    serve.add_argument("--dns-port", type=int, default=0,
+    serve.add_argument("--dns-port", type=_port, default=0,
                        help="where a profile's [dns] zone is served, on --host (default 0: any)")
     serve.set_defaults(run=_serve)
 
     dns = sub.add_parser("dns", help="serve only a profile's [dns] zone (UDP and TCP)")
     dns.add_argument("profile", help="catalog name or profile file with a [dns] section")
     dns.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    dns.add_argument("--port", type=int, default=DEFAULT_DNS_PORT,
+    dns.add_argument("--port", type=_port, default=DEFAULT_DNS_PORT,
                      help=f"port (default {DEFAULT_DNS_PORT}; 0 = any free port; 53 needs root)")
     dns.add_argument("--fakemx-address", default=None, metavar="IP",
                      help="what {fakemx} in A/AAAA records stands for (default: --host)")
-    dns.add_argument("--time-scale", type=float, default=1.0,
+    dns.add_argument("--time-scale", type=_time_scale, default=1.0,
                      help="multiply every duration in the zone, TTLs too (0.01: 300 s -> 3 s)")
     dns.set_defaults(run=_dns)
 
     lab = sub.add_parser("lab", help="serve every catalog profile, each on its own port")
     _server_options(lab, port=False)
-    lab.add_argument("--base-port", type=int, default=DEFAULT_LAB_BASE_PORT,
+    lab.add_argument("--base-port", type=_port, default=DEFAULT_LAB_BASE_PORT,
                      help=f"first port, for the healthy sink; the other profiles take the"
                           f" next ports (default {DEFAULT_LAB_BASE_PORT}; 0 = any free ports)")
     lab.add_argument("--postfix-transport", type=Path, default=None, metavar="FILE",
                      help="also write a Postfix transport map: <profile>.lab.fakemx.test ->"
                           " [ADVERTISE]:PORT, for a relay in front of the lab")
+    lab.add_argument("--export-ca", type=Path, default=None, metavar="FILE",
+                     help="also write the root certificate relays must trust to FILE (PEM),"
+                          " e.g. on a volume a relay mounts without the CA's key")
     lab.add_argument("--advertise", default=None, metavar="HOST",
                      help="the name relays use to reach the lab (default: --host)")
     lab.set_defaults(run=_lab)
@@ -128,21 +177,27 @@ def _parser() -> argparse.ArgumentParser:
 def _server_options(parser: argparse.ArgumentParser, *, port: bool) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     if port:
-        parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+        parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
                             help=f"port (default {DEFAULT_PORT}; 0 = any free port)")
     parser.add_argument("--state-dir", type=Path, default=Path(DEFAULT_STATE_DIR),
                         help=f"messages, journal and CA (default ./{DEFAULT_STATE_DIR})")
     parser.add_argument("--seed", type=int, default=None, help="seed for probability rules")
-    parser.add_argument("--time-scale", type=float, default=1.0,
+    parser.add_argument("--time-scale", type=_time_scale, default=1.0,
                         help="multiply every duration in the profile (0.01: 300 s -> 3 s)")
     parser.add_argument("--hostname", default="mx.fakemx.test",
                         help="name in the greeting and the certificate")
     parser.add_argument("--api", default=None, metavar="[HOST:]PORT",
                         help="also serve the HTTP control API and the web page (HOST default"
                              " 127.0.0.1; PORT 0 = any free port)")
-    parser.add_argument("--api-token", default=None, metavar="TOKEN",
-                        help="every API request must carry `Authorization: Bearer TOKEN`"
-                             " (default: $FAKEMX_API_TOKEN); required for a non-loopback HOST")
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--api-token", default=None, metavar="TOKEN",
+                       help="every API request must carry `Authorization: Bearer TOKEN`;"
+                            " required for a non-loopback HOST. Visible in `ps`: prefer"
+                            " --api-token-file or $FAKEMX_API_TOKEN (used when neither"
+                            " option is given)")
+    token.add_argument("--api-token-file", type=Path, default=None, metavar="FILE",
+                       help="read the API token from FILE (its one line; a trailing newline"
+                            " is dropped)")
 
 
 # region commands ---------------------------------------------------------------
@@ -151,18 +206,27 @@ def _server_options(parser: argparse.ArgumentParser, *, port: bool) -> None:
 def _serve(args: argparse.Namespace) -> int:
     api = _api_settings(args)  # refuse an exposed API before anything starts
     profile = load_profile(args.profile)
+    _usable_state_dir(args.state_dir)
     server = FakeMX(profile, host=args.host, port=args.port, state_dir=args.state_dir,
                     seed=args.seed, hostname=args.hostname, time_scale=args.time_scale,
                     dns_port=args.dns_port)
 
     async def run() -> None:
-        async with server:
+        try:
+            await server.start()
+        except ListenError as exc:
+            if "for DNS" not in str(exc):  # the SMTP port: --port is the right name
+                raise
+            raise ListenError(_for_option(str(exc), "--dns-port")) from None
+        try:
             print(f"fakemx: serving {profile.name} on {server.address} "
                   f"(listener {server.listener_state}, state dir {args.state_dir})", flush=True)
             if server.dns is not None:
                 print(f"fakemx: DNS for {profile.name} on {server.dns.address}", flush=True)
             async with _api(api, [server]):
                 await _until_signalled()
+        finally:
+            await server.stop()
 
     asyncio.run(run())
     return 0
@@ -189,7 +253,13 @@ def _lab(args: argparse.Namespace) -> int:
     # The healthy sink first, on the base port: the positive control for students.
     profiles = sorted(catalog(), key=lambda p: p.name != "sink")
     api = _api_settings(args)
-    ensure_state_dir(args.state_dir)
+    last_port = args.base_port + len(profiles) - 1
+    if args.base_port and last_port > MAX_PORT:
+        raise FakeMXError(
+            f"--base-port {args.base_port}: the lab needs {len(profiles)} ports, up to"
+            f" {last_port}, above {MAX_PORT} (use --base-port {MAX_PORT - len(profiles) + 1}"
+            f" or lower, or --base-port 0 for free ports)")
+    _usable_state_dir(args.state_dir)
 
     async def run() -> None:
         store = Store(args.state_dir)
@@ -201,11 +271,17 @@ def _lab(args: argparse.Namespace) -> int:
                                 seed=args.seed, hostname=args.hostname, store=store,
                                 time_scale=args.time_scale,
                                 name=profile.name)
-                await server.start()
+                try:
+                    await server.start()
+                except ListenError as exc:  # the port came from --base-port, not --port
+                    raise ListenError(f"{profile.name} (--base-port + {index}): "
+                                      f"{_for_option(str(exc), '--base-port')}") from None
                 servers.append((profile, server))
             if args.postfix_transport is not None:
                 _write_postfix_transport(args.postfix_transport, servers,
                                          args.advertise or args.host)
+            if args.export_ca is not None:
+                _export_ca(args.state_dir, args.export_ca, "--export-ca")
             _print_lab_table(servers)
             async with _api(api, [server for _, server in servers]):
                 await _until_signalled()
@@ -243,8 +319,12 @@ def _write_postfix_transport(path: Path, servers: list[tuple[Profile, FakeMX]],
     lines += [f"{profile.name}.{LAB_DOMAIN} smtp:[{host}]:{server.port}"
               for profile, server in servers]
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        raise FakeMXError(f"--postfix-transport {path}: cannot write it: {exc.strerror}"
+                          " (choose a file in a directory fakemx can write)") from None
 
 
 def _journal(args: argparse.Namespace) -> int:
@@ -316,14 +396,45 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _ca(args: argparse.Namespace) -> int:
-    from fakemx.certs import export_ca  # trustme and cryptography only when asked for
-
-    pem = export_ca(args.state_dir, args.out)
+    _usable_state_dir(args.state_dir)
+    pem = _export_ca(args.state_dir, args.out, "--out")
     if args.out is None:
         sys.stdout.write(pem.decode("ascii"))
     else:
         print(f"fakemx: wrote the CA certificate to {args.out} (state dir {args.state_dir})")
     return 0
+
+
+def _export_ca(state_dir: Path, out: Path | None, option: str) -> bytes:
+    from fakemx.certs import export_ca  # trustme and cryptography only when asked for
+
+    try:
+        return export_ca(state_dir, out)
+    except OSError as exc:
+        raise FakeMXError(f"{option} {out}: cannot write it: {exc.strerror}"
+                          " (choose a file in a directory fakemx can write)") from None
+
+
+def _usable_state_dir(path: Path) -> Path:
+    """``--state-dir``, made owner-only (0700) when missing; one line if it cannot be used."""
+    fix = "pass --state-dir a directory fakemx can write, e.g. --state-dir ./.fakemx"
+    if path.exists() and not path.is_dir():
+        raise FakeMXError(f"--state-dir {path}: not a directory ({fix})")
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FakeMXError(f"--state-dir {path}: cannot create it: {exc.strerror} ({fix})") \
+            from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise FakeMXError(f"--state-dir {path}: not writable ({fix})")
+    return path
+
+
+def _for_option(message: str, option: str) -> str:
+    """A listener's error, its fix naming ``option`` where it says --port."""
+    if option == "--base-port":  # one port per profile from there
+        message = message.replace("--port 0 for a free one", "--base-port 0 for free ports")
+    return message.replace("--port", option)
 
 
 # endregion
@@ -335,7 +446,7 @@ def _api_settings(args: argparse.Namespace) -> tuple[ApiAddress, str | None] | N
     if args.api is None:
         return None
     address = parse_address(args.api)
-    token = token_from(args.api_token)
+    token = token_from(args.api_token, args.api_token_file)
     check_exposure(address, token)
     return address, token
 
