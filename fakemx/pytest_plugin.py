@@ -15,15 +15,22 @@ Fixtures (override any of them in a conftest.py, as with pytest-httpserver):
 - ``fakemx_ca``: the CA certificate every server of the session (of the xdist
   worker) presents a certificate from; give it to the relay under test.
 - ``fakemx_time_scale``: multiplies every duration of the profiles (1.0).
+
+When a test that used ``fakemx`` or ``fakemx_factory`` fails, its report gets
+a "fakemx" section (and its JUnit XML record a "fakemx" property): each
+server's sessions as the lab page shows them, with the point each one broke,
+the messages stored and any server-side error. ``-vv`` shows it complete,
+``--fakemx-report=no`` turns it off.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import pytest
 
@@ -39,8 +46,61 @@ _MARKER_HELP = (
 )
 
 
+# The servers a test started (fakemx_factory records them), for its failure report.
+_SERVERS = pytest.StashKey[list["FakeMX"]]()
+_REPORTED = pytest.StashKey[bool]()
+# A failing client has usually just been dropped or has given up: give the server's
+# thread this long to close its side of the session, so the report shows the end.
+_SETTLE_SECONDS = 1.0
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("fakemx")
+    group.addoption(
+        "--fakemx-report",
+        choices=("on-failure", "no"),
+        default="on-failure",
+        dest="fakemx_report",
+        help="on a failing test, report what its fakemx servers saw (default: on-failure; "
+        "-vv shows it complete)",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", _MARKER_HELP)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Add what fakemx saw to the first failing report of a test that used a server."""
+    report = yield
+    servers = item.stash.get(_SERVERS, None)
+    if (
+        report.failed
+        and servers
+        and item.config.getoption("fakemx_report") != "no"
+        and not item.stash.get(_REPORTED, False)
+    ):
+        item.stash[_REPORTED] = True  # once: a failed call is often followed by teardown errors
+        text = _report_text(servers, full=item.config.getoption("verbose") >= 2)
+        report.sections.append(("fakemx", text))
+        # JUnit XML takes its properties from the teardown report, which copies these.
+        item.user_properties.append(("fakemx", text))
+        report.user_properties.append(("fakemx", text))
+    return report
+
+
+def _report_text(servers: list[FakeMX], *, full: bool) -> str:
+    try:
+        from fakemx.timeline import server_text
+
+        for mx in servers:
+            mx.journal.wait_for(ended=len(mx.sessions), timeout=_SETTLE_SECONDS)
+        return "\n\n".join(server_text(mx, full=full) for mx in servers)
+    except Exception as exc:  # a broken report must not turn a test failure into an INTERNALERROR
+        return f"fakemx could not write its report: {type(exc).__name__}: {exc}"
 
 
 class FakeMXFactory(Protocol):
@@ -96,16 +156,24 @@ def fakemx_state_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fakemx_factory(
-    fakemx_listen_host: str, fakemx_state_dir: Path, fakemx_time_scale: float, fakemx_ca: Path
+    request: pytest.FixtureRequest,
+    fakemx_listen_host: str,
+    fakemx_state_dir: Path,
+    fakemx_time_scale: float,
+    fakemx_ca: Path,
 ) -> Iterator[FakeMXFactory]:
     """Start FakeMX servers in background threads; all stop at teardown.
 
     Each gets its own state subdirectory with the session's CA. At teardown,
-    an exception inside any of them fails the test (``FakeMX.check()``).
+    an exception inside any of them fails the test (``FakeMX.check()``). A
+    profile that does not load, or a port that cannot be bound, fails the test
+    with one line (e.g. the nearest profile names), not a traceback.
     """
+    from fakemx.errors import FakeMXError
     from fakemx.server import FakeMX
 
     started: list[FakeMX] = []
+    request.node.stash[_SERVERS] = started
 
     def start(profile: ProfileSpec = None, /, **options: Any) -> FakeMX:
         options.setdefault("host", fakemx_listen_host)
@@ -114,7 +182,10 @@ def fakemx_factory(
             state_dir = fakemx_state_dir / str(len(started))
             _seed_state_dir(fakemx_ca.parent, state_dir)
             options["state_dir"] = state_dir
-        mx = FakeMX(profile, **options).__enter__()
+        try:
+            mx = FakeMX(profile, **options).__enter__()
+        except FakeMXError as exc:
+            _fail_in_one_line(f"fakemx_factory: {exc}")
         started.append(mx)
         return mx
 
@@ -127,39 +198,78 @@ def fakemx(request: pytest.FixtureRequest, fakemx_factory: FakeMXFactory) -> Fak
     """A running FakeMX for this test, in a background thread (smtplib and asyncio alike).
 
     The default sink, unless ``@pytest.mark.fakemx(profile=..., rules=[...])``
-    or an indirect parameter (``catalog_params``) names a profile.
+    or an indirect parameter (``catalog_params``) names a profile. A relative
+    profile path there (one with a ``/`` or ending ``.toml``) is relative to the
+    test file's directory, so the suite runs the same from any directory.
     """
     from fakemx.errors import FakeMXError
 
     param = getattr(request, "param", None)
     marker = request.node.get_closest_marker(MARKER)
+    where = f"@pytest.mark.fakemx on {request.node.nodeid}: "
     try:
-        profile, time_scale = _marked_profile(param, marker, request.node.nodeid)
-    except FakeMXError as exc:  # a one-line message is the whole story: no traceback
-        pytest.fail(str(exc), pytrace=False)
+        profile, time_scale = _marked_profile(
+            param, marker, request.node.nodeid, request.node.path.parent
+        )
+    except FakeMXError as exc:
+        _fail_in_one_line(str(exc) if str(exc).startswith(where) else where + str(exc))
     options: dict[str, Any] = {} if time_scale is None else {"time_scale": time_scale}
     return fakemx_factory(profile, **options)
 
 
+def _fail_in_one_line(message: str) -> NoReturn:
+    """Fail the test with ``message`` alone: a FakeMXError's one line is the whole story.
+
+    Called from an ``except`` block, where pytest would also print the
+    FakeMXError it handles ("During handling of the above exception..."):
+    ``from None`` drops that.
+    """
+    __tracebackhide__ = True
+    try:
+        pytest.fail(message, pytrace=False)
+    except pytest.fail.Exception as failed:
+        raise failed from None
+
+
 def _marked_profile(
-    param: ProfileSpec, marker: pytest.Mark | None, nodeid: str
-) -> tuple[ProfileSpec, float | None]:
+    param: ProfileSpec, marker: pytest.Mark | None, nodeid: str, test_dir: Path
+) -> tuple[Profile, float | None]:
     """The profile to run: an indirect parameter, else the marker's, else the sink;
-    the marker's rules and profile fields go on top, validated as one profile."""
+    the marker's rules and profile fields go on top, validated as one profile.
+
+    Loaded here, not by FakeMX, so that a bad name or file is a FakeMXError the
+    fixture turns into one line.
+    """
     from fakemx.control import profile_with_overrides
     from fakemx.profiles import load_profile
 
     if marker is None:
-        return param, None
+        return load_profile(_beside(param, test_dir)), None
     fields = dict(marker.kwargs)
     named = fields.pop("profile", marker.args[0] if marker.args else None)
-    base = param if param is not None else named
+    base = load_profile(_beside(param if param is not None else named, test_dir))
     rules: list[RuleSpec] = list(fields.pop("rules", ()))
     time_scale = fields.pop("time_scale", None)
     if not fields and not rules:
         return base, time_scale
     source = f"@pytest.mark.fakemx on {nodeid}"
-    return profile_with_overrides(load_profile(base), fields, rules, source), time_scale
+    return profile_with_overrides(base, fields, rules, source), time_scale
+
+
+def _beside(spec: ProfileSpec, test_dir: Path) -> ProfileSpec:
+    """A relative profile path, taken from the test file's directory.
+
+    Not from the working directory: the same suite must pass when pytest runs
+    from another folder. What looks like a path is what the issue (#22) and
+    the guide say: it has a ``/`` (or the OS separator) or ends in ``.toml``;
+    anything else is a catalog name.
+    """
+    if not isinstance(spec, str | os.PathLike):
+        return spec
+    text = os.fspath(spec)
+    if ("/" in text or os.sep in text or text.endswith(".toml")) and not Path(text).is_absolute():
+        return test_dir / text
+    return spec
 
 
 def _stop_all(servers: list[FakeMX]) -> None:
