@@ -162,6 +162,11 @@ class ApiServer:
     def url(self) -> str:
         return self.address.url
 
+    @property
+    def events(self) -> EventHub | None:
+        """The live event streams (subscribers, how far behind they got); None until started."""
+        return self._events
+
     async def start(self) -> Self:
         import uvicorn  # lazily: see fakemx.api
 
