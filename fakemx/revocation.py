@@ -19,15 +19,19 @@ import base64
 import contextlib
 import datetime as dt
 import errno
+import logging
 import urllib.parse
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from fakemx.certs import Signer
 from fakemx.der import content_span, sequence_elements
+
+log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 PORT_FILE = "revocation-port"
@@ -110,12 +114,20 @@ class RevocationServer:
 
     def ocsp_answer(self, request_der: bytes) -> tuple[bytes, str]:
         """(DER OCSPResponse, what it said) for a DER OCSPRequest."""
+        # Everything here is the client's: parsed lazily by cryptography, so each
+        # part it could not use is an OCSP error answer (RFC 6960 2.3), not a crash.
         try:
             request = ocsp.load_der_ocsp_request(request_der)
+            extensions = list(request.extensions)
         except ValueError:
             return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST), "malformed"
+        try:
+            algorithm = request.hash_algorithm
+        except UnsupportedAlgorithm:  # a CertID hashed with something we cannot recompute:
+            # we cannot tell whether it names our CA, so we are not the responder for it
+            return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED), "unsupported hash"
         issuer = self._signer.cert
-        name_hash, key_hash = _issuer_hashes(issuer, request.hash_algorithm)
+        name_hash, key_hash = _issuer_hashes(issuer, algorithm)
         if (request.issuer_name_hash, request.issuer_key_hash) != (name_hash, key_hash):
             return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED), "unauthorized"
         now = dt.datetime.now(dt.UTC)
@@ -125,17 +137,20 @@ class RevocationServer:
             issuer_name_hash=name_hash,
             issuer_key_hash=key_hash,
             serial_number=request.serial_number,
-            algorithm=request.hash_algorithm,
+            algorithm=algorithm,
             cert_status=status,
             this_update=now - dt.timedelta(minutes=5),
             next_update=now + _VALIDITY,
             revocation_time=revoked_at,
             revocation_reason=None if revoked_at is None else x509.ReasonFlags.key_compromise,
         ).responder_id(ocsp.OCSPResponderEncoding.HASH, issuer)
-        for extension in request.extensions:  # echo the nonce (RFC 8954)
+        for extension in extensions:  # echo the nonce (RFC 8954)
             if isinstance(extension.value, x509.OCSPNonce):
                 builder = builder.add_extension(extension.value, critical=False)
-        response = builder.sign(self._signer.key, hashes.SHA256())
+        try:
+            response = builder.sign(self._signer.key, hashes.SHA256())
+        except ValueError:  # e.g. a nonce that cannot be echoed
+            return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST), "malformed"
         said = "good" if revoked_at is None else "revoked"
         return response.public_bytes(serialization.Encoding.DER), said
 
@@ -153,6 +168,11 @@ class RevocationServer:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
                 ValueError, ConnectionError):
             status, content_type, payload = "400 Bad Request", "text/plain", b"bad request\n"
+        except Exception as exc:  # a request we did not foresee: still an answer, one log line
+            log.warning("fakemx: revocation server could not answer a request: %s: %s",
+                        type(exc).__name__, exc)
+            status, content_type, payload = ("500 Internal Server Error", "text/plain",
+                                             b"fakemx could not answer this request\n")
         writer.write(
             f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode() + payload

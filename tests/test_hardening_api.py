@@ -21,6 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+from tlshelp import served_leaf
 from wire import read_reply
 
 from fakemx import FakeMX
@@ -210,6 +214,91 @@ def test_big_sessions_are_bounded_in_bytes(tmp_path: Path) -> None:
         assert api.hub.peak_queued_bytes <= MAX_QUEUED_BYTES + biggest
         assert api.hub.peak_queued_events < MAX_QUEUED_EVENTS
         assert api.hub.subscribers == 0
+
+
+# endregion
+
+
+# region the OCSP responder -----------------------------------------------------------
+
+
+def raw_http(port: int, request: bytes) -> tuple[bytes, bytes]:
+    """Send ``request`` as it is; the status line and body of the answer (one per connection)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_SECONDS) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.split(b"\r\n", 1)[0], body
+
+
+def post_ocsp(port: int, body: bytes) -> tuple[bytes, bytes]:
+    return raw_http(port, b"POST /ocsp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          b"Content-Type: application/ocsp-request\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def ocsp_status(body: bytes) -> ocsp.OCSPResponseStatus:
+    return ocsp.load_der_ocsp_response(body).response_status
+
+
+SHA256_OID = bytes.fromhex("0609608648016503040201")  # 2.16.840.1.101.3.4.2.1, DER
+
+
+@contextmanager
+def revoked_server() -> Iterator[tuple[FakeMX, int, bytes]]:
+    """The revoked-certificate profile, its OCSP port and a good SHA-256 request (DER)."""
+    with FakeMX("4.7.320-revoked") as mx:
+        assert mx.revocation is not None
+        leaf = served_leaf(mx)
+        issuer = x509.load_pem_x509_certificate(mx.ca_pem)
+        request = (ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, hashes.SHA256())
+                   .add_extension(x509.OCSPNonce(b"\x01" * 16), critical=False).build())
+        yield mx, mx.revocation.port, request.public_bytes(serialization.Encoding.DER)
+
+
+def test_ocsp_answers_an_unknown_hash_algorithm_with_an_ocsp_error() -> None:
+    with revoked_server() as (mx, port, good):
+        status, body = post_ocsp(port, good)  # the positive control: same request, SHA-256
+        assert status == b"HTTP/1.1 200 OK"
+        assert ocsp_status(body) is ocsp.OCSPResponseStatus.SUCCESSFUL
+        assert good.count(SHA256_OID) == 1
+        # cryptography builds only SHA-1/SHA-2 CertIDs: change the hash OID's last arc
+        # to SHA3-256 (...2.8) and to one no one assigned (...2.99).
+        for last_arc in (0x08, 0x63):
+            unusual = good.replace(SHA256_OID, SHA256_OID[:-1] + bytes([last_arc]))
+            status, body = post_ocsp(port, unusual)
+            assert status == b"HTTP/1.1 200 OK", last_arc
+            assert ocsp_status(body) is ocsp.OCSPResponseStatus.UNAUTHORIZED
+    mx.check()  # nothing failed inside fakemx
+
+
+def test_ocsp_and_crl_answer_garbage_with_an_error_not_a_traceback() -> None:
+    with revoked_server() as (mx, port, good):
+        malformed = ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+        for body in (b"", b"garbage", b"\x30\x03\x02\x01\x00", good[: len(good) // 2],
+                     good + b"\x00trailing"):
+            status, answer = post_ocsp(port, body)
+            assert status == b"HTTP/1.1 200 OK", body
+            assert ocsp_status(answer) is malformed, body
+        # RFC 6960 A.1: GET with the request base64 in the path.
+        status, answer = raw_http(port, b"GET /ocsp/%%%%%%%% HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == b"HTTP/1.1 400 Bad Request" or ocsp_status(answer) is malformed
+        for request in (b"NONSENSE\r\n\r\n",
+                        b"POST /ocsp HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+                        b"POST /ocsp HTTP/1.1\r\nContent-Length: lots\r\n\r\n"):
+            status, _ = raw_http(port, request)
+            assert status == b"HTTP/1.1 400 Bad Request", request
+        # A client that gives up before its body is complete.
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_SECONDS) as sock:
+            sock.sendall(b"POST /ocsp HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort")
+            sock.shutdown(socket.SHUT_WR)
+            assert sock.recv(100).startswith(b"HTTP/1.1 400 Bad Request")
+        # Still answering: the good request after all that.
+        status, answer = post_ocsp(port, good)
+        assert ocsp_status(answer) is ocsp.OCSPResponseStatus.SUCCESSFUL
+    mx.check()
 
 
 # endregion
