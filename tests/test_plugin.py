@@ -130,14 +130,30 @@ def test_bad_rule(fakemx):
 @pytest.mark.fakemx(profile="4.4.317-greeting-42")
 def test_unknown_profile(fakemx):
     pass
+
+
+def test_unknown_profile_in_the_factory(fakemx_factory):
+    fakemx_factory("4.4.316-connection-refuse")
 """)
-    result.assert_outcomes(errors=2)
-    result.stdout.fnmatch_lines([
-        "*@pytest.mark.fakemx on test_inner.py::test_bad_rule: rules[[]0[]].reply.code: "
-        "42 is not an SMTP reply code (use 200-599)",
-        "*unknown profile '4.4.317-greeting-42' (nearest: 4.4.317-greeting-421*",
-    ])
-    assert "Traceback" not in result.stdout.str()
+    result.assert_outcomes(errors=2, failed=1)
+    # Each error is its header line and then exactly one line: no traceback, no
+    # "During handling of the above exception", no source of load_profile.
+    for header, line in [
+        (r"ERROR at setup of test_bad_rule",
+         r"@pytest.mark.fakemx on test_inner.py::test_bad_rule: rules\[0\].reply.code: "
+         r"42 is not an SMTP reply code \(use 200-599\)"),
+        (r"ERROR at setup of test_unknown_profile",
+         r"@pytest.mark.fakemx on test_inner.py::test_unknown_profile: unknown profile "
+         r"'4.4.317-greeting-42' \(nearest: 4.4.317-greeting-421, .*; see `fakemx list`\)"),
+        (r"test_unknown_profile_in_the_factory",
+         r"fakemx_factory: unknown profile '4.4.316-connection-refuse' "
+         r"\(nearest: 4.4.316-connection-refused.*\)"),
+    ]:
+        result.stdout.re_match_lines([rf"_+ {header} _+$", rf"{line}$", r"[=_]{3,} "],
+                                     consecutive=True)
+    text = result.stdout.str()
+    for traceback_part in ("Traceback", "During handling", "def load_profile", "raise "):
+        assert traceback_part not in text
 
 
 def test_factory_starts_several_servers_with_one_ca_and_stops_them_all(

@@ -11,7 +11,7 @@ import aiosmtplib
 import pytest
 from relay import Relay, Status
 
-from fakemx import FakeMX, Outcome
+from fakemx import FakeMX, Outcome, Stage
 from fakemx.pytest_plugin import FakeMXFactory, catalog_params
 
 MESSAGE = b"Subject: hello\r\n\r\nHello.\r\n"
@@ -31,6 +31,7 @@ def test_greylisting_is_retried(fakemx: FakeMX) -> None:
     delivery = relay.send("alice@example.com", "bob@example.net", MESSAGE)
     assert (delivery.status, delivery.attempts) == (Status.SENT, 3)
     assert [s.attempt for s in fakemx.sessions] == [1, 2, 3]
+    assert [s.broke_at for s in fakemx.sessions] == [Stage.RCPT, Stage.RCPT, None]
 
 
 @pytest.mark.fakemx(rules=[{"stage": "rcpt", "reply": {"code": 550, "text": "5.1.1 No such user"}}])
@@ -46,6 +47,9 @@ def test_a_fault_for_one_block_only(fakemx: FakeMX) -> None:
     assert relay.send("a@example.com", "b@example.net", MESSAGE).status is Status.SENT
     fakemx.wait_for(ended=2, timeout=5)
     assert fakemx.sessions[0].ended_by == "fakemx reset (RST) after MAIL"
+    assert fakemx.sessions[0].broke_at is Stage.MAIL
+    assert str(fakemx.sessions[0].first_error) == "drop after MAIL: fakemx reset (RST) after MAIL"
+    assert fakemx.sessions[1].first_error is None
 
 
 def test_the_backup_mx_takes_over(fakemx_factory: FakeMXFactory) -> None:
