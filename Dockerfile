@@ -2,7 +2,8 @@
 FROM python:3.11-slim
 
 RUN useradd --system --create-home --home-dir /home/fakemx fakemx \
-    && install -d -o fakemx -g fakemx -m 0700 /var/lib/fakemx
+    && install -d -o fakemx -g fakemx -m 0700 /var/lib/fakemx \
+    && install -d -o fakemx -g fakemx -m 0755 /var/lib/fakemx-relay
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY fakemx ./fakemx

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -32,12 +33,62 @@ def fakemx_command() -> list[str]:
     return [str(part) for part in command[1:]]
 
 
-def test_compose_file_validates() -> None:
+def compose_config(tmp_path: Path, token: str | None) -> subprocess.CompletedProcess[str]:
+    """``docker-compose config -q``, with an empty .env so a developer's own cannot count."""
     if shutil.which("docker-compose") is None:
         pytest.skip("docker-compose (Debian's package) is not installed; scripts/test installs it")
-    result = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config",
-                             "-q"], capture_output=True, text=True, timeout=60)
+    env_file = tmp_path / "empty.env"
+    env_file.write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "FAKEMX_API_TOKEN"}
+    if token is not None:
+        env["FAKEMX_API_TOKEN"] = token
+    return subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"),
+                           "--env-file", str(env_file), "config", "-q"],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_compose_file_validates(tmp_path: Path) -> None:
+    result = compose_config(tmp_path, token="a-token-of-this-lab")
     assert result.returncode == 0, result.stderr
+
+
+def test_compose_needs_a_token_of_the_users_own(tmp_path: Path) -> None:
+    """No shared default token: without FAKEMX_API_TOKEN compose refuses to start, saying so."""
+    result = compose_config(tmp_path, token=None)
+    assert result.returncode != 0
+    assert "set FAKEMX_API_TOKEN" in result.stderr
+    environment = compose()["services"]["fakemx"]["environment"]  # type: ignore[index]
+    assert environment["FAKEMX_API_TOKEN"].startswith("${FAKEMX_API_TOKEN:?")
+    assert "fakemx-lab" not in (ROOT / "docker-compose.yml").read_text()
+
+
+def volume_mounts(service: str) -> dict[str, str]:
+    """A service's named volumes: target path -> volume name."""
+    services = compose()["services"]
+    assert isinstance(services, dict)
+    mounts = {}
+    for spec in services[service].get("volumes", []):
+        name, target = str(spec).split(":")[:2]
+        mounts[target] = name
+    return mounts
+
+
+def test_the_relay_gets_the_ca_certificate_but_not_its_key() -> None:
+    """The relay mounts only what fakemx exports for it, never the state dir (ca.key, mail)."""
+    command = fakemx_command()
+    state_dir = command[command.index("--state-dir") + 1]
+    fakemx_mounts = volume_mounts("fakemx")
+    relay_mounts = volume_mounts("relay")
+    assert fakemx_mounts[state_dir] not in relay_mounts.values()
+    # The two files the relay reads are written where its one volume is mounted.
+    [(relay_target, shared)] = relay_mounts.items()
+    share_dir = next(target for target, name in fakemx_mounts.items() if name == shared)
+    exported = {command[command.index(option) + 1] for option in ("--export-ca",
+                                                                   "--postfix-transport")}
+    assert exported == {f"{share_dir}/ca.pem", f"{share_dir}/postfix-transport"}
+    entrypoint = (ROOT / "lab/relay/entrypoint.sh").read_text()
+    assert f"{relay_target}/ca.pem" in entrypoint
+    assert f"{relay_target}/postfix-transport" in entrypoint
 
 
 def test_every_fakemx_command_exists_in_the_cli() -> None:
@@ -59,8 +110,11 @@ def test_the_compose_command_writes_the_relays_transport_map(tmp_path: Path) -> 
     command[command.index("--host") + 1] = "127.0.0.1"
     command[command.index("--base-port") + 1] = "0"
     command[command.index("--state-dir") + 1] = str(tmp_path)
-    transport = tmp_path / "postfix-transport"
+    share = tmp_path / "relay-share"
+    share.mkdir()
+    transport = share / "postfix-transport"
     command[command.index("--postfix-transport") + 1] = str(transport)
+    command[command.index("--export-ca") + 1] = str(share / "ca.pem")
     command[command.index("--api") + 1] = "127.0.0.1:0"
     process = subprocess.Popen(["python3", "-m", "fakemx", *command], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
@@ -76,7 +130,10 @@ def test_the_compose_command_writes_the_relays_transport_map(tmp_path: Path) -> 
         assert dialogue("127.0.0.1", port).code("body") == 250
         process.terminate()
         assert process.wait(timeout=10) == 0
-    assert (tmp_path / "ca.pem").is_file()  # the relay container trusts this
+    # The relay's share holds the CA certificate it trusts, and nothing secret.
+    assert sorted(p.name for p in share.iterdir()) == ["ca.pem", "postfix-transport"]
+    assert (share / "ca.pem").read_bytes() == (tmp_path / "ca.pem").read_bytes()
+    assert b"PRIVATE KEY" not in (share / "ca.pem").read_bytes()
 
 
 def test_journal_command_shows_sessions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

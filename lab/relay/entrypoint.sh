@@ -1,6 +1,7 @@
 #!/bin/sh
-# Build the transport map fakemx lab wrote into the shared state volume, then
-# run Postfix in the foreground with its log on stdout too.
+# Build the transport map fakemx lab wrote into the volume it shares with the
+# relay (the map and the CA certificate only, never fakemx's state dir with the
+# CA's key), then run Postfix in the foreground with its log on stdout too.
 set -eu
 until [ -s /fakemx/postfix-transport ] && [ -s /fakemx/ca.pem ]; do sleep 1; done
 cp /fakemx/postfix-transport /etc/postfix/transport
