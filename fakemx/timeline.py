@@ -54,6 +54,9 @@ _FIRES = " fires "
 SHORT_SESSIONS = 5
 SHORT_MESSAGES = 5
 SHORT_WIDTH = 120
+SHORT_HEAD_LINES = 10  # a long session: its start, the lines around the break, its end
+SHORT_TAIL_LINES = 20
+SHORT_BREAK_CONTEXT = 3
 
 
 class BreakKind(StrEnum):
@@ -162,8 +165,9 @@ def session_text(
     Client lines start with ``>``, server lines with ``<``, fakemx's notes with
     ``·``; the break point is marked ``<-- broke here``. Every text is shown
     escaped (``clientbytes.shown``). With a ``width`` (the short form) lines are
-    cut there and a multi-line reply is joined into one line (``250-mx | SIZE |
-    ...``); None shows every line as it was. The profile is named only when it
+    cut there, a multi-line reply is joined into one line (``250-mx | SIZE |
+    ...``) and a long session keeps its start, the lines around the break and
+    its end; None shows every line as it was. The profile is named only when it
     is not ``server_profile`` (the server switched profiles between sessions).
     """
     events = list(session.events)  # the server's thread may still be appending
@@ -173,7 +177,18 @@ def session_text(
     if session.profile != server_profile:
         header += f", profile {session.profile}"
     lines = [_cut(f"{header}: {session.ended_by}", width)]
-    for first, last in _lines(events, joined=width is not None):
+    ranges = _lines(events, joined=width is not None)
+    broke_line = next((n for n, (a, b) in enumerate(ranges)
+                       if found is not None and a <= found.index <= b), None)
+    kept = _kept_lines(len(ranges), broke_line) if width is not None else None
+    hidden = 0
+    for number, (first, last) in enumerate(ranges):
+        if kept is not None and number not in kept:
+            hidden += 1
+            continue
+        if hidden:
+            lines.append(f"  {'...':>9} {hidden} lines not shown (-vv shows all)")
+            hidden = 0
         event = events[first]
         text = shown(event.text)
         if last > first:
@@ -186,7 +201,20 @@ def session_text(
             lines.append(_cut(line, None if width is None else 2 * width) + mark)
         else:
             lines.append(_cut(line, width))
+    if hidden:
+        lines.append(f"  {'...':>9} {hidden} lines not shown (-vv shows all)")
     return "\n".join(lines)
+
+
+def _kept_lines(count: int, broke_line: int | None) -> set[int] | None:
+    """The lines a short report keeps of a long session; None: all of them."""
+    if count <= SHORT_HEAD_LINES + SHORT_TAIL_LINES + 2 * SHORT_BREAK_CONTEXT + 1:
+        return None
+    kept = set(range(SHORT_HEAD_LINES)) | set(range(count - SHORT_TAIL_LINES, count))
+    if broke_line is not None:
+        kept |= set(range(max(broke_line - SHORT_BREAK_CONTEXT, 0),
+                          min(broke_line + SHORT_BREAK_CONTEXT + 1, count)))
+    return kept
 
 
 def _lines(events: Sequence[Event], *, joined: bool) -> list[tuple[int, int]]:

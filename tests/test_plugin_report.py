@@ -191,6 +191,40 @@ def test_seven_attempts(fakemx):
     assert "not shown" not in full.stdout.str()
 
 
+def test_a_long_session_keeps_its_start_its_break_and_its_end(pytester: pytest.Pytester) -> None:
+    source = """
+@pytest.mark.fakemx(rules=[{"stage": "rcpt", "reply": {"code": 550, "text": "5.1.1 No"}}])
+def test_chatty_client(fakemx):
+    with smtplib.SMTP(fakemx.host, fakemx.port, timeout=TIMEOUT) as smtp:
+        smtp.ehlo("relay.example.net")
+        for n in range(30):
+            smtp.docmd("NOOP", f"before-{n}")
+        smtp.mail("alice@sender.example")
+        assert smtp.rcpt("bob@dest.example")[0] == 550
+        for n in range(30):
+            smtp.docmd("NOOP", f"after-{n}")
+    fakemx.wait_for(ended=1, timeout=TIMEOUT)
+    assert fakemx.messages
+"""
+    short = run(pytester, source)
+    short.assert_outcomes(failed=1)
+    short.stdout.fnmatch_lines([
+        "* > NOOP before-0",
+        "*... * lines not shown (-vv shows all)",
+        "* > RCPT TO:<bob@dest.example>",
+        "* < 550 5.1.1 No  <-- broke here (reply after RCPT)",
+        "* > NOOP after-0",
+        "*... * lines not shown (-vv shows all)",
+        "* > NOOP after-29",
+    ])
+    assert "NOOP before-20" not in short.stdout.str()
+
+    full = run(pytester, source, "-vv")
+    full.assert_outcomes(failed=1)
+    full.stdout.fnmatch_lines(["* > NOOP before-20", "* > NOOP after-10"])
+    assert "not shown" not in full.stdout.str()
+
+
 def test_the_section_survives_xdist(pytester: pytest.Pytester) -> None:
     result = run(pytester, RESET_AFTER_MAIL, "-n", "2")
     result.assert_outcomes(failed=1, passed=1)
@@ -311,6 +345,27 @@ def test_first_error_names_the_stage_kind_and_text(
         assert found.text.startswith(text)
         assert session.broke_at is stage
         assert session.events[found.index].kind in ("server", "fakemx")
+
+
+def test_the_break_point_is_the_lab_pages() -> None:
+    """timeline.py mirrors breakIndex in app.js; this fails when one changes without the other."""
+    from fakemx import timeline
+
+    app = (Path(timeline.__file__).parent / "web" / "app.js").read_text(encoding="utf-8")
+    listed = re.search(r"const BROKEN_BY_FAKEMX = \[(.*?)\];", app)
+    assert listed
+    assert set(re.findall(r'"(\w+)"', listed.group(1))) == timeline._BROKEN_BY_FAKEMX
+    rule = re.escape('e.kind === "fakemx" && e.text.startsWith("rule ")')
+    page = re.search(r"function breakIndex\(session\) \{(.*?)\n\}", app, re.DOTALL)
+    assert page
+    order = [
+        re.search(re.escape('e.kind === "server" && /^[45]\\d\\d/.test(e.text)'), page.group(1)),
+        re.search(rule, page.group(1)),
+        re.search(r"BROKEN_BY_FAKEMX\.includes\(session\.outcome\) \? events\.length - 1",
+                  page.group(1)),
+    ]
+    assert all(order)
+    assert [m.start() for m in order if m] == sorted(m.start() for m in order if m)
 
 
 def test_repr_names_profile_address_listener_and_sessions() -> None:
