@@ -97,6 +97,15 @@ def _time_scale(text: str) -> float:
     return value
 
 
+def _hostname(text: str) -> str:
+    """A name for the greeting and the certificate: one word, no control characters."""
+    if not text or any(char.isspace() or not char.isprintable() for char in text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a host name (use one word such as mx.example.test; it goes"
+            f" into the 220 greeting)")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="fakemx",
@@ -184,7 +193,7 @@ def _server_options(parser: argparse.ArgumentParser, *, port: bool) -> None:
     parser.add_argument("--seed", type=int, default=None, help="seed for probability rules")
     parser.add_argument("--time-scale", type=_time_scale, default=1.0,
                         help="multiply every duration in the profile (0.01: 300 s -> 3 s)")
-    parser.add_argument("--hostname", default="mx.fakemx.test",
+    parser.add_argument("--hostname", type=_hostname, default="mx.fakemx.test",
                         help="name in the greeting and the certificate")
     parser.add_argument("--api", default=None, metavar="[HOST:]PORT",
                         help="also serve the HTTP control API and the web page (HOST default"

@@ -54,7 +54,17 @@ DEFAULT_MAX_MESSAGE_SIZE = 33_554_432
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Every number is finite: TOML's (and JSON's) inf and nan are no time a timer
+    # can wait, no probability a draw can meet.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _one_line(value: str | None) -> str | None:
+    """Text that ends up on one line (a greeting, a label, a log line): no CR, LF or control."""
+    if value is not None and any(ord(char) < 0x20 or char == "\x7f" for char in value):
+        raise ValueError("must be one line: remove the line break, tab or other control"
+                         " character")
+    return value
 
 
 class Reply(_Strict):
@@ -144,6 +154,10 @@ class Rule(_Strict):
     strip_extensions: list[str] | None = None
     mask_banner: str | None = None
     handshake: HandshakeFault | None = None
+
+    # A CR or LF would add reply lines of the profile's own making to the greeting
+    # (RFC 5321 4.2: a reply line ends at CRLF); the name is a label and a log line.
+    _one_line_texts = field_validator("name", "mask_banner")(_one_line)
 
     @model_validator(mode="after")
     def _exactly_one_action(self) -> Rule:
@@ -269,11 +283,25 @@ class Profile(_Strict):
     tls: Tls = Tls()
     inband: bool = False
     seed: int | None = None  # for probability conditions; `--seed` overrides it
-    max_message_size: Annotated[int, Field(ge=0)] = DEFAULT_MAX_MESSAGE_SIZE
+    # RFC 1870 SIZE; at least 1: fakemx always enforces a size (0 is not "unlimited").
+    max_message_size: Annotated[int, Field(json_schema_extra={"minimum": 1})] = \
+        DEFAULT_MAX_MESSAGE_SIZE
     idle_timeout_seconds: Annotated[float, Field(gt=0)] = DEFAULT_IDLE_TIMEOUT_SECONDS
     limits: Limits = Limits()
     rules: list[Rule] = []
     dns: Dns | None = None  # a fake DNS zone in front of this server (fakemx.dns_model)
+
+    _one_line_name = field_validator("name")(_one_line)
+
+    @field_validator("max_message_size")
+    @classmethod
+    def _a_size(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(
+                f"{value} is not a size: give the largest message fakemx takes in bytes, e.g."
+                f" {DEFAULT_MAX_MESSAGE_SIZE}, the default; fakemx always enforces one, so 0"
+                " does not mean unlimited")
+        return value
 
     # Rules grouped by stage once: every connection asks at every stage.
     _by_stage: dict[Stage, tuple[Rule, ...]] = PrivateAttr(default_factory=dict)

@@ -302,3 +302,52 @@ def test_ocsp_and_crl_answer_garbage_with_an_error_not_a_traceback() -> None:
 
 
 # endregion
+
+
+# region profiles through the API -----------------------------------------------------
+
+
+def greeting(mx: FakeMX) -> bytes:
+    """What fakemx sends before its answer to QUIT: the greeting, however many lines."""
+    with socket.create_connection((mx.host, mx.port), timeout=TIMEOUT_SECONDS) as sock:
+        sock.sendall(b"QUIT\r\n")
+        received = b""
+        while chunk := sock.recv(4096):
+            received += chunk
+    before_quit, _, _ = received.rpartition(b"221 ")
+    return before_quit
+
+
+def test_a_banner_cannot_add_reply_lines(tmp_path: Path) -> None:
+    with api_over_sink(tmp_path) as api, httpx.Client(base_url=api.url, timeout=5) as http:
+        rules = f"/api/servers/{api.mx.name}/rules"
+        # Positive control: a one-line banner is taken and shown as it is.
+        added = http.post(rules, json={"stage": "greeting", "mask_banner": "*****"})
+        assert added.status_code == 201, added.text
+        assert greeting(api.mx) == b"220 *****\r\n"
+        http.delete(f"{rules}/greeting-mask_banner").raise_for_status()
+        for banner in ("*****\r\n250 injected", "*****\n554 injected", "a\rb"):
+            refused = http.post(rules, json={"stage": "greeting", "mask_banner": banner})
+            assert refused.status_code == 422, banner
+            assert "must be one line" in refused.json()["error"]
+        assert http.get(rules).json() == []
+        assert greeting(api.mx).startswith(b"220 mx.fakemx.test ESMTP")
+
+
+def test_numbers_that_are_not_limits_are_refused(tmp_path: Path) -> None:
+    with api_over_sink(tmp_path) as api, httpx.Client(base_url=api.url, timeout=5) as http:
+        profile = f"/api/servers/{api.mx.name}/profile"
+        zero = http.put(profile, json={"profile": {"max_message_size": 0}})
+        assert zero.status_code == 422
+        assert "0 is not a size" in zero.json()["error"]
+        # JSON has no inf or nan, but Python's parser (and so the API's) reads these.
+        for body in (b'{"profile": {"idle_timeout_seconds": Infinity}}',
+                     b'{"profile": {"rules": [{"stage": "mail", "stall": {"seconds": NaN}}]}}'):
+            refused = http.put(profile, content=body,
+                               headers={"content-type": "application/json"})
+            assert refused.status_code == 422, body
+        assert http.get(profile).json()["max_message_size"] == 33_554_432
+        assert http.get("/api/servers").status_code == 200  # still valid JSON to show
+
+
+# endregion

@@ -77,6 +77,12 @@ def test_api_port_must_be_0_to_65535(tmp_path: Path, value: str) -> None:
     assert "0..65535" in err
 
 
+@pytest.mark.parametrize("hostname", ["mx\r\n250 injected", "two words", ""])
+def test_hostname_cannot_add_greeting_lines(tmp_path: Path, hostname: str) -> None:
+    result = fakemx("serve", "--port", "0", "--state-dir", str(tmp_path), "--hostname", hostname)
+    assert_one_line_usage_error(result, "--hostname")
+
+
 def test_lab_base_port_leaves_room_for_every_profile(tmp_path: Path) -> None:
     result = fakemx("lab", "--base-port", "65500", "--state-dir", str(tmp_path))
     err = assert_one_line_usage_error(result, "--base-port")

@@ -38,6 +38,26 @@ def write(tmp_path: Path, text: str) -> Path:
         ('listener = "closed"', "listener: Input should be 'open', 'refuse' or 'blackhole'"),
         ("rules = [", "not valid TOML"),
         ('[about]\ncode = "4.4"\ntitle = "t"\nrelay_sees = "r"', "about.code: String should match"),
+        # A line break in the banner would add reply lines of the profile's making.
+        ('[[rules]]\nstage = "greeting"\nmask_banner = "*****\\r\\n250 injected"',
+         "rules[0].mask_banner: must be one line"),
+        ('[[rules]]\nstage = "greeting"\nmask_banner = "*****\\n220 again"',
+         "rules[0].mask_banner: must be one line"),
+        ('[[rules]]\nstage = "mail"\nname = "two\\nlines"\ndrop = "fin"',
+         "rules[0].name: must be one line"),
+        ('name = "a\\rb"', "name: must be one line"),
+        # 0 used to mean "no limit" silently; fakemx always enforces a size.
+        ("max_message_size = 0", "max_message_size: 0 is not a size"),
+        ("max_message_size = -1", "max_message_size: -1 is not a size"),
+        # TOML has inf and nan; no timer waits that long, no draw meets nan.
+        ("idle_timeout_seconds = inf", "idle_timeout_seconds: Input should be a finite number"),
+        ("idle_timeout_seconds = nan", "idle_timeout_seconds: Input should be a finite number"),
+        ('[[rules]]\nstage = "mail"\nstall = { seconds = inf }',
+         "rules[0].stall.seconds: Input should be a finite number"),
+        ('[[rules]]\nstage = "mail"\nwhen = { within_seconds = inf }\ndrop = "fin"',
+         "rules[0].when.within_seconds: Input should be a finite number"),
+        ('[[rules]]\nstage = "mail"\nwhen = { probability = nan }\ndrop = "fin"',
+         "rules[0].when.probability: Input should be a finite number"),
     ],
 )
 def test_bad_files_give_one_line(tmp_path: Path, text: str, message: str) -> None:
