@@ -31,9 +31,10 @@ answer's TTL still runs in every cache.
 from __future__ import annotations
 
 import ipaddress
+from collections import defaultdict
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RecordType = Literal["A", "AAAA", "MX", "TXT", "CNAME"]
 # The types a fault can match; "ANY" matches every query type.
@@ -48,7 +49,16 @@ MAX_TTL = 2**31 - 1  # RFC 2181 8
 DEFAULT_TTL = 300
 DEFAULT_NEGATIVE_TTL = 60  # the SOA minimum: how long resolvers cache "no such name" (RFC 2308)
 
+# RFC 1035 2.3.4: a label holds at most 63 bytes, a name 255 on the wire.
+MAX_LABEL_BYTES = 63
+MAX_NAME_BYTES = 255
+# RFC 1035 3.2.1 / 4.2.2: RDLENGTH, and a whole message over TCP, are 16-bit.
+MAX_WIRE_BYTES = 65535
+TXT_STRING_BYTES = 255  # RFC 1035 3.3.14: one <character-string>
+
 Ttl = Annotated[int, Field(ge=0, le=MAX_TTL)]
+# Every duration is finite: TOML's inf and nan are no time a timer can wait.
+Seconds = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
@@ -58,6 +68,34 @@ class _Strict(BaseModel):
 def normal_name(name: str) -> str:
     """Lower case, no trailing dot: how names are compared (RFC 4343: case-insensitive)."""
     return name.strip().rstrip(".").lower()
+
+
+def name_wire_bytes(name: str, what: str = "name") -> int:
+    """How many bytes ``name`` takes on the wire, uncompressed; ValueError if it cannot.
+
+    Checked at load, so that no query meets a name dnspython refuses to build.
+    """
+    text = normal_name(name)
+    if not text:
+        return 1  # the root, e.g. the null MX's "."
+    size = 1  # the root's empty label ends every name
+    for label in text.split("."):
+        try:
+            # dnspython writes a non-ASCII label in its IDNA (xn--) form.
+            raw = label.encode("idna") if not label.isascii() else label.encode()
+        except UnicodeError:
+            raise ValueError(f"{what} {name!r}: label {label!r} is not a valid IDN; "
+                             "write it in its xn-- form") from None
+        if not raw:
+            raise ValueError(f"{what} {name!r} has an empty label; remove the doubled dot")
+        if len(raw) > MAX_LABEL_BYTES:
+            raise ValueError(f"{what} {name!r} has a label of {len(raw)} bytes "
+                             f"(at most {MAX_LABEL_BYTES}); shorten it")
+        size += 1 + len(raw)
+    if size > MAX_NAME_BYTES:
+        raise ValueError(f"{what} {name!r} is {size} bytes on the wire "
+                         f"(at most {MAX_NAME_BYTES}); shorten it")
+    return size
 
 
 class DnsRecord(_Strict):
@@ -72,8 +110,14 @@ class DnsRecord(_Strict):
     type: RecordType
     value: str
     ttl: Ttl | None = None  # the zone's ``ttl`` when left out
-    from_seconds: Annotated[float, Field(ge=0)] | None = None
-    until_seconds: Annotated[float, Field(gt=0)] | None = None
+    from_seconds: Annotated[Seconds, Field(ge=0)] | None = None
+    until_seconds: Annotated[Seconds, Field(gt=0)] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_fits_the_wire(cls, name: str) -> str:
+        name_wire_bytes(name)
+        return name
 
     @model_validator(mode="after")
     def _value_fits_type(self) -> DnsRecord:
@@ -97,6 +141,12 @@ class DnsRecord(_Strict):
                 )
         elif self.type == "CNAME" and (not value or " " in value):
             raise ValueError(f"CNAME value {value!r} must be one name")
+        size = self.rdata_bytes()  # also checks the MX and CNAME target names
+        if size > MAX_WIRE_BYTES:
+            raise ValueError(
+                f"{self.type} value is {size:,} bytes on the wire, over the {MAX_WIRE_BYTES:,} "
+                "one record can hold; shorten it"
+            )
         if (
             self.from_seconds is not None
             and self.until_seconds is not None
@@ -104,6 +154,24 @@ class DnsRecord(_Strict):
         ):
             raise ValueError("from_seconds must be before until_seconds")
         return self
+
+    def rdata_bytes(self) -> int:
+        """The record's data on the wire (at most: names counted uncompressed).
+
+        A TXT value is split into 255-byte strings, each after its length byte.
+        """
+        value = self.value.strip()
+        if self.type == "A":
+            return 4
+        if self.type == "AAAA":
+            return 16
+        if self.type == "MX":
+            return 2 + name_wire_bytes(value.split()[1], "MX target")
+        if self.type == "CNAME":
+            return name_wire_bytes(value, "CNAME target")
+        # {fakemx} stands for an address here too: at most 39 bytes of IPv6 text.
+        text = 39 if value == FAKEMX_ADDRESS else len(value.encode())
+        return text + max(1, -(-text // TXT_STRING_BYTES))
 
     def active(self, elapsed_seconds: float) -> bool:
         """Whether the record exists ``elapsed_seconds`` after the server started."""
@@ -126,8 +194,14 @@ class DnsFault(_Strict):
     type: QueryType = "ANY"
     rcode: DnsRcode | None = None
     no_answer: Literal[True] | None = None
-    delay_seconds: Annotated[float, Field(gt=0)] | None = None
+    delay_seconds: Annotated[Seconds, Field(gt=0)] | None = None
     truncate: Literal[True] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_fits_the_wire(cls, name: str) -> str:
+        name_wire_bytes(name)
+        return name
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DnsFault:
@@ -175,6 +249,30 @@ class Dns(_Strict):
     records: list[DnsRecord] = []
     faults: list[DnsFault] = []
 
+    @field_validator("origin")
+    @classmethod
+    def _origin_fits_the_wire(cls, origin: str) -> str:
+        name_wire_bytes(origin)
+        return origin
+
+    @field_validator("records")
+    @classmethod
+    def _answers_fit_a_message(cls, records: list[DnsRecord]) -> list[DnsRecord]:
+        """Every record at one name must fit one message: an ANY query gets them all."""
+        at_name: dict[str, list[int]] = defaultdict(list)
+        for index, record in enumerate(records):
+            at_name[normal_name(record.name)].append(index)
+        for name, indexes in at_name.items():
+            size = _answer_bytes(name, [records[i] for i in indexes])
+            if size > MAX_WIRE_BYTES:
+                listed = ", ".join(f"records[{i}]" for i in indexes[:5])
+                more = ", ..." if len(indexes) > 5 else ""
+                raise ValueError(
+                    f"the records at {name!r} ({listed}{more}) take {size:,} bytes on the wire, "
+                    f"over the {MAX_WIRE_BYTES:,} one DNS answer can hold; shorten or remove some"
+                )
+        return records
+
     def fault_for(self, name: str, qtype: str) -> DnsFault | None:
         return next((fault for fault in self.faults if fault.matches(name, qtype)), None)
 
@@ -188,7 +286,8 @@ class Dns(_Strict):
             return self
 
         def ttl(value: int) -> int:
-            return value if value == 0 else max(1, round(value * time_scale))
+            # At most MAX_TTL: a TTL is 32 bits on the wire, and RFC 2181 8 caps it.
+            return value if value == 0 else min(MAX_TTL, max(1, round(value * time_scale)))
 
         def seconds(value: float | None) -> float | None:
             return None if value is None else value * time_scale
@@ -209,3 +308,19 @@ class Dns(_Strict):
                 for fault in self.faults
             ],
         })
+
+
+# RFC 1035 4.1: a header, then the question (name, type, class), and an EDNS
+# OPT record (RFC 6891 6.1.2) in the answer to a client that sent one.
+_HEADER_BYTES = 12
+_QUESTION_FIXED_BYTES = 4
+_OPT_BYTES = 11
+# Each answer record: its owner (a 2-byte pointer to the question's name,
+# RFC 1035 4.1.4), then type, class, TTL and RDLENGTH.
+_RECORD_FIXED_BYTES = 2 + 10
+
+
+def _answer_bytes(name: str, records: list[DnsRecord]) -> int:
+    """The largest message answering for ``name``: every record there (an ANY query)."""
+    return (_HEADER_BYTES + name_wire_bytes(name) + _QUESTION_FIXED_BYTES + _OPT_BYTES
+            + sum(_RECORD_FIXED_BYTES + record.rdata_bytes() for record in records))
