@@ -37,10 +37,31 @@ class Answer:
 
 @dataclass(frozen=True)
 class Zone:
-    """A ``Dns`` spec bound to the address of the SMTP server it points at."""
+    """A ``Dns`` spec bound to the address of the SMTP server it points at.
+
+    The records are indexed by name once, so a query costs the records at the
+    names it touches, not a walk over every record in the zone.
+    """
 
     spec: Dns
     fakemx_address: str = "127.0.0.1"
+    # Records owned by each name, and records at or below each name (RFC 8020).
+    _at: dict[dns.name.Name, list[DnsRecord]] = field(init=False, repr=False, compare=False)
+    _below: dict[dns.name.Name, list[DnsRecord]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        at: dict[dns.name.Name, list[DnsRecord]] = {}
+        below: dict[dns.name.Name, list[DnsRecord]] = {}
+        for record in self.spec.records:
+            name = dns.name.from_text(normal_name(record.name))
+            at.setdefault(name, []).append(record)
+            while True:
+                below.setdefault(name, []).append(record)
+                if name == dns.name.root:
+                    break
+                name = name.parent()
+        object.__setattr__(self, "_at", at)  # frozen: set once, here
+        object.__setattr__(self, "_below", below)
 
     @property
     def origin(self) -> dns.name.Name:
@@ -77,14 +98,13 @@ class Zone:
     ) -> Answer:
         if not qname.is_subdomain(self.origin):
             return Answer(dns.rcode.REFUSED)  # not authoritative, not recursive for it
-        records = [r for r in self.spec.records if r.active(elapsed_seconds)]
         answer: list[dns.rrset.RRset] = []
         name, seen = qname, {qname}
         while True:
             if qtype == dns.rdatatype.SOA and name == self.origin:
                 answer.append(self._soa())
                 return Answer(dns.rcode.NOERROR, answer)
-            here = [r for r in records if dns.name.from_text(normal_name(r.name)) == name]
+            here = [r for r in self._at.get(name, ()) if r.active(elapsed_seconds)]
             wanted = [r for r in here if qtype == dns.rdatatype.ANY or _type(r) == qtype]
             if wanted:
                 answer.extend(self._rrsets(name, wanted))
@@ -102,7 +122,7 @@ class Zone:
             name = target
         # RFC 8020: a name with records below it exists, even with none of its own.
         exists = name == self.origin or any(
-            dns.name.from_text(normal_name(r.name)).is_subdomain(name) for r in records
+            r.active(elapsed_seconds) for r in self._below.get(name, ())
         )
         # RFC 6604: the rcode is that of the last name in the chain.
         rcode = dns.rcode.NOERROR if exists else dns.rcode.NXDOMAIN
