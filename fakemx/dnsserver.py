@@ -14,8 +14,11 @@ in fakemx.dns_zone.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import errno
+import logging
+import math
 import os
 import socket
 import time
@@ -30,7 +33,7 @@ import dns.opcode
 import dns.rcode
 import dns.rdatatype
 
-from fakemx.dns_journal import DnsJournal, Query
+from fakemx.dns_journal import DEFAULT_MAX_QUERIES, DnsJournal, OncePerInterval, Query
 from fakemx.dns_model import Dns
 from fakemx.dns_zone import Answer, Zone
 from fakemx.errors import FakeMXError, ListenError
@@ -43,9 +46,16 @@ from fakemx.profiles import load_profile
 CLASSIC_UDP_BYTES = 512
 # RFC 6891 6.2.5 / DNS flag day 2020: the EDNS buffer size we offer and honour at most.
 EDNS_PAYLOAD_BYTES = 1232
+# RFC 1035 4.2.2: a TCP message's length is two bytes.
+TCP_MESSAGE_BYTES = 65535
 # RFC 7766 6.2.3: a server may close an idle TCP connection; a few seconds is usual.
-TCP_IDLE_SECONDS = 10.0
+TCP_IDLE_SECONDS = 5.0
+# Each DNS TCP connection holds a file descriptor, shared with SMTP: a cap keeps
+# a flood of them from taking every descriptor the process has (issue #12).
+MAX_TCP_CONNECTIONS = 256
 _BIND_ATTEMPTS = 20  # port 0: UDP picks the port, and TCP may find it taken; try another
+
+log = logging.getLogger(__name__)
 
 DnsSpec = Dns | Profile | str | os.PathLike[str]
 
@@ -71,6 +81,12 @@ class DnsServer:
             count from ``start()`` on this clock, so tests can jump ahead.
         fakemx_address: what ``{fakemx}`` in A/AAAA records stands for.
         time_scale: multiplies every duration in the zone (TTLs, delays, windows).
+        max_queries: how many of the newest queries ``queries`` keeps; also the most
+            delayed replies waiting at once (more are dropped, as by an overloaded server).
+        max_tcp_connections: DNS-over-TCP connections open at once; a new one over the
+            cap closes the longest idle one, or is closed itself if none is idle.
+        tcp_idle_seconds: a TCP connection with no query for this long, and no delayed
+            reply still owed on it, is closed (RFC 7766 6.2.3).
     """
 
     def __init__(
@@ -82,7 +98,16 @@ class DnsServer:
         clock: Callable[[], float] = time.monotonic,
         fakemx_address: str = "127.0.0.1",
         time_scale: float = 1.0,
+        max_queries: int = DEFAULT_MAX_QUERIES,
+        max_tcp_connections: int = MAX_TCP_CONNECTIONS,
+        tcp_idle_seconds: float = TCP_IDLE_SECONDS,
     ) -> None:
+        for name, value in [("time_scale", time_scale), ("max_queries", max_queries),
+                            ("max_tcp_connections", max_tcp_connections),
+                            ("tcp_idle_seconds", tcp_idle_seconds)]:
+            if not (math.isfinite(value) and value > 0):
+                raise FakeMXError(f"DnsServer: {name} must be a finite number above 0 "
+                                  f"(got {value!r})")
         self.spec = dns_spec(spec).scaled(time_scale)
         # A server listening on every address is reached on loopback from here.
         usable = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(fakemx_address, fakemx_address)
@@ -94,12 +119,16 @@ class DnsServer:
         self._port = port
         self._clock = clock
         self._started = 0.0
-        self.journal = DnsJournal()
+        self.journal = DnsJournal(max_queries)
+        self.max_tcp_connections = max_tcp_connections
+        self._tcp_idle_seconds = tcp_idle_seconds
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp_server: asyncio.Server | None = None
         self._tcp_refusing: socket.socket | None = None  # bound, never listening: SYN gets RST
-        self._tcp_writers: set[asyncio.StreamWriter] = set()
+        # Open connections, the longest idle first: the one to close for room.
+        self._tcp_clients: collections.OrderedDict[_TcpClient, None] = collections.OrderedDict()
         self._pending: set[asyncio.TimerHandle] = set()  # delayed replies not yet sent
+        self._log = OncePerInterval(log, clock=clock)  # hostile input: one line per 10 s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: LoopThread | None = None
 
@@ -134,8 +163,8 @@ class DnsServer:
             self._tcp_refusing = None
         if self._tcp_server is not None:
             self._tcp_server.close()
-            for writer in list(self._tcp_writers):
-                writer.close()
+            for client in list(self._tcp_clients):
+                client.writer.close()
             await self._tcp_server.wait_closed()
             self._tcp_server = None
 
@@ -199,14 +228,19 @@ class DnsServer:
 
     @property
     def queries(self) -> list[Query]:
-        """Every question so far (since the last ``reset()``), oldest first."""
+        """The newest ``max_queries`` questions since the last ``reset()``, oldest first."""
         return self.journal.queries
+
+    @property
+    def tcp_connections(self) -> int:
+        """DNS-over-TCP connections open now (each holds a file descriptor)."""
+        return len(self._tcp_clients)
 
     def wait_for(self, queries: int, *, name: str | None = None, timeout: float = 5.0) -> None:
         """Block until ``queries`` questions (for ``name``) arrived; TimeoutError if not."""
         if not self.journal.wait_for(queries, timeout, name):
             raise TimeoutError(
-                f"fakemx dns: still {len(self.queries)} queries after {timeout:g} s"
+                f"fakemx dns: still {self.journal.arrived} queries after {timeout:g} s"
             )
 
     def reset(self) -> None:
@@ -224,6 +258,15 @@ class DnsServer:
     # region answering ----------------------------------------------------------
 
     def _on_datagram(self, wire: bytes, peer: tuple[str, int]) -> None:
+        # Nothing a client sends may raise into asyncio: its handler logs every one.
+        try:
+            self._answer_udp(wire, peer)
+        except Exception:
+            self._log.log(logging.ERROR, "udp-error",
+                          f"fakemx dns: could not answer a UDP query from {peer[0]}",
+                          exc_info=True)
+
+    def _answer_udp(self, wire: bytes, peer: tuple[str, int]) -> None:
         decided = self._decide(wire, peer, "udp")
         if decided is None:
             return
@@ -241,69 +284,160 @@ class DnsServer:
         self._send(send, decided.answer, entry)
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._tcp_writers.add(writer)
-        peer = writer.get_extra_info("peername")
+        client = self._admit(writer)
+        if client is None:
+            writer.transport.abort()  # at once: the descriptor is what we are short of
+            return
+        try:
+            await self._converse(reader, client)
+        except Exception:
+            # Nothing a client sends may raise into asyncio: its handler logs every one.
+            self._log.log(logging.ERROR, "tcp-error",
+                          f"fakemx dns: could not answer a TCP query from {_peer(writer)[0]}",
+                          exc_info=True)
+        finally:
+            self._tcp_clients.pop(client, None)
+            writer.close()
+
+    def _admit(self, writer: asyncio.StreamWriter) -> _TcpClient | None:
+        """Room for one more connection: under the cap, or by closing the longest idle one."""
+        if len(self._tcp_clients) >= self.max_tcp_connections:
+            idle = next((c for c in self._tcp_clients if c.outstanding == 0), None)
+            if idle is None:
+                self._log.log(logging.WARNING, "tcp-full",
+                              f"fakemx dns: {len(self._tcp_clients)} TCP connections, each "
+                              "owed a delayed reply: closing new ones (max_tcp_connections)")
+                return None
+            self._log.log(logging.INFO, "tcp-evict",
+                          f"fakemx dns: {len(self._tcp_clients)} TCP connections (the cap): "
+                          "closing the longest idle one for a new one (max_tcp_connections)")
+            del self._tcp_clients[idle]
+            idle.writer.close()  # a FIN: idle, so nothing is left to flush
+        client = _TcpClient(writer)
+        self._tcp_clients[client] = None
+        return client
+
+    async def _converse(self, reader: asyncio.StreamReader, client: _TcpClient) -> None:
+        """Queries and answers on one connection until the client leaves or idles."""
+        peer = _peer(client.writer)
+        while (wire := await self._read_message(reader, client)) is not None:
+            if client not in self._tcp_clients:
+                return  # closed for a newer connection while this message arrived
+            self._tcp_clients.move_to_end(client)  # just used: the last to be closed for room
+            self._answer_tcp(wire, peer, client)
+            try:
+                # A client that sends queries but never reads the answers would
+                # otherwise grow our send buffer without end.
+                async with asyncio.timeout(self._tcp_idle_seconds):
+                    await client.writer.drain()
+            except TimeoutError:
+                client.writer.transport.abort()  # close() would wait for the unread data
+                return
+
+    async def _read_message(self, reader: asyncio.StreamReader, client: _TcpClient) -> bytes | None:
+        """The next message, or None: the client left, cut one short, or was idle too long.
+
+        RFC 1035 4.2.2: each message comes after its two-byte length. RFC 7766
+        6.2.3: a connection with no query and no reply owed for a while is closed.
+        """
         try:
             while True:
                 try:
-                    # RFC 1035 4.2.2: each message is prefixed by its two-byte length.
-                    length = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_SECONDS)
-                    wire = await asyncio.wait_for(
-                        reader.readexactly(int.from_bytes(length, "big")), TCP_IDLE_SECONDS
-                    )
-                except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-                    return
-                decided = self._decide(wire, peer, "tcp")
-                if decided is None:
-                    continue
-                data = decided.response.to_wire(max_size=65535)
-                framed = len(data).to_bytes(2, "big") + data
+                    async with asyncio.timeout(self._tcp_idle_seconds):
+                        prefix = await reader.readexactly(2)
+                    break
+                except TimeoutError:
+                    # readexactly keeps what it read so far in the buffer: safe to wait again.
+                    if client.outstanding == 0:
+                        return None
+            async with asyncio.timeout(self._tcp_idle_seconds):
+                return await reader.readexactly(int.from_bytes(prefix, "big"))
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+            return None
 
-                def send(framed: bytes = framed) -> None:
-                    if not writer.is_closing():
-                        writer.write(framed)
+    def _answer_tcp(self, wire: bytes, peer: tuple[str, int], client: _TcpClient) -> None:
+        decided = self._decide(wire, peer, "tcp")
+        if decided is None:
+            return
+        data, entry = self._tcp_wire(decided)
+        framed = len(data).to_bytes(2, "big") + data
+        writer = client.writer
 
-                self._send(send, decided.answer, decided.entry)
-        finally:
-            self._tcp_writers.discard(writer)
-            writer.close()
+        def send() -> None:
+            if not writer.is_closing():
+                writer.write(framed)
 
-    def _send(self, send: Callable[[], None], answer: Answer, entry: Query) -> None:
-        """Send now, later (a slow server) or never (a silent one); journal either way."""
+        if self._send(send, decided.answer, entry, late=client.settle):
+            client.outstanding += 1
+
+    def _tcp_wire(self, decided: _Decided) -> tuple[bytes, Query]:
+        """The response for TCP; SERVFAIL when even 65,535 bytes cannot hold it.
+
+        dns_model rejects a zone whose records at one name do not fit; a long
+        CNAME chain across names still can, and must not raise per query.
+        """
+        response = decided.response
+        try:
+            return response.to_wire(max_size=TCP_MESSAGE_BYTES), decided.entry
+        except dns.exception.TooBig:
+            self._log.log(logging.WARNING, "too-big",
+                          f"fakemx dns: the answer to {decided.entry.name} {decided.entry.type} "
+                          "is over 65,535 bytes, so SERVFAIL (shorten the zone's CNAME chain)")
+        response.answer, response.authority, response.additional = [], [], []
+        response.set_rcode(dns.rcode.SERVFAIL)
+        entry = dataclasses.replace(decided.entry, rcode="SERVFAIL", answer=(),
+                                    fault="answer too big")
+        return response.to_wire(max_size=TCP_MESSAGE_BYTES), entry
+
+    def _send(
+        self, send: Callable[[], None], answer: Answer, entry: Query,
+        late: Callable[[], None] = lambda: None,
+    ) -> bool:
+        """Send now, later (a slow server) or never (a silent one); journal either way.
+
+        True when the reply is to be sent later: ``late()`` then runs just before it.
+        """
         fault = answer.fault
         if fault is not None and fault.no_answer:
             self.journal.add(_unanswered(entry))
-            return
+            return False
         if fault is None or fault.delay_seconds is None:
             self.journal.add(entry)  # first: a client that has its answer finds it journaled
             send()
-            return
+            return False
+        if len(self._pending) >= self.journal.max_queries:
+            # More waiting than the journal keeps: an overloaded server drops them.
+            self._log.log(logging.WARNING, "pending-full",
+                          f"fakemx dns: {len(self._pending)} delayed replies waiting: "
+                          "dropping new ones (max_queries)")
+            self.journal.add(_unanswered(entry))
+            return False
         assert self._loop is not None
-        pending = _unanswered(entry)
-        self.journal.add(pending)
+        ticket = self.journal.add(_unanswered(entry))
 
         def later() -> None:
             self._pending.discard(handle)
-            self.journal.replace(pending, entry)
+            self.journal.replace(ticket, entry)  # one index: no scan of the journal
+            late()
             send()
 
         handle = self._loop.call_later(fault.delay_seconds, later)
         self._pending.add(handle)
+        return True
 
     def _decide(self, wire: bytes, peer: tuple[str, int], transport: str) -> _Decided | None:
         client = f"{peer[0]}:{peer[1]}"
-        try:
-            query = dns.message.from_wire(wire)
-        except dns.exception.DNSException:
-            # No trustworthy ID to answer to: a real server drops it too.
-            self.journal.add(Query(time.time(), client, transport, "", "", "FORMERR",
-                                   answered=False, fault="malformed query"))
+        query = self._parse(wire, client, transport)
+        if query is None:
             return None
         response = dns.message.make_response(
             query, recursion_available=True, our_payload=EDNS_PAYLOAD_BYTES
         )
         if query.opcode() != dns.opcode.QUERY or len(query.question) != 1:
-            response.set_rcode(dns.rcode.NOTIMP if query.question else dns.rcode.FORMERR)
+            # RFC 1035 4.1.1: NOTIMP for a kind of query we do not serve; FORMERR
+            # for none or several questions, which no server answers (RFC 9619).
+            wrong_opcode = query.opcode() != dns.opcode.QUERY
+            response.set_rcode(dns.rcode.NOTIMP if wrong_opcode else dns.rcode.FORMERR)
             rcode = dns.rcode.to_text(response.rcode())
             entry = Query(time.time(), client, transport, "", "", rcode)
             return _Decided(response, Answer(response.rcode()), entry, CLASSIC_UDP_BYTES)
@@ -330,6 +464,24 @@ class DnsServer:
         limit = max(CLASSIC_UDP_BYTES, min(asked, EDNS_PAYLOAD_BYTES))
         return _Decided(response, answer, entry, limit)
 
+    def _parse(self, wire: bytes, client: str, transport: str) -> dns.message.Message | None:
+        """The query in ``wire``, or None (journaled): garbage, or a response.
+
+        Neither gets a reply: garbage has no trustworthy ID to answer to, and
+        answering a response invites two servers to answer each other forever.
+        """
+        try:
+            query = dns.message.from_wire(wire)
+        except dns.exception.DNSException:
+            problem = "malformed query"
+        else:
+            if not query.flags & dns.flags.QR:
+                return query
+            problem = "a response, not a query"
+        self.journal.add(Query(time.time(), client, transport, "", "", "FORMERR",
+                               answered=False, fault=problem))
+        return None
+
     # endregion
 
 
@@ -339,6 +491,15 @@ class _Decided:
     answer: Answer
     entry: Query
     udp_limit: int  # the largest UDP answer this client takes
+
+
+@dataclasses.dataclass(eq=False)  # one per connection, hashed by identity
+class _TcpClient:
+    writer: asyncio.StreamWriter
+    outstanding: int = 0  # delayed replies still to be sent on it: not idle while > 0
+
+    def settle(self) -> None:
+        self.outstanding -= 1
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -368,6 +529,12 @@ def _udp_wire(
     response.flags |= dns.flags.TC
     response.answer, response.authority, response.additional = [], [], []
     return response.to_wire(max_size=limit), True
+
+
+def _peer(writer: asyncio.StreamWriter) -> tuple[str, int]:
+    # None when the client was gone before asyncio could ask who it was.
+    name = writer.get_extra_info("peername") or ("?", 0)
+    return str(name[0]), int(name[1])
 
 
 def _unanswered(entry: Query) -> Query:
