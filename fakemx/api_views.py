@@ -9,6 +9,7 @@ history across resets and restarts for ``fakemx journal`` and ``fakemx export``.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Sequence
 from email.message import Message, MIMEPart
 from pathlib import Path
@@ -28,6 +29,7 @@ from fakemx.api_models import (
     SessionOut,
     SessionPage,
 )
+from fakemx.clientbytes import shown
 from fakemx.errors import UnknownProfileError
 from fakemx.journal import Outcome, Session, StoredMessage
 from fakemx.model import Profile, Rule
@@ -106,18 +108,29 @@ def _received(servers: Iterable[FakeMX]) -> list[tuple[str, StoredMessage]]:
     return [(mx.name, message) for mx in servers for message in mx.messages]
 
 
+# Lone surrogates: bytes that were not UTF-8 (clientbytes), which JSON cannot carry.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _body_text(text: str) -> str:
+    """A message body for display: its lines kept, undecodable bytes as ``\\xNN``."""
+    return _SURROGATE.sub(lambda match: shown(match.group()), text)
+
+
 def _subject(message: Message) -> str:
-    return str(message.get("Subject", ""))
+    return shown(str(message.get("Subject", "")))
 
 
 def message_summary(server: str, stored: StoredMessage) -> MessageSummary:
+    # Everything here is what a client sent: escaped (clientbytes.shown), so a
+    # byte that is not UTF-8 is shown as \xNN instead of failing the response.
     return MessageSummary(
         id=stored.id,
         server=server,
         session_id=stored.session_id,
         received=stored.received,
-        mail_from=stored.mail_from,
-        rcpt_tos=list(stored.rcpt_tos),
+        mail_from=shown(stored.mail_from),
+        rcpt_tos=[shown(rcpt) for rcpt in stored.rcpt_tos],
         size=stored.size,
         subject=_subject(stored.message),
     )
@@ -152,15 +165,21 @@ def _content(part: MIMEPart | None) -> str | None:
         return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else None
 
 
+def _body(part: MIMEPart | None) -> str | None:
+    content = _content(part)
+    return None if content is None else _body_text(content)
+
+
 def message_out(server: str, stored: StoredMessage) -> MessageOut:
     parsed = stored.message
     summary = message_summary(server, stored)
     return MessageOut(
         **summary.model_dump(),
-        headers=[Header(name=k, value=str(v)) for k, v in parsed.items()],
-        text=_content(parsed.get_body(preferencelist=("plain",))),
-        html=_content(parsed.get_body(preferencelist=("html",))),
-        attachments=[part.get_filename() or "(no name)" for part in parsed.iter_attachments()],
+        headers=[Header(name=shown(k), value=shown(str(v))) for k, v in parsed.items()],
+        text=_body(parsed.get_body(preferencelist=("plain",))),
+        html=_body(parsed.get_body(preferencelist=("html",))),
+        attachments=[shown(part.get_filename() or "(no name)")
+                     for part in parsed.iter_attachments()],
     )
 
 

@@ -28,6 +28,7 @@ from fakemx.api_server import (
     parse_address,
     token_from,
 )
+from fakemx.clientbytes import shown
 from fakemx.errors import FakeMXError, ListenError
 from fakemx.model import Profile
 from fakemx.profiles import catalog, load_file, load_profile
@@ -351,7 +352,8 @@ def _journal(args: argparse.Namespace) -> int:
         if args.events:
             for event in row["events"]:
                 mark = {"client": "C:", "server": "S:"}.get(event["kind"], "  ")
-                print(f"    {mark} {event['text']}")
+                # What a client sent, escaped: no terminal escape, no unprintable byte.
+                print(f"    {mark} {shown(event['text'])}")
     return 0
 
 

@@ -351,3 +351,74 @@ def test_numbers_that_are_not_limits_are_refused(tmp_path: Path) -> None:
 
 
 # endregion
+
+
+# region client bytes that are not UTF-8 ----------------------------------------------
+
+HOSTILE_HELO = b"\xff\xfe.example\x1b[2J"
+HOSTILE_SENDER = b"\xff@x.example"
+HOSTILE_RECIPIENT = b"b\xfe@example.test"
+HOSTILE_MESSAGE = (b"Subject: caf\xe9 \xff\x1b]0;owned\x07\r\nX-Raw: \xfe\r\n"
+                   b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+                   b"body \xff line\r\nsecond line\r\n")
+
+
+def hostile_transaction(mx: FakeMX) -> None:
+    """A whole transaction whose HELO, addresses and message are not UTF-8 (a raw socket)."""
+    with socket.create_connection((mx.host, mx.port), timeout=TIMEOUT_SECONDS) as sock:
+        file = sock.makefile("rb")
+
+        def command(line: bytes) -> bytes:
+            sock.sendall(line + b"\r\n")
+            reply = file.readline()
+            while reply[3:4] == b"-":
+                reply = file.readline()
+            return reply
+
+        assert file.readline().startswith(b"220")
+        assert command(b"EHLO " + HOSTILE_HELO).startswith(b"250")
+        assert command(b"MAIL FROM:<" + HOSTILE_SENDER + b">").startswith(b"250")
+        assert command(b"RCPT TO:<" + HOSTILE_RECIPIENT + b">").startswith(b"250")
+        assert command(b"DATA").startswith(b"354")
+        assert command(HOSTILE_MESSAGE + b".").startswith(b"250")
+        assert command(b"QUIT").startswith(b"221")
+
+
+def test_client_bytes_that_are_not_utf8_never_fail_a_view(tmp_path: Path) -> None:
+    with api_over_sink(tmp_path) as api, httpx.Client(base_url=api.url, timeout=5) as http:
+        page = Reader(api, last_helo=r"\xff\xfe.example\x1b[2J")
+        page.start()
+        assert page.opened.wait(TIMEOUT_SECONDS)
+        hostile_transaction(api.mx)
+        api.mx.wait_for(ended=1, messages=1)
+        page.join(TIMEOUT_SECONDS)
+        assert page.finished  # the live event carried the session, escaped
+
+        sessions = http.get("/api/sessions")
+        assert sessions.status_code == 200, sessions.text
+        [listed] = sessions.json()["items"]
+        session = http.get(f"/api/sessions/{listed['id']}").json()
+        assert session == listed
+        assert session["helo"] == r"\xff\xfe.example\x1b[2J"
+        texts = [event["text"] for event in session["events"]]
+        assert r"EHLO \xff\xfe.example\x1b[2J" in texts
+        assert r"MAIL FROM:<\xff@x.example>" in texts
+
+        messages = http.get("/api/messages")
+        assert messages.status_code == 200, messages.text
+        [summary] = messages.json()["items"]
+        assert summary["mail_from"] == r"\xff@x.example"
+        assert summary["rcpt_tos"] == [r"b\xfe@example.test"]
+        message = http.get(f"/api/messages/{summary['id']}")
+        assert message.status_code == 200, message.text
+        body = message.json()
+        assert "\x1b" not in body["subject"]
+        assert body["subject"].endswith(r"\x1b]0;owned\x07")
+        assert body["text"].startswith("body ")
+        assert body["text"].endswith("line\r\nsecond line\r\n")  # a body keeps its lines
+        # The raw message is the client's bytes, unchanged.
+        raw = http.get(f"/api/messages/{summary['id']}/raw")
+        assert raw.content.endswith(HOSTILE_MESSAGE)
+
+
+# endregion

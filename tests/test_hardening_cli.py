@@ -21,6 +21,8 @@ import httpx
 import pytest
 from wire import dialogue
 
+from fakemx import FakeMX
+
 TIMEOUT_SECONDS = 30.0
 
 
@@ -142,6 +144,24 @@ def test_dns_port_in_use_names_dns_port(tmp_path: Path) -> None:
                         "--state-dir", str(tmp_path))
     err = assert_one_line_usage_error(result, "--dns-port")
     assert re.search(r"--port\b", err) is None, err
+
+
+def test_journal_shows_client_bytes_escaped(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8, and a terminal escape, in a HELO: printed as \\xNN."""
+    with FakeMX(state_dir=tmp_path) as mx:
+        with socket.create_connection((mx.host, mx.port), timeout=TIMEOUT_SECONDS) as sock:
+            file = sock.makefile("rb")
+            assert file.readline().startswith(b"220")
+            sock.sendall(b"EHLO \xff\xfe.example\x1b[2J\r\nQUIT\r\n")
+            while file.readline():
+                pass
+        mx.wait_for(ended=1)
+    result = subprocess.run([sys.executable, "-m", "fakemx", "journal", "--events",
+                             "--state-dir", str(tmp_path)], capture_output=True,
+                            timeout=TIMEOUT_SECONDS)
+    assert result.returncode == 0, result.stderr
+    assert b"C: EHLO \\xff\\xfe.example\\x1b[2J\n" in result.stdout
+    assert b"\x1b" not in result.stdout
 
 
 # region the API token from a file ----------------------------------------------------
