@@ -400,6 +400,9 @@ def _export(args: argparse.Namespace) -> int:
     store = Store(args.state_dir)
     try:
         count = export_messages(store, args.out, args.format)
+    except OSError as exc:
+        raise FakeMXError(f"--out {args.out}: cannot write there: {exc.strerror} (choose a"
+                          " directory fakemx can create or write)") from None
     finally:
         store.close()
     print(f"fakemx: wrote {count} messages to {args.out} ({args.format})")

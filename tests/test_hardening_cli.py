@@ -119,6 +119,18 @@ def test_unwritable_outputs_are_one_line(tmp_path: Path) -> None:
     assert str(missing) in err
 
 
+def test_export_to_a_path_under_a_file_is_one_line(tmp_path: Path) -> None:
+    with FakeMX(state_dir=tmp_path / "state") as mx:
+        with socket.create_connection((mx.host, mx.port), timeout=TIMEOUT_SECONDS):
+            pass
+        mx.wait_for(ended=1)
+    a_file = tmp_path / "plain-file"
+    a_file.write_text("")
+    result = fakemx("export", "--state-dir", str(tmp_path / "state"),
+                    "--out", str(a_file / "eml"))
+    assert_one_line_usage_error(result, "--out")
+
+
 @contextmanager
 def taken_port() -> Iterator[int]:
     with socket.socket() as taken:
