@@ -20,6 +20,7 @@ import ssl
 from collections.abc import Callable
 
 from fakemx.errors import ListenError
+from fakemx.fdbudget import ACCEPTS_PER_TICK
 from fakemx.stages import ListenerState
 
 # As deep as the kernel allows (net.core.somaxconn caps it): a burst of connections
@@ -91,16 +92,20 @@ class Listener:
             loop = asyncio.get_running_loop()
             context = self._ssl_context()
             self.serves_tls = context is not None
-            # asyncio calls listen() itself, with its own default of 100 unless told.
+            # asyncio's backlog is both listen()'s queue and how many connections it
+            # accepts per loop turn: a short turn keeps a connect flood from taking
+            # the loop (and every spare descriptor) at once, and listen() again
+            # below gives the kernel its long queue back.
             if context is None:
                 self._server = await loop.create_server(
-                    self._factory, sock=sock, backlog=_BACKLOG
+                    self._factory, sock=sock, backlog=ACCEPTS_PER_TICK
                 )
             else:
                 self._server = await loop.create_server(
-                    self._factory, sock=sock, backlog=_BACKLOG, ssl=context,
+                    self._factory, sock=sock, backlog=ACCEPTS_PER_TICK, ssl=context,
                     ssl_handshake_timeout=30,
                 )
+            sock.listen(_BACKLOG)
         elif state is ListenerState.REFUSE:
             self._held = [sock]
         else:

@@ -265,15 +265,20 @@ class Tls(_Strict):
 
 
 class Limits(_Strict):
-    """What fakemx will take before it says 421 (and hangs up), to stay up under load.
+    """What fakemx will take before it says 421 (or 452), to stay up under load.
 
-    ``sessions``: open sessions in all; ``sessions_per_client``: open sessions from
-    one address; ``commands_per_session``: commands in one session. None: no limit.
+    ``sessions``: open sessions in all (also capped by the process's file
+    descriptors, see fakemx.fdbudget); ``sessions_per_client``: open sessions from
+    one address, so no one address takes every slot; ``commands_per_session``:
+    commands in one session; ``recipients_per_message``: RCPTs in one transaction,
+    then ``452 4.5.3`` (RFC 5321 4.5.3.1.8 asks for at least 100; Postfix's
+    default is 1,000). None: no limit.
     """
 
     sessions: Annotated[int, Field(ge=1)] | None = 16_000  # below a 20,000 fd limit
-    sessions_per_client: Annotated[int, Field(ge=1)] | None = None
+    sessions_per_client: Annotated[int, Field(ge=1)] | None = 1_000
     commands_per_session: Annotated[int, Field(ge=1)] | None = 10_000
+    recipients_per_message: Annotated[int, Field(ge=1)] | None = 1_000
 
 
 class Profile(_Strict):

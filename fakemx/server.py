@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from fakemx import certs, control, tlsconfig
+from fakemx import certs, control, logs, tlsconfig
 from fakemx.control import RuleSpec
 from fakemx.implicit import ImplicitTls
 from fakemx.incidents import Incidents, ServerSideError
@@ -116,6 +116,7 @@ class FakeMX:
 
     async def start(self) -> Self:
         self._loop = asyncio.get_running_loop()
+        logs.install()  # what clients can make aiosmtpd and asyncio log: escaped, throttled
         store = self._shared_store or Store(self.state_dir)
         self._state = ServerState(
             name=self._name or "",

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from fakemx.fdbudget import FdBudget, process_budget
 from fakemx.incidents import Incidents
 from fakemx.journal import Journal
 from fakemx.model import Profile
@@ -50,6 +51,7 @@ class ServerState:
     clients: dict[str, ClientHistory] = field(default_factory=dict)
     live: set[LiveSession] = field(default_factory=set)
     all_closed: asyncio.Event = field(default_factory=asyncio.Event)
+    fds: FdBudget = field(default_factory=process_budget)  # shared by the whole process
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:

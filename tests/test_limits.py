@@ -80,8 +80,9 @@ def test_slow_loris_does_not_starve_a_healthy_client(tmp_path: Path) -> None:
         loris: list[socket.socket] = []
         try:
             t0 = time.perf_counter()
-            for _ in range(5000):
-                sock = socket.create_connection(("127.0.0.1", port))
+            for n in range(5000):  # from ten addresses: 1,000 per address is the default cap
+                sock = socket.create_connection(("127.0.0.1", port),
+                                                source_address=(f"127.0.0.{2 + n % 10}", 0))
                 sock.setblocking(False)
                 loris.append(sock)
             greeted_all(loris)  # fakemx holds them all: now the slow-loris starts
