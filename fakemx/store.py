@@ -63,9 +63,21 @@ CREATE INDEX IF NOT EXISTS messages_session ON messages(session_id);
 
 
 def ensure_state_dir(path: Path) -> Path:
-    """Create the state dir owner-only (it holds mail and CA keys)."""
+    """Create the state dir owner-only (it holds mail and CA keys), or make an
+    existing one of ours owner-only."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    status = path.stat()
+    if status.st_uid == os.geteuid() and status.st_mode & 0o077:
+        path.chmod(0o700)
     return path
+
+
+def _owner_only_file(path: Path) -> None:
+    """Create ``path`` 0600 before SQLite opens it: its WAL and shared-memory files
+    take the database file's mode."""
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
 
 
 class Store:
@@ -74,6 +86,7 @@ class Store:
     def __init__(self, state_dir: Path, *, fsync: bool = False) -> None:
         self.path = ensure_state_dir(state_dir) / DB_NAME
         self._lock = threading.Lock()
+        _owner_only_file(self.path)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")

@@ -7,6 +7,8 @@ import ast
 import smtplib
 from pathlib import Path
 
+from wire import dialogue
+
 from fakemx import FakeMX, profile_from_data
 from fakemx.store import Store, export_messages
 
@@ -69,3 +71,19 @@ def test_state_dir_is_owner_only(tmp_path: Path) -> None:
         pass
     assert ((tmp_path / "state").stat().st_mode & 0o777) == 0o700
     assert ((tmp_path / "state" / "ca.key").stat().st_mode & 0o777) == 0o600
+    for name in ("fakemx.sqlite3", "fakemx.sqlite3-wal", "fakemx.sqlite3-shm"):
+        path = tmp_path / "state" / name
+        assert not path.exists() or (path.stat().st_mode & 0o777) == 0o600, name
+
+
+def test_an_existing_state_dir_and_store_become_owner_only(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    (state / "fakemx.sqlite3").touch(mode=0o644)
+    (state / "fakemx.sqlite3").chmod(0o644)
+    with FakeMX(state_dir=state) as mx:
+        assert dialogue(mx.host, mx.port).code("body") == 250
+        assert ((state / "fakemx.sqlite3-wal").stat().st_mode & 0o777) == 0o600
+    assert (state.stat().st_mode & 0o777) == 0o700
+    assert ((state / "fakemx.sqlite3").stat().st_mode & 0o777) == 0o600
