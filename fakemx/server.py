@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import ssl
 import tempfile
@@ -42,6 +43,17 @@ ProfileSpec = str | os.PathLike[str] | Profile | None
 _SHUTDOWN_GRACE_SECONDS = 2.0
 
 
+def loopback_like(host: str) -> str:
+    """``host`` if it is a loopback address, else the loopback address of its family."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:  # a name such as "localhost"
+        return host if host == "localhost" else "127.0.0.1"
+    if address.is_loopback:
+        return host
+    return "::1" if address.version == 6 else "127.0.0.1"
+
+
 class FakeMX:
     """A fake destination mail server running one profile.
 
@@ -60,7 +72,10 @@ class FakeMX:
             windows, idle timeout): 0.01 runs a 300 s greylist in 3 s.
         store: share one store between several servers (the lab does).
         name: how sessions name this server; ``host:port`` by default.
-        dns_port: where the profile's ``[dns]`` zone is served (on ``host``, UDP
+        dns_host: where the profile's ``[dns]`` zone is served: by default ``host``
+            when that is a loopback address, else loopback (a DNS server on a
+            public address is a reflector for anyone's amplification attack).
+        dns_port: where the profile's ``[dns]`` zone is served (on ``dns_host``, UDP
             and TCP; 0 = a free port), read back as ``mx.dns.port``.
     """
 
@@ -77,6 +92,7 @@ class FakeMX:
         time_scale: float = 1.0,
         store: Store | None = None,
         name: str | None = None,
+        dns_host: str | None = None,
         dns_port: int = 0,
     ) -> None:
         self.time_scale = time_scale
@@ -90,6 +106,7 @@ class FakeMX:
         self._clock = clock
         self._shared_store = store
         self._name = name
+        self._dns_host = dns_host if dns_host is not None else loopback_like(host)
         self._dns_port = dns_port
         self.dns: DnsServer | None = None  # started when the profile has a [dns] section
         self.journal = Journal()
@@ -146,7 +163,7 @@ class FakeMX:
             try:
                 from fakemx.dnsserver import DnsServer
 
-                self.dns = DnsServer(self._profile.dns, host=self.host, port=self._dns_port,
+                self.dns = DnsServer(self._profile.dns, host=self._dns_host, port=self._dns_port,
                                      clock=self._clock, fakemx_address=self.host)
                 await self.dns.start()
             except BaseException:

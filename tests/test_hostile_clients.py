@@ -18,6 +18,7 @@ from wire import connect, dialogue, read_reply, until, wait_closed
 
 from fakemx import FakeMX, Outcome
 from fakemx.journal import Journal
+from fakemx.server import loopback_like
 
 RCPTS_IN_BURST = 9_000  # under commands_per_session
 
@@ -169,3 +170,16 @@ def test_message_bodies_beyond_the_memory_budget_are_read_from_the_store() -> No
         kept = [m.body.in_memory for m in mx.messages]
         assert kept == [False, False, False, True, True]
         assert [m.content for m in mx.messages] == bodies
+
+
+def test_dns_listens_on_loopback_unless_asked() -> None:
+    assert loopback_like("0.0.0.0") == "127.0.0.1"  # never a reflector on every interface
+    assert loopback_like("192.0.2.10") == "127.0.0.1"
+    assert loopback_like("::") == "::1"
+    assert loopback_like("127.0.0.2") == "127.0.0.2"
+    with FakeMX("4.4.312-servfail", host="127.0.0.2") as mx:
+        assert mx.dns is not None
+        assert mx.dns.address.startswith("127.0.0.2:")
+    with FakeMX("4.4.312-servfail", dns_host="127.0.0.3") as mx:
+        assert mx.dns is not None
+        assert mx.dns.address.startswith("127.0.0.3:")
