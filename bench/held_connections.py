@@ -39,12 +39,17 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def hold(source: str, port: int, count: int, ready: Connection, done: Connection) -> None:
-    """One client process: open ``count`` connections from ``source`` and keep them."""
+# fakemx answers 421 past 1,000 sessions from one address (limits.sessions_per_client),
+# so each client process spreads its connections over this many source addresses.
+SOURCES_PER_CLIENT = 50
+
+
+def hold(network: str, port: int, count: int, ready: Connection, done: Connection) -> None:
+    """One client process: open ``count`` connections from ``network``.N and keep them."""
     sockets = []
-    for _ in range(count):
+    for n in range(count):
         sock = socket.socket()
-        sock.bind((source, 0))
+        sock.bind((f"{network}.{2 + n % SOURCES_PER_CLIENT}", 0))
         sock.connect(("127.0.0.1", port))
         sockets.append(sock)
     ready.send(len(sockets))
@@ -110,7 +115,7 @@ def main() -> None:
                 ready_recv, ready_send = multiprocessing.Pipe(duplex=False)
                 done_recv, done_send = multiprocessing.Pipe(duplex=False)
                 worker = multiprocessing.Process(
-                    target=hold, args=(f"127.0.0.{index + 2}", stall, per_client, ready_send,
+                    target=hold, args=(f"127.0.{index + 1}", stall, per_client, ready_send,
                                        done_recv))
                 worker.start()
                 pipes.append((ready_recv, done_send))

@@ -26,8 +26,8 @@ from fakemx.stages import Stage
 # what a long run or a hostile client can make fakemx hold (issue: 40 messages of
 # 30 MiB once took the process to 1.38 GB).
 KEEP_SESSIONS = 10_000
-KEEP_SESSION_BYTES = 64 * 2**20  # transcripts of finished sessions
-KEEP_BODY_BYTES = 64 * 2**20  # message bodies; older ones are read from the store
+KEEP_SESSION_BYTES = 32 * 2**20  # transcripts of finished sessions
+KEEP_BODY_BYTES = 16 * 2**20  # message bodies; older ones are read from the store
 SESSION_EVENT_BYTES = 2**20  # one session's transcript; later events are counted only
 _EVENT_OVERHEAD = 120  # an Event object and its list slot, roughly
 
