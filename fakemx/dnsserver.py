@@ -37,6 +37,7 @@ from fakemx.dns_journal import DEFAULT_MAX_QUERIES, DnsJournal, OncePerInterval,
 from fakemx.dns_model import Dns
 from fakemx.dns_zone import Answer, Zone
 from fakemx.errors import FakeMXError, ListenError
+from fakemx.fdbudget import FdBudget
 from fakemx.listener import bind as bind_tcp
 from fakemx.loopthread import LoopThread, start_in_thread, stop_thread
 from fakemx.model import Profile
@@ -87,6 +88,8 @@ class DnsServer:
             cap closes the longest idle one, or is closed itself if none is idle.
         tcp_idle_seconds: a TCP connection with no query for this long, and no delayed
             reply still owed on it, is closed (RFC 7766 6.2.3).
+        fds: the process's descriptor budget (fakemx.fdbudget), shared with SMTP: each
+            TCP connection takes one from it, and a connection it has none for is closed.
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class DnsServer:
         max_queries: int = DEFAULT_MAX_QUERIES,
         max_tcp_connections: int = MAX_TCP_CONNECTIONS,
         tcp_idle_seconds: float = TCP_IDLE_SECONDS,
+        fds: FdBudget | None = None,
     ) -> None:
         for name, value in [("time_scale", time_scale), ("max_queries", max_queries),
                             ("max_tcp_connections", max_tcp_connections),
@@ -122,6 +126,7 @@ class DnsServer:
         self.journal = DnsJournal(max_queries)
         self.max_tcp_connections = max_tcp_connections
         self._tcp_idle_seconds = tcp_idle_seconds
+        self._fds = fds
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp_server: asyncio.Server | None = None
         self._tcp_refusing: socket.socket | None = None  # bound, never listening: SYN gets RST
@@ -296,7 +301,7 @@ class DnsServer:
                           f"fakemx dns: could not answer a TCP query from {_peer(writer)[0]}",
                           exc_info=True)
         finally:
-            self._tcp_clients.pop(client, None)
+            self._forget(client)
             writer.close()
 
     def _admit(self, writer: asyncio.StreamWriter) -> _TcpClient | None:
@@ -311,11 +316,23 @@ class DnsServer:
             self._log.log(logging.INFO, "tcp-evict",
                           f"fakemx dns: {len(self._tcp_clients)} TCP connections (the cap): "
                           "closing the longest idle one for a new one (max_tcp_connections)")
-            del self._tcp_clients[idle]
+            self._forget(idle)
             idle.writer.close()  # a FIN: idle, so nothing is left to flush
+        if self._fds is not None and not self._fds.take():
+            self._log.log(logging.WARNING, "fds-spent",
+                          "fakemx dns: the process's descriptor budget is spent: "
+                          "closing new TCP connections")
+            return None
         client = _TcpClient(writer)
         self._tcp_clients[client] = None
         return client
+
+    def _forget(self, client: _TcpClient) -> None:
+        """No longer count ``client`` (once, whether closed for room or by its end)."""
+        if client in self._tcp_clients:
+            del self._tcp_clients[client]
+            if self._fds is not None:
+                self._fds.give_back()
 
     async def _converse(self, reader: asyncio.StreamReader, client: _TcpClient) -> None:
         """Queries and answers on one connection until the client leaves or idles."""

@@ -37,6 +37,7 @@ from fakemx.dns_model import MAX_TTL, Dns
 from fakemx.dns_zone import Zone
 from fakemx.dnsserver import DnsServer
 from fakemx.errors import FakeMXError
+from fakemx.fdbudget import FdBudget
 
 DOMAIN = "example.test"
 SLOW = f"slow.{DOMAIN}"
@@ -240,6 +241,24 @@ def test_a_connection_owed_a_reply_stays_and_a_new_one_over_the_cap_is_closed() 
         assert (reply.id, len(reply.answer)) == (slow.id, 1)
         poll(lambda: server.tcp_connections == 0)  # then idle, and closed
         answered(server)
+
+
+def test_tcp_connections_count_in_the_process_descriptor_budget() -> None:
+    budget = FdBudget(3)
+    with DnsServer(ZONE, max_tcp_connections=2, fds=budget) as server:
+        held = [connect(server) for _ in range(2)]
+        poll(lambda: server.tcp_connections == 2)
+        assert budget.in_use == 2
+        answered(server)  # closed one idle connection for room, then left itself
+        poll(lambda: server.tcp_connections == 1)
+        assert budget.in_use == 1  # each gave its descriptor back
+        budget.in_use = budget.limit  # SMTP took the rest
+        with connect(server) as extra:
+            assert read_until_closed(extra) == b""
+        for sock in held:
+            sock.close()
+        poll(lambda: server.tcp_connections == 0)
+        assert budget.in_use == budget.limit - 1
 
 
 @pytest.mark.parametrize(
