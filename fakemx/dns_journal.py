@@ -12,7 +12,6 @@ counting them) costs the same with ten kept or ten thousand.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -143,36 +142,3 @@ class DnsJournal:
 
         return enough
 
-
-class OncePerInterval:
-    """At most one log line per condition per interval, with a count of the rest.
-
-    A client that sends a flood of garbage must not flood the log as well: the
-    first occurrence is logged, the next ones are counted and reported with the
-    first line after the interval. Conditions are a few fixed strings chosen by
-    the code, so the table stays small.
-    """
-
-    def __init__(
-        self,
-        logger: logging.Logger,
-        interval_seconds: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._logger = logger
-        self._interval_seconds = interval_seconds
-        self._clock = clock
-        self._last: dict[str, float] = {}  # condition -> when it was last logged
-        self._suppressed: dict[str, int] = {}  # condition -> how many since then
-
-    def log(self, level: int, condition: str, message: str, *, exc_info: bool = False) -> None:
-        now = self._clock()
-        last = self._last.get(condition)
-        if last is not None and now - last < self._interval_seconds:
-            self._suppressed[condition] = self._suppressed.get(condition, 0) + 1
-            return
-        self._last[condition] = now
-        more = self._suppressed.pop(condition, 0)
-        if more:
-            message += f" (and {more} more like it since the last such line)"
-        self._logger.log(level, "%s", message, exc_info=exc_info)

@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -33,12 +34,13 @@ import dns.opcode
 import dns.rcode
 import dns.rdatatype
 
-from fakemx.dns_journal import DEFAULT_MAX_QUERIES, DnsJournal, OncePerInterval, Query
+from fakemx.dns_journal import DEFAULT_MAX_QUERIES, DnsJournal, Query
 from fakemx.dns_model import Dns
 from fakemx.dns_zone import Answer, Zone
 from fakemx.errors import FakeMXError, ListenError
 from fakemx.fdbudget import FdBudget
 from fakemx.listener import bind as bind_tcp
+from fakemx.logs import Throttle
 from fakemx.loopthread import LoopThread, start_in_thread, stop_thread
 from fakemx.model import Profile
 from fakemx.profiles import load_profile
@@ -133,7 +135,8 @@ class DnsServer:
         # Open connections, the longest idle first: the one to close for room.
         self._tcp_clients: collections.OrderedDict[_TcpClient, None] = collections.OrderedDict()
         self._pending: set[asyncio.TimerHandle] = set()  # delayed replies not yet sent
-        self._log = OncePerInterval(log, clock=clock)  # hostile input: one line per 10 s
+        # What clients can make us log: one line per kind per 10 s, on this server's clock.
+        self._throttle = Throttle(clock=clock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: LoopThread | None = None
 
@@ -267,9 +270,8 @@ class DnsServer:
         try:
             self._answer_udp(wire, peer)
         except Exception:
-            self._log.log(logging.ERROR, "udp-error",
-                          f"fakemx dns: could not answer a UDP query from {peer[0]}",
-                          exc_info=True)
+            self._note(logging.ERROR, "fakemx dns: could not answer a UDP query from %s",
+                       peer[0], exc_info=True)
 
     def _answer_udp(self, wire: bytes, peer: tuple[str, int]) -> None:
         decided = self._decide(wire, peer, "udp")
@@ -297,9 +299,8 @@ class DnsServer:
             await self._converse(reader, client)
         except Exception:
             # Nothing a client sends may raise into asyncio: its handler logs every one.
-            self._log.log(logging.ERROR, "tcp-error",
-                          f"fakemx dns: could not answer a TCP query from {_peer(writer)[0]}",
-                          exc_info=True)
+            self._note(logging.ERROR, "fakemx dns: could not answer a TCP query from %s",
+                       _peer(writer)[0], exc_info=True)
         finally:
             self._forget(client)
             writer.close()
@@ -309,19 +310,18 @@ class DnsServer:
         if len(self._tcp_clients) >= self.max_tcp_connections:
             idle = next((c for c in self._tcp_clients if c.outstanding == 0), None)
             if idle is None:
-                self._log.log(logging.WARNING, "tcp-full",
-                              f"fakemx dns: {len(self._tcp_clients)} TCP connections, each "
-                              "owed a delayed reply: closing new ones (max_tcp_connections)")
+                self._note(logging.WARNING, "fakemx dns: %d TCP connections, each owed a "
+                           "delayed reply: closing new ones (max_tcp_connections)",
+                           len(self._tcp_clients))
                 return None
-            self._log.log(logging.INFO, "tcp-evict",
-                          f"fakemx dns: {len(self._tcp_clients)} TCP connections (the cap): "
-                          "closing the longest idle one for a new one (max_tcp_connections)")
+            self._note(logging.INFO, "fakemx dns: %d TCP connections (the cap): closing the "
+                       "longest idle one for a new one (max_tcp_connections)",
+                       len(self._tcp_clients))
             self._forget(idle)
             idle.writer.close()  # a FIN: idle, so nothing is left to flush
         if self._fds is not None and not self._fds.take():
-            self._log.log(logging.WARNING, "fds-spent",
-                          "fakemx dns: the process's descriptor budget is spent: "
-                          "closing new TCP connections")
+            self._note(logging.WARNING, "fakemx dns: the process's descriptor budget is "
+                       "spent: closing new TCP connections")
             return None
         client = _TcpClient(writer)
         self._tcp_clients[client] = None
@@ -397,9 +397,9 @@ class DnsServer:
         try:
             return response.to_wire(max_size=TCP_MESSAGE_BYTES), decided.entry
         except dns.exception.TooBig:
-            self._log.log(logging.WARNING, "too-big",
-                          f"fakemx dns: the answer to {decided.entry.name} {decided.entry.type} "
-                          "is over 65,535 bytes, so SERVFAIL (shorten the zone's CNAME chain)")
+            self._note(logging.WARNING, "fakemx dns: the answer to %s %s is over 65,535 "
+                       "bytes, so SERVFAIL (shorten the zone's CNAME chain)",
+                       decided.entry.name, decided.entry.type)
         response.answer, response.authority, response.additional = [], [], []
         response.set_rcode(dns.rcode.SERVFAIL)
         entry = dataclasses.replace(decided.entry, rcode="SERVFAIL", answer=(),
@@ -424,9 +424,8 @@ class DnsServer:
             return False
         if len(self._pending) >= self.journal.max_queries:
             # More waiting than the journal keeps: an overloaded server drops them.
-            self._log.log(logging.WARNING, "pending-full",
-                          f"fakemx dns: {len(self._pending)} delayed replies waiting: "
-                          "dropping new ones (max_queries)")
+            self._note(logging.WARNING, "fakemx dns: %d delayed replies waiting: dropping "
+                       "new ones (max_queries)", len(self._pending))
             self.journal.add(_unanswered(entry))
             return False
         assert self._loop is not None
@@ -498,6 +497,15 @@ class DnsServer:
         self.journal.add(Query(time.time(), client, transport, "", "", "FORMERR",
                                answered=False, fault=problem))
         return None
+
+    def _note(self, level: int, template: str, *args: object, exc_info: bool = False) -> None:
+        """Log, through this server's Throttle (fakemx.logs): the kind is the template."""
+        if not log.isEnabledFor(level):
+            return
+        record = log.makeRecord(log.name, level, __file__, 0, template, args,
+                                sys.exc_info() if exc_info else None)
+        if self._throttle.filter(record):
+            log.handle(record)
 
     # endregion
 
