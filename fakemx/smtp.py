@@ -56,6 +56,16 @@ class _FakeEnvelope(Envelope):
 
 
 
+def _reply_text(rule: Rule) -> str | None:
+    """The reply code a rule will answer with, as text, or None when it does not reply."""
+    reply = rule.reply or (rule.stall.then.reply if rule.stall and rule.stall.then else None)
+    return None if reply is None else str(reply.code)
+
+
+def _is_2xx(code: str | None) -> bool:
+    return code is not None and code.startswith("2")
+
+
 class FakeSMTP(SMTP):
     """One connection. Works from the profile snapshot taken when it was created."""
 
@@ -575,9 +585,16 @@ class FakeSMTP(SMTP):
         content, problem, body_reply = await self._read_body()
         self._note(f"body: {len(content)} bytes")
         rule = self._decide(Stage.END_OF_DATA, first=envelope.inband, body_bytes=len(content))
+        stored: str | None = None
+        if problem is None and _is_2xx(_reply_text(rule) if rule else body_reply):
+            # A 2xx at end of data says "accepted": the message is stored before it
+            # goes out, whatever the rule's text, or the store's 452 goes instead.
+            stored = self._store(envelope, content)
+            if not stored.startswith("2"):
+                rule = body_reply = None
         reply = await self._act(Stage.END_OF_DATA, rule) or body_reply or problem
         if reply is None:
-            reply = self._store(envelope, content)
+            reply = stored or self._store(envelope, content)
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(reply)
 

@@ -59,7 +59,15 @@ CREATE TABLE IF NOT EXISTS messages (
     content BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_session ON messages(session_id);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    next INTEGER NOT NULL
+);
 """
+# Session ids are handed out from the store in blocks, so processes sharing a
+# state dir (two `fakemx serve`, or workers) never number two sessions alike,
+# at one small commit per block rather than one per connection.
+SESSION_ID_BLOCK = 100
 
 
 def ensure_state_dir(path: Path) -> Path:
@@ -94,14 +102,36 @@ class Store:
         self._db.executescript(_SCHEMA)
         self._pending_sessions: list[tuple[Any, ...]] = []
         self._flush_timer: asyncio.TimerHandle | None = None
-        row = self._db.execute("SELECT max(id) FROM sessions").fetchone()
-        self._next_session_id = (row[0] or 0) + 1
+        # A store from before the counters table: carry on after its newest session.
+        self._db.execute("INSERT OR IGNORE INTO counters (name, next)"
+                         " SELECT 'session', coalesce(max(id), 0) + 1 FROM sessions")
+        self._next_session_id = self._block_end = 0
 
     def new_session_id(self) -> int:
         with self._lock:
+            if self._next_session_id >= self._block_end:
+                self._next_session_id, self._block_end = self._reserve_session_ids()
             session_id = self._next_session_id
             self._next_session_id += 1
             return session_id
+
+    def _reserve_session_ids(self) -> tuple[int, int]:
+        """The next SESSION_ID_BLOCK ids, taken in one write transaction.
+
+        When the store cannot be written (a full disk), sessions still need ids:
+        the next block is then counted on from this process's last one.
+        """
+        try:
+            with self._transaction("BEGIN IMMEDIATE"):
+                (first,) = self._db.execute(
+                    "UPDATE counters SET next = next + ? WHERE name = 'session'"
+                    " RETURNING next - ?",
+                    (SESSION_ID_BLOCK, SESSION_ID_BLOCK),
+                ).fetchone()
+        except sqlite3.Error:
+            (newest,) = self._db.execute("SELECT coalesce(max(id), 0) FROM sessions").fetchone()
+            first = max(self._block_end, newest + 1)
+        return int(first), int(first) + SESSION_ID_BLOCK
 
     def add_message(
         self, session_id: int, server: str, mail_from: str, rcpt_tos: list[str], content: bytes
@@ -209,8 +239,8 @@ class Store:
         )
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN")
+    def _transaction(self, begin: str = "BEGIN") -> Iterator[None]:
+        self._db.execute(begin)
         try:
             yield
         except BaseException:
