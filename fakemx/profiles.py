@@ -106,6 +106,7 @@ _FIXES = {
     "int_type": "use a whole number",
     "float_parsing": "use a number",
     "float_type": "use a number",
+    "finite_number": "use a finite number, e.g. 30",
     "bool_type": "use true or false",
     "bool_parsing": "use true or false",
     "string_type": "use a quoted string",

@@ -164,7 +164,8 @@ class FakeMX:
                 from fakemx.dnsserver import DnsServer
 
                 self.dns = DnsServer(self._profile.dns, host=self._dns_host, port=self._dns_port,
-                                     clock=self._clock, fakemx_address=self.host)
+                                     clock=self._clock, fakemx_address=self.host,
+                                     fds=state.fds)  # DNS over TCP holds descriptors too
                 await self.dns.start()
             except BaseException:
                 await self.stop()
