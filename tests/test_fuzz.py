@@ -53,7 +53,10 @@ def server() -> Iterator[FakeMX]:
 
 def exchange(mx: FakeMX, payload: bytes) -> bytes:
     """Send the payload, end any DATA, QUIT; return all the server said before closing."""
-    with socket.create_connection((mx.host, mx.port), timeout=10) as sock:
+    # Longer than the server's idle timeout (10 s): a handshake that garbage left
+    # waiting for the rest of a TLS record ends when that timer closes it, and the
+    # client must not give up first (it did, at 10 s too: a race, not a hang).
+    with socket.create_connection((mx.host, mx.port), timeout=20) as sock:
         received = bytearray(sock.recv(4096))  # the greeting
         # The server may close first (e.g. after too many unknown commands).
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
