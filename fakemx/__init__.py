@@ -25,6 +25,8 @@ __version__ = "0.1.0"
 
 _WHERE = {
     "About": "model",
+    "Break": "timeline",
+    "BreakKind": "timeline",
     "Event": "journal",
     "FakeMX": "server",
     "FakeMXError": "errors",
@@ -55,6 +57,8 @@ _WHERE = {
 
 __all__ = [
     "About",
+    "Break",
+    "BreakKind",
     "Event",
     "FakeMX",
     "FakeMXError",

@@ -19,6 +19,7 @@ from email.parser import BytesParser
 from enum import StrEnum
 from typing import Any
 
+from fakemx import timeline  # imports nothing of this module at run time: no cycle
 from fakemx.clientbytes import shown, shown_or_none
 from fakemx.stages import Stage
 
@@ -121,27 +122,19 @@ class Session:
     def commands(self) -> list[str]:
         return [e.text for e in self.events if e.kind == "client"]
 
-    # For the annotations below; fakemx.timeline needs nothing from this module at run
-    # time, so importing it here makes no cycle.
-    from fakemx.timeline import Break
-
     @property
-    def first_error(self) -> Break | None:
+    def first_error(self) -> timeline.Break | None:
         """The first 4xx/5xx reply, drop or stall, with its stage; None if all went fine.
 
         The point the lab page marks "broke here", e.g. ``Break(stage=Stage.MAIL,
         kind=BreakKind.DROP, text="fakemx reset (RST) after MAIL", ...)``.
         """
-        from fakemx.timeline import first_error
-
-        return first_error(self)
+        return timeline.first_error(self)
 
     @property
     def broke_at(self) -> Stage | None:
         """The stage of ``first_error`` (e.g. ``Stage.MAIL``); None if all went fine."""
-        from fakemx.timeline import broke_at
-
-        return broke_at(self)
+        return timeline.broke_at(self)
 
     def as_dict(self) -> dict[str, Any]:
         return {
