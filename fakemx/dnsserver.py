@@ -165,6 +165,9 @@ class DnsServer:
         self._pending.clear()
         if self._udp is not None:
             self._udp.close()
+            # The socket is closed on a later loop turn: wait, so that the same
+            # port can be bound again at once (a profile switch does).
+            await self._udp.get_protocol().closed  # type: ignore[attr-defined]
             self._udp = None
         if self._tcp_refusing is not None:
             self._tcp_refusing.close()
@@ -229,6 +232,10 @@ class DnsServer:
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def running(self) -> bool:
+        return self._udp is not None
 
     @property
     def address(self) -> str:
@@ -530,6 +537,11 @@ class _TcpClient:
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, server: DnsServer) -> None:
         self._server = server
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         self._server._on_datagram(data, (str(addr[0]), int(addr[1])))

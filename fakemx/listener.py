@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
 import ssl
@@ -78,10 +79,26 @@ class Listener:
         self.port = sock.getsockname()[1]  # port 0 picks a free one; read it back
         await self._enter(state, sock)
 
+    @property
+    def bound(self) -> bool:
+        return self._server is not None or bool(self._held)
+
     async def set_state(self, state: ListenerState) -> None:
-        """Close the current socket and rebind the same port in the new state."""
+        """Close the current socket and rebind the same port in the new state.
+
+        If the port cannot be bound again, the old state is restored (when that
+        bind works) and the error raised: never a server left with no socket
+        because another one took the port meanwhile.
+        """
+        old = self.state
         await self._release()
-        await self._enter(state, bind(self.host, self.port))
+        try:
+            sock = bind(self.host, self.port)
+        except ListenError:
+            with contextlib.suppress(ListenError):
+                await self._enter(old, bind(self.host, self.port))
+            raise
+        await self._enter(state, sock)
 
     async def stop(self) -> None:
         await self._release()

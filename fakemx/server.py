@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from fakemx import certs, control, logs, tlsconfig
 from fakemx.control import RuleSpec
+from fakemx.errors import FakeMXError
+from fakemx.fdbudget import FdBudget
 from fakemx.implicit import ImplicitTls
 from fakemx.incidents import Incidents, ServerSideError
 from fakemx.journal import Journal, Outcome, Session, StoredMessage
@@ -142,8 +144,6 @@ class FakeMX:
             store=store,
             journal=self.journal,
             clock=self._clock,
-            seed=self.seed if self.seed is not None else self._profile.seed,
-            tls_context=await self._tls_context_for(self._profile),
             incidents=self.incidents,
         )
         state = self._state
@@ -152,24 +152,14 @@ class FakeMX:
             self.host, self._port, lambda: self._protocol_for(state), lambda: None
         )
         try:
-            await self._listener.start(self._profile.listener)
+            await self._set_up(self._profile)
         except BaseException:
+            self._state = self._listener = None
             if self._shared_store is None:
                 store.close()
             raise
         self._port = self._listener.port
         state.name = self._name or self.address
-        if self._profile.dns is not None:
-            try:
-                from fakemx.dnsserver import DnsServer
-
-                self.dns = DnsServer(self._profile.dns, host=self._dns_host, port=self._dns_port,
-                                     clock=self._clock, fakemx_address=self.host,
-                                     fds=state.fds)  # DNS over TCP holds descriptors too
-                await self.dns.start()
-            except BaseException:
-                await self.stop()
-                raise
         return self
 
     async def stop(self) -> None:
@@ -386,14 +376,60 @@ class FakeMX:
             self._on_loop(self._state.reset)
 
     async def apply(self, profile: Profile) -> None:
+        """Switch to ``profile`` (already validated and scaled), as ``start`` sets one up."""
+        await self._set_up(profile)
+
+    async def _set_up(self, profile: Profile) -> None:
+        """Make ``profile`` the running one, wholly or not at all: ``start`` and ``load``.
+
+        What can fail comes first (the TLS context, the listener's socket, the DNS
+        server); on any failure what was changed is put back and the old profile
+        keeps serving. Then the swap, which cannot fail.
+        """
         state = self._require_state()
+        listener = self._listener
+        assert listener is not None
         context = await self._tls_context_for(profile)
-        self._profile = profile
+        was: ListenerState | None = listener.state if listener.bound else None
+        if was is None:
+            await listener.start(profile.listener)
+        elif was is not profile.listener:
+            await listener.set_state(profile.listener)
+        try:
+            dns = await self._dns_for(profile, state.fds)
+        except BaseException:
+            if was is None:
+                await listener.stop()
+            elif was is not profile.listener:
+                await listener.set_state(was)
+            raise
+        self._profile = state.profile = profile
         state.tls_context = context
-        state.profile = profile
-        assert self._listener is not None
-        if self._listener.state is not profile.listener:
-            await self._listener.set_state(profile.listener)
+        state.reseed(self.seed if self.seed is not None else profile.seed)
+        self.dns = dns
+
+    async def _dns_for(self, profile: Profile, fds: FdBudget) -> DnsServer | None:
+        """The DNS server ``profile`` needs, on the same address as before: the running
+        one if its zone is the same, else a new one (the old one restarted on failure)."""
+        current = self.dns
+        if current is not None and current.running and profile.dns == self._profile.dns:
+            return current
+        port = current.port if current is not None and current.running else self._dns_port
+        if current is not None and current.running:
+            await current.stop()
+        if profile.dns is None:
+            return None
+        from fakemx.dnsserver import DnsServer
+
+        try:
+            fresh = DnsServer(profile.dns, host=self._dns_host, port=port, clock=self._clock,
+                              fakemx_address=self.host, fds=fds)  # DNS over TCP holds fds too
+            return await fresh.start()
+        except BaseException:
+            if current is not None and current.port:
+                with contextlib.suppress(FakeMXError):
+                    await current.start()
+            raise
 
     async def _set_listener(self, state: ListenerState) -> None:
         self._require_state()

@@ -70,6 +70,11 @@ class ServerState:
         history = self.clients.get(client_ip)
         return 0.0 if history is None else self.clock() - history.first_seen
 
+    def reseed(self, seed: int | None) -> None:
+        """Restart the draws of probability conditions from ``seed``."""
+        self.seed = seed
+        self.rng = random.Random(seed)
+
     def reset(self) -> None:
         """Forget attempt counts and first-seen times, and restart the seeded draws."""
         self.clients.clear()

@@ -3,13 +3,15 @@ is not corrupted; ``wait_for`` means what it says."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from pathlib import Path
 
+import dns.exception
 import pytest
 from wire import connect, dialogue, read_reply, serve_process, wait_closed
 
-from fakemx import FakeMX, profile_from_data
+from fakemx import FakeMX, FakeMXError, profile_from_data
 from fakemx.store import DB_NAME
 
 
@@ -62,3 +64,65 @@ def test_wait_for_ended_means_the_session_has_its_end() -> None:
             mx.wait_for(ended=n)
             ended = [s for s in mx.sessions if s.ended is not None]
             assert len(ended) >= n  # before: the outcome was set before the end time
+
+
+def _dns_rcode(address: str, name: str = "example.test") -> str:
+    import dns.message
+    import dns.query
+    import dns.rcode
+
+    host, port = address.rsplit(":", 1)
+    answer = dns.query.udp(dns.message.make_query(name, "MX"), host, port=int(port), timeout=2)
+    return dns.rcode.to_text(answer.rcode())
+
+
+def test_load_sets_a_profile_up_as_start_does() -> None:
+    with FakeMX() as mx:
+        assert mx.dns is None
+        mx.load("4.4.312-servfail")  # before: no DNS server was started
+        assert mx.dns is not None
+        address = mx.dns.address
+        assert _dns_rcode(address) == "SERVFAIL"
+        mx.load("4.4.312-nxdomain")  # another zone, the same address
+        assert mx.dns.address == address
+        assert _dns_rcode(address) == "NXDOMAIN"
+        mx.load("sink")  # before: the old zone kept answering SERVFAIL
+        assert mx.dns is None
+        with pytest.raises(dns.exception.Timeout):
+            _dns_rcode(address)
+        assert dialogue(mx.host, mx.port).code("body") == 250
+
+
+def test_load_applies_the_profiles_seed() -> None:
+    profile = profile_from_data({"seed": 7, "rules": [
+        {"stage": "mail", "when": {"probability": 0.5},
+         "reply": {"code": 451, "text": "4.7.1 later"}},
+    ]}, "coin")
+
+    def fates(mx: FakeMX) -> list[int | None]:
+        return [dialogue(mx.host, mx.port).code("mail") for _ in range(12)]
+
+    with FakeMX(profile) as fresh:
+        expected = fates(fresh)
+    with FakeMX() as mx:
+        mx.load(profile)  # before: the profile's seed was ignored after a load
+        assert fates(mx) == expected
+    assert set(expected) == {250, 451}
+
+
+def test_a_load_that_fails_leaves_the_old_profile_serving() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))  # the DNS port the new profile needs is in use
+        busy_port = taken.getsockname()[1]
+        refusing_dns = profile_from_data(
+            {"listener": "refuse", "dns": {"records": [
+                {"name": "example.test", "type": "MX", "value": "10 mx.example.test"}]}},
+            "refusing-dns")
+        with FakeMX(dns_port=busy_port) as mx:
+            with pytest.raises(FakeMXError, match="(?i)address already in use"):
+                mx.load(refusing_dns)
+            # The listener was switched to refuse first; it is open again, and the
+            # profile is the old one.
+            assert mx.listener_state == "open"
+            assert mx.profile.name == "sink"
+            assert dialogue(mx.host, mx.port).code("body") == 250
