@@ -21,10 +21,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from fakemx.actions import (
+    ONLY_AT,
+    Accept,
+    BreakHandshake,
+    Drop,
+    DropHow,
+    HandshakeFault,
+    MaskBanner,
+    StripExtensions,
+)
 from fakemx.dns_model import Dns
 from fakemx.stages import ListenerState, Stage, TlsMode
-
-DropHow = Literal["fin", "rst"]
 
 
 class CertKind(StrEnum):
@@ -43,9 +51,6 @@ class CertKind(StrEnum):
 
 
 TlsVersion = Literal["1.0", "1.1", "1.2", "1.3"]
-# What a STARTTLS rule can do to the handshake after "220 Ready to start TLS":
-# answer the ClientHello with a fatal alert, reset, or never answer.
-HandshakeFault = Literal["alert", "rst", "stall"]
 
 # RFC 5321 4.5.3.2.7: a server should wait at least 5 minutes for the next command.
 DEFAULT_IDLE_TIMEOUT_SECONDS = 300.0
@@ -108,6 +113,11 @@ class Then(_Strict):
             raise ValueError("give either reply or drop after a stall, not both")
         return self
 
+    @property
+    def action(self) -> Reply | Drop | None:
+        """What to do when the stall is over; None: carry on normally."""
+        return Drop(self.drop) if self.drop is not None else self.reply
+
 
 class Stall(_Strict):
     """Stay silent for ``seconds`` (for ever when omitted), then do ``then``."""
@@ -141,7 +151,11 @@ class When(_Strict):
         return value
 
 
-ACTION_KEYS = ("reply", "drop", "stall", "strip_extensions", "mask_banner", "handshake")
+# One type per action; a rule's action key in the file picks one (see fakemx.actions).
+Action = Reply | Stall | Drop | Accept | StripExtensions | MaskBanner | BreakHandshake
+
+ACTION_KEYS = ("reply", "drop", "stall", "accept", "strip_extensions", "mask_banner",
+               "handshake")
 
 
 class Rule(_Strict):
@@ -151,9 +165,13 @@ class Rule(_Strict):
     reply: Reply | None = None
     drop: DropHow | None = None
     stall: Stall | None = None
+    accept: Literal[True] | None = None
     strip_extensions: list[str] | None = None
     mask_banner: str | None = None
     handshake: HandshakeFault | None = None
+
+    # The action as one of its types (fakemx.actions), made once: every session asks.
+    _action: Action = PrivateAttr()
 
     # A CR or LF would add reply lines of the profile's own making to the greeting
     # (RFC 5321 4.2: a reply line ends at CRLF); the name is a label and a log line.
@@ -167,15 +185,33 @@ class Rule(_Strict):
             raise ValueError(
                 f"a rule needs exactly one action of {', '.join(ACTION_KEYS)} (found {found})"
             )
-        if self.strip_extensions is not None and self.stage is not Stage.EHLO:
-            raise ValueError("strip_extensions only applies at stage 'ehlo'")
-        if self.mask_banner is not None and self.stage is not Stage.GREETING:
-            raise ValueError("mask_banner only applies at stage 'greeting'")
-        if self.handshake is not None and self.stage is not Stage.STARTTLS:
-            raise ValueError("handshake only applies at stage 'starttls'")
+        self._action = self._make_action()
+        only_at = ONLY_AT.get(type(self._action))
+        if only_at is not None and self.stage is not only_at:
+            raise ValueError(f"{self.action_key} only applies at stage '{only_at}'")
         if self.when.after_bytes is not None and self.stage is not Stage.BODY:
             raise ValueError("when.after_bytes only applies at stage 'body'")
         return self
+
+    def _make_action(self) -> Action:
+        if self.reply is not None:
+            return self.reply
+        if self.stall is not None:
+            return self.stall
+        if self.drop is not None:
+            return Drop(self.drop)
+        if self.strip_extensions is not None:
+            return StripExtensions(frozenset(n.upper() for n in self.strip_extensions))
+        if self.mask_banner is not None:
+            return MaskBanner(self.mask_banner)
+        if self.handshake is not None:
+            return BreakHandshake(self.handshake)
+        return Accept()
+
+    @property
+    def action(self) -> Action:
+        """What the rule does, as one of the action types (see fakemx.actions)."""
+        return self._action
 
     @property
     def action_key(self) -> str:

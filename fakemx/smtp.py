@@ -20,15 +20,25 @@ import sqlite3
 import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, AnyStr
+from typing import Any, AnyStr, NoReturn
 
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, TLSSetupException, syntax
 
 from fakemx import body, inband, limits, tlsconfig, tlswire
+from fakemx.actions import (
+    Accept,
+    BreakHandshake,
+    Drop,
+    DropHow,
+    HandshakeFault,
+    MaskBanner,
+    StripExtensions,
+    accepts,
+)
 from fakemx.decide import Context, decide
 from fakemx.dispatch import HOOKS, Commands, command_names
 from fakemx.journal import Outcome, Session
-from fakemx.model import DropHow, HandshakeFault, Reply, Rule, Stall
+from fakemx.model import Action, Reply, Rule, Stall
 from fakemx.replies import render
 from fakemx.stages import Stage, TlsMode
 from fakemx.state import ServerState
@@ -56,14 +66,8 @@ class _FakeEnvelope(Envelope):
 
 
 
-def _reply_text(rule: Rule) -> str | None:
-    """The reply code a rule will answer with, as text, or None when it does not reply."""
-    reply = rule.reply or (rule.stall.then.reply if rule.stall and rule.stall.then else None)
-    return None if reply is None else str(reply.code)
-
-
-def _is_2xx(code: str | None) -> bool:
-    return code is not None and code.startswith("2")
+def _is_2xx(reply: str | None) -> bool:
+    return reply is not None and reply.startswith("2")
 
 
 class FakeSMTP(SMTP):
@@ -316,31 +320,38 @@ class FakeSMTP(SMTP):
         return rule
 
     async def _act(self, stage: Stage, rule: Rule | None) -> str | None:
-        """Carry out ``rule``: the reply to send instead of the normal one, or None.
+        """Carry out ``rule``'s action: the reply to send instead of the normal one, or None."""
+        return None if rule is None else await self.perform(stage, rule.action)
 
-        Raises _SessionOver when the rule ends the session.
+    async def perform(self, stage: Stage, action: Action) -> str | None:
+        """The one executor of actions (fakemx.actions).
+
+        Returns the reply to send instead of the normal one, or None to carry on
+        normally; raises _SessionOver when the action ends the session.
         """
-        if rule is None:
-            return None
-        return await self._perform(stage, rule.reply, rule.drop, rule.stall)
-
-    async def _perform(
-        self, stage: Stage, reply: Reply | None, drop: DropHow | None, stall: Stall | None
-    ) -> str | None:
-        if stall is not None:
-            await self._stall(stall.seconds)
-            if stall.then is None:
+        match action:
+            case Accept():
                 return None
-            return await self._perform(stage, stall.then.reply, stall.then.drop, None)
-        if drop is not None:
-            self._hang_up(stage, drop, replied=False)
-        if reply is None:
-            return None
-        text = render(reply, self._placeholders())
-        if reply.close is not None:
-            await self.push(text)
-            self._hang_up(stage, reply.close, replied=True)
-        return text
+            case Reply():
+                text = render(action, self._placeholders())
+                if action.close is not None:
+                    await self.push(text)
+                    self._hang_up(stage, action.close, replied=True)
+                return text
+            case Drop():
+                self._hang_up(stage, action.how, replied=False)
+            case Stall():
+                await self._stall(action.seconds)
+                then = None if action.then is None else action.then.action
+                return None if then is None else await self.perform(stage, then)
+            case StripExtensions():
+                self._strip = action.names
+                return None
+            case MaskBanner():
+                return f"220 {action.text}"
+            case BreakHandshake():
+                await self._break_handshake(action.how)
+
 
     def _placeholders(self) -> dict[str, str]:
         record = self.record
@@ -366,7 +377,7 @@ class FakeSMTP(SMTP):
         self._note("stall over")
         self._reset_timeout()
 
-    def _hang_up(self, stage: Stage, how: DropHow, *, replied: bool) -> None:
+    def _hang_up(self, stage: Stage, how: DropHow, *, replied: bool) -> NoReturn:
         record = self.record
         if record is not None:
             record.stage = stage
@@ -423,14 +434,10 @@ class FakeSMTP(SMTP):
             self._hang_up(Stage.GREETING, "fin", replied=True)
         await self._act(Stage.CONNECT, self._decide(Stage.CONNECT))
         greeting = f"220 {self.hostname} ESMTP fakemx"
-        rule = self._decide(Stage.GREETING)
-        if rule is not None and rule.mask_banner is not None:
-            greeting = f"220 {rule.mask_banner}"
-        else:
-            replacement = await self._act(Stage.GREETING, rule)
-            if replacement is not None:
-                greeting = replacement
-                self._refusing = not replacement.startswith("2")
+        replacement = await self._act(Stage.GREETING, self._decide(Stage.GREETING))
+        if replacement is not None:
+            greeting = replacement
+            self._refusing = not replacement.startswith("2")
         await self.push(greeting)
 
     @syntax("EHLO hostname")
@@ -447,14 +454,10 @@ class FakeSMTP(SMTP):
         if hostname and self.record is not None:
             self.record.helo = hostname
         if hostname:
-            rule = self._decide(Stage.EHLO)
-            if rule is not None and rule.strip_extensions is not None:
-                self._strip = frozenset(name.upper() for name in rule.strip_extensions)
-            else:
-                reply = await self._act(Stage.EHLO, rule)
-                if reply is not None:
-                    await self.push(reply)
-                    return
+            reply = await self._act(Stage.EHLO, self._decide(Stage.EHLO))
+            if reply is not None:
+                await self.push(reply)
+                return
         await normal(hostname)
 
     def ehlo_lines(self, responses: list[str]) -> list[str]:
@@ -483,11 +486,7 @@ class FakeSMTP(SMTP):
             await self.push("554 5.5.1 Error: TLS already active")
             return
         if not arg and self.tls_context is not None:
-            rule = self._decide(Stage.STARTTLS)
-            if rule is not None and rule.handshake is not None:
-                await self._break_handshake(rule.handshake)
-                return
-            reply = await self._act(Stage.STARTTLS, rule)
+            reply = await self._act(Stage.STARTTLS, self._decide(Stage.STARTTLS))
             if reply is not None:
                 await self.push(reply)
                 return
@@ -506,7 +505,7 @@ class FakeSMTP(SMTP):
             self.connection_lost(exc)
             raise _SessionOver() from None
 
-    async def _break_handshake(self, how: HandshakeFault) -> None:
+    async def _break_handshake(self, how: HandshakeFault) -> NoReturn:
         """Answer STARTTLS with 220 as if TLS would start, then fail the handshake.
 
         What the client sees: ``alert``, a fatal handshake_failure alert in
@@ -515,8 +514,7 @@ class FakeSMTP(SMTP):
         """
         await self.push("220 Ready to start TLS")  # aiosmtpd's own words: indistinguishable
         if how == "stall":
-            await self._stall(None)
-            return
+            await self._stall(None)  # until the client gives up: that cancels us
         try:
             content_type, fragment = await tlswire.read_record(self._reader)
         except (asyncio.IncompleteReadError, ValueError) as exc:
@@ -586,7 +584,7 @@ class FakeSMTP(SMTP):
         self._note(f"body: {len(content)} bytes")
         rule = self._decide(Stage.END_OF_DATA, first=envelope.inband, body_bytes=len(content))
         stored: str | None = None
-        if problem is None and _is_2xx(_reply_text(rule) if rule else body_reply):
+        if problem is None and (accepts(rule.action) if rule else _is_2xx(body_reply)):
             # A 2xx at end of data says "accepted": the message is stored before it
             # goes out, whatever the rule's text, or the store's 452 goes instead.
             stored = self._store(envelope, content)

@@ -126,3 +126,15 @@ def test_a_load_that_fails_leaves_the_old_profile_serving() -> None:
             assert mx.listener_state == "open"
             assert mx.profile.name == "sink"
             assert dialogue(mx.host, mx.port).code("body") == 250
+
+
+def test_accept_lets_traffic_through_and_shadows_later_rules() -> None:
+    profile = profile_from_data({"rules": [
+        {"stage": "rcpt", "when": {"recipient": ["vip@*"]}, "accept": True},
+        {"stage": "rcpt", "reply": {"code": 550, "text": "5.1.1 No such user"}},
+    ]}, "test")
+    with FakeMX(profile) as mx:
+        assert dialogue(mx.host, mx.port, recipient="vip@dest.example").code("body") == 250
+        assert dialogue(mx.host, mx.port, recipient="bob@dest.example").code("rcpt") == 550
+        mx.wait_for(messages=1)
+        assert mx.messages[0].rcpt_tos == ("vip@dest.example",)
