@@ -119,7 +119,7 @@ def test_a_load_that_fails_leaves_the_old_profile_serving() -> None:
                 {"name": "example.test", "type": "MX", "value": "10 mx.example.test"}]}},
             "refusing-dns")
         with FakeMX(dns_port=busy_port) as mx:
-            with pytest.raises(FakeMXError, match="(?i)address already in use"):
+            with pytest.raises(FakeMXError, match=r"(?i)address already in use"):
                 mx.load(refusing_dns)
             # The listener was switched to refuse first; it is open again, and the
             # profile is the old one.
