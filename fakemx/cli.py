@@ -85,6 +85,13 @@ def _port(text: str) -> int:
     return value
 
 
+def _lab_has_no_port(text: str) -> int:
+    """``fakemx lab --port``: a common slip; the lab takes a base port."""
+    raise argparse.ArgumentTypeError(
+        f"the lab serves one port per profile (use --base-port {text}: the healthy sink there,"
+        f" the other profiles on the ports after it)")
+
+
 def _time_scale(text: str) -> float:
     """A duration multiplier for argparse: a finite number above 0."""
     try:
@@ -137,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     lab.add_argument("--base-port", type=_port, default=DEFAULT_LAB_BASE_PORT,
                      help=f"first port, for the healthy sink; the other profiles take the"
                           f" next ports (default {DEFAULT_LAB_BASE_PORT}; 0 = any free ports)")
+    lab.add_argument("--port", type=_lab_has_no_port, help=argparse.SUPPRESS)
     lab.add_argument("--postfix-transport", type=Path, default=None, metavar="FILE",
                      help="also write a Postfix transport map: <profile>.lab.fakemx.test ->"
                           " [ADVERTISE]:PORT, for a relay in front of the lab")

@@ -85,6 +85,12 @@ def test_hostname_cannot_add_greeting_lines(tmp_path: Path, hostname: str) -> No
     assert_one_line_usage_error(result, "--hostname")
 
 
+def test_lab_port_means_base_port(tmp_path: Path) -> None:
+    result = fakemx("lab", "--port", "2600", "--state-dir", str(tmp_path))
+    err = assert_one_line_usage_error(result, "--base-port 2600")
+    assert "--port" in err  # names what was given, then what to give
+
+
 def test_lab_base_port_leaves_room_for_every_profile(tmp_path: Path) -> None:
     result = fakemx("lab", "--base-port", "65500", "--state-dir", str(tmp_path))
     err = assert_one_line_usage_error(result, "--base-port")
