@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import math
 import os
 import ssl
 import tempfile
@@ -21,6 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from fakemx import certs, control, logs, tlsconfig
+from fakemx.clientbytes import shown
 from fakemx.control import RuleSpec
 from fakemx.errors import FakeMXError
 from fakemx.fdbudget import FdBudget
@@ -97,6 +99,12 @@ class FakeMX:
         dns_host: str | None = None,
         dns_port: int = 0,
     ) -> None:
+        if not (math.isfinite(time_scale) and time_scale > 0):
+            raise FakeMXError(f"FakeMX: time_scale must be a finite number above 0, e.g. 0.01"
+                              f" (got {time_scale!r})")
+        if not hostname or any(c.isspace() or not c.isprintable() for c in hostname):
+            raise FakeMXError(f"FakeMX: hostname {shown(hostname)!r} must be one word such as"
+                              f" mx.example.test (it goes into the 220 greeting)")
         self.time_scale = time_scale
         self._profile = load_profile(profile).scaled(time_scale)
         self.host = host

@@ -463,8 +463,7 @@ class FakeSMTP(SMTP):
     def ehlo_lines(self, responses: list[str]) -> list[str]:
         """aiosmtpd's EHLO lines with SIZE added and stripped extensions removed."""
         keywords = [line[4:] for line in responses]
-        if self.profile.max_message_size:
-            keywords.insert(1, f"SIZE {self.profile.max_message_size}")
+        keywords.insert(1, f"SIZE {self.profile.max_message_size}")
         kept = [kw for i, kw in enumerate(keywords) if i == 0 or not self._stripped(kw)]
         if self._strip:
             self._note(f"EHLO reply stripped of {', '.join(sorted(self._strip))}")

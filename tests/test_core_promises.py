@@ -3,6 +3,7 @@ is not corrupted; ``wait_for`` means what it says."""
 
 from __future__ import annotations
 
+import math
 import socket
 import sqlite3
 from pathlib import Path
@@ -138,3 +139,33 @@ def test_accept_lets_traffic_through_and_shadows_later_rules() -> None:
         assert dialogue(mx.host, mx.port, recipient="bob@dest.example").code("rcpt") == 550
         mx.wait_for(messages=1)
         assert mx.messages[0].rcpt_tos == ("vip@dest.example",)
+
+
+@pytest.mark.parametrize("profile", ["4.7.320-self-signed", "4.7.320-untrusted-ca",
+                                     "4.4.317-starttls-not-offered", "sink"])
+def test_every_serve_writes_the_ca_relays_are_told_to_trust(tmp_path: Path,
+                                                            profile: str) -> None:
+    process, _port = serve_process(tmp_path, profile)
+    with process:
+        assert (tmp_path / "ca.pem").read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+
+
+def test_ready_means_a_sigterm_now_stops_cleanly(tmp_path: Path) -> None:
+    for run in range(10):  # before: 4 of 8 such runs died by the default SIGTERM handler
+        process, _port = serve_process(tmp_path / str(run))
+        with process:
+            process.terminate()  # the moment the ready line is read
+            assert process.wait(timeout=10) == 0, run
+        db = sqlite3.connect(tmp_path / str(run) / DB_NAME)
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+@pytest.mark.parametrize(("option", "value"), [("time_scale", 0.0), ("time_scale", math.inf),
+                                               ("hostname", "mx\r\n250 injected")])
+def test_fakemx_refuses_what_can_never_work_in_one_line(option: str, value: object) -> None:
+    with pytest.raises(FakeMXError) as caught:
+        FakeMX(**{option: value})  # type: ignore[arg-type]
+    assert "\n" not in str(caught.value)
+    assert option in str(caught.value)
