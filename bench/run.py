@@ -11,7 +11,7 @@
    bench/tls_start.py).
 4. Stall accuracy at 50 concurrent sessions (bench/stall_accuracy.py).
 
-Figures go in README "Performance", never into a timed test.
+Figures go in docs/performance.md (raw output in bench/results/), never into a timed test.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Runs ``fakemx serve --api`` and, on loopback only, at once:
 - a 5 MiB message every 20 s;
 - an event stream (GET /api/events) opened each minute and never read (up to 30).
 Each minute: the server's RSS and open descriptors, the healthy p50/p99 and the
-count of each kind. Flat lines are the promise (README "Reliability").
+count of each kind. Flat lines are the promise (docs/reliability.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Guide examples: the fixtures, the marker, a scoped rule, several MX hosts, asyncio.
 
-Each test is quoted in docs/testing-your-relay.md and docs/readme-python-api.md.
+Each test is quoted in docs/testing-your-relay.md and docs/python-api.md.
 """
 
 from __future__ import annotations
