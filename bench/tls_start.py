@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from fakemx import FakeMX
-from fakemx.certs import load_or_create_ca
+from fakemx.tls.certs import load_or_create_ca
 
 TIMEOUT_SECONDS = 5.0
 

@@ -19,9 +19,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from fakemx import certs
 from fakemx import explain as reference
-from fakemx.api_server import (
+from fakemx.api.server import (
     MAX_PORT,
     ApiAddress,
     ApiServer,
@@ -35,6 +34,7 @@ from fakemx.model import Profile
 from fakemx.profiles import catalog, load_file, load_profile
 from fakemx.server import FakeMX
 from fakemx.store import Store, export_messages
+from fakemx.tls import certs
 
 DEFAULT_PORT = 2525
 DEFAULT_LAB_BASE_PORT = 2600
@@ -260,7 +260,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _dns(args: argparse.Namespace) -> int:
-    from fakemx.dnsserver import DnsServer
+    from fakemx.dns.server import DnsServer
 
     profile = load_profile(args.profile)
     server = DnsServer(profile, host=args.host, port=args.port, time_scale=args.time_scale,
@@ -440,7 +440,7 @@ def _ca(args: argparse.Namespace) -> int:
 
 
 def _export_ca(state_dir: Path, out: Path | None, option: str) -> bytes:
-    from fakemx.certs import export_ca  # trustme and cryptography only when asked for
+    from fakemx.tls.certs import export_ca  # trustme and cryptography only when asked for
 
     try:
         return export_ca(state_dir, out)

@@ -31,7 +31,7 @@ from fakemx.actions import (
     MaskBanner,
     StripExtensions,
 )
-from fakemx.dns_model import Dns
+from fakemx.dns.model import Dns
 from fakemx.stages import ListenerState, Stage, TlsMode
 
 

@@ -133,8 +133,8 @@ def fakemx_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
     trusts every server. Beside it: the cached server certificate and an empty
     store, copied the same way.
     """
-    from fakemx import certs
     from fakemx.store import Store
+    from fakemx.tls import certs
 
     ca_dir = tmp_path_factory.mktemp("fakemx-ca")
     certs.load_or_create_ca(ca_dir)
@@ -295,8 +295,8 @@ def _seed_state_dir(source: Path, state_dir: Path) -> None:
     File copies only: no key generation, no fsyncs. A state directory that
     already has a CA or a store keeps it.
     """
-    from fakemx import certs
     from fakemx.store import DB_NAME, ensure_state_dir
+    from fakemx.tls import certs
 
     ensure_state_dir(state_dir)
     if not (state_dir / DB_NAME).exists():

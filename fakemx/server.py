@@ -21,12 +21,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from fakemx import certs, control, logs, tlsconfig
+from fakemx import control, logs
 from fakemx.clientbytes import shown
 from fakemx.control import RuleSpec
 from fakemx.errors import FakeMXError
 from fakemx.fdbudget import FdBudget
-from fakemx.implicit import ImplicitTls
 from fakemx.incidents import Incidents, ServerSideError
 from fakemx.journal import Journal, Outcome, Session, StoredMessage
 from fakemx.listener import Listener
@@ -37,10 +36,12 @@ from fakemx.smtp import FakeSMTP
 from fakemx.stages import ListenerState, TlsMode
 from fakemx.state import ServerState
 from fakemx.store import Store
+from fakemx.tls import certs, contexts
+from fakemx.tls.implicit import ImplicitTls
 
 if TYPE_CHECKING:  # imported when first needed: dnspython and cryptography cost start-up time
-    from fakemx.dnsserver import DnsServer
-    from fakemx.revocation import RevocationServer
+    from fakemx.dns.server import DnsServer
+    from fakemx.tls.revocation import RevocationServer
 
 T = TypeVar("T")
 ProfileSpec = str | os.PathLike[str] | Profile | None
@@ -427,7 +428,7 @@ class FakeMX:
             await current.stop()
         if profile.dns is None:
             return None
-        from fakemx.dnsserver import DnsServer
+        from fakemx.dns.server import DnsServer
 
         try:
             fresh = DnsServer(profile.dns, host=self._dns_host, port=port, clock=self._clock,
@@ -511,9 +512,9 @@ class FakeMX:
         if tls.mode is TlsMode.NONE:
             return None
         if tls.cert is not CertKind.REVOKED:
-            return tlsconfig.server_context(self.state_dir, self.hostname, tls)
+            return contexts.server_context(self.state_dir, self.hostname, tls)
         revocation = await self._revocation_server()
-        context = tlsconfig.server_context(self.state_dir, self.hostname, tls,
+        context = contexts.server_context(self.state_dir, self.hostname, tls,
                                            revocation_base_url=revocation.base_url)
         files = certs.cert_files(self.state_dir, self.hostname, CertKind.REVOKED,
                                  revocation_base_url=revocation.base_url)
@@ -523,7 +524,7 @@ class FakeMX:
     async def _revocation_server(self) -> RevocationServer:
         """fakemx's CRL and OCSP responder on loopback, started when a profile needs it."""
         if self._revocation is None:
-            from fakemx.revocation import RevocationServer
+            from fakemx.tls.revocation import RevocationServer
 
             revocation = RevocationServer(certs.Signer.root(self.state_dir), self.state_dir)
             await revocation.start()

@@ -24,7 +24,7 @@ from typing import Any, AnyStr, NoReturn
 
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, TLSSetupException, syntax
 
-from fakemx import body, inband, limits, tlsconfig, tlswire
+from fakemx import body, inband, limits
 from fakemx.actions import (
     Accept,
     BreakHandshake,
@@ -42,6 +42,7 @@ from fakemx.model import Action, Reply, Rule, Stall
 from fakemx.replies import render
 from fakemx.stages import Stage, TlsMode
 from fakemx.state import ServerState
+from fakemx.tls import contexts, handshake
 
 # RFC 5321 4.5.3.1.6: 998 octets + CRLF, plus one for a leading transparency dot.
 LINE_LENGTH_LIMIT = 1001
@@ -497,7 +498,7 @@ class FakeSMTP(SMTP):
             # without its "SMTP session exception" traceback in the log.
             # asyncio publishes "ssl_object" only after a handshake succeeds.
             ssl_object = getattr(self._tls_protocol, "_sslobj", None)
-            reason = tlsconfig.handshake_error(exc.__cause__ or exc, ssl_object)
+            reason = contexts.handshake_error(exc.__cause__ or exc, ssl_object)
             self._note(f"TLS handshake failed: {reason}")
             if self.transport is not None:
                 self.transport.close()
@@ -515,15 +516,15 @@ class FakeSMTP(SMTP):
         if how == "stall":
             await self._stall(None)  # until the client gives up: that cancels us
         try:
-            content_type, fragment = await tlswire.read_record(self._reader)
+            content_type, fragment = await handshake.read_record(self._reader)
         except (asyncio.IncompleteReadError, ValueError) as exc:
             self._note(f"no ClientHello came: {exc}")
             self._hang_up(Stage.STARTTLS, "fin", replied=True)
-        hello = tlswire.is_client_hello(content_type, fragment)
+        hello = handshake.is_client_hello(content_type, fragment)
         self._note("ClientHello received" if hello else "a TLS record but no ClientHello")
         if how == "alert" and isinstance(self.transport, asyncio.Transport):
-            self.transport.write(tlswire.fatal_alert())
-            self._note(f"sent fatal TLS alert handshake_failure ({tlswire.HANDSHAKE_FAILURE})")
+            self.transport.write(handshake.fatal_alert())
+            self._note(f"sent fatal TLS alert handshake_failure ({handshake.HANDSHAKE_FAILURE})")
             self._hang_up(Stage.STARTTLS, "fin", replied=True)
         self._hang_up(Stage.STARTTLS, "rst", replied=True)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from fakemx import FakeMX
-from fakemx.api_server import ApiServer
+from fakemx.api.server import ApiServer
 from fakemx.store import Store
 
 TIMEOUT_SECONDS = 5.0

@@ -30,9 +30,9 @@ import dns.resolver
 import pytest
 
 from fakemx import FakeMX, ProfileError, profile_from_data
-from fakemx.dns_model import Dns
-from fakemx.dns_zone import Answer, Zone
-from fakemx.dnsserver import DnsServer
+from fakemx.dns.model import Dns
+from fakemx.dns.server import DnsServer
+from fakemx.dns.zone import Answer, Zone
 
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN = "example.test"

@@ -32,10 +32,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from fakemx import ProfileError, profile_from_data
-from fakemx.dns_journal import DnsJournal, Query
-from fakemx.dns_model import MAX_TTL, Dns
-from fakemx.dns_zone import Zone
-from fakemx.dnsserver import DnsServer
+from fakemx.dns.journal import DnsJournal, Query
+from fakemx.dns.model import MAX_TTL, Dns
+from fakemx.dns.server import DnsServer
+from fakemx.dns.zone import Zone
 from fakemx.errors import FakeMXError
 from fakemx.fdbudget import FdBudget
 

@@ -28,8 +28,8 @@ from tlshelp import served_leaf
 from wire import read_reply
 
 from fakemx import FakeMX
-from fakemx.api_events import MAX_QUEUED_BYTES, MAX_QUEUED_EVENTS, EventHub
-from fakemx.api_server import ApiServer
+from fakemx.api.events import MAX_QUEUED_BYTES, MAX_QUEUED_EVENTS, EventHub
+from fakemx.api.server import ApiServer
 
 TIMEOUT_SECONDS = 10.0
 

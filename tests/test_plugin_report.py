@@ -351,7 +351,7 @@ def test_the_break_point_is_the_lab_pages() -> None:
     """timeline.py mirrors breakIndex in app.js; this fails when one changes without the other."""
     from fakemx import timeline
 
-    app = (Path(timeline.__file__).parent / "web" / "app.js").read_text(encoding="utf-8")
+    app = (Path(timeline.__file__).parent / "api" / "web" / "app.js").read_text(encoding="utf-8")
     listed = re.search(r"const BROKEN_BY_FAKEMX = \[(.*?)\];", app)
     assert listed
     assert set(re.findall(r'"(\w+)"', listed.group(1))) == timeline._BROKEN_BY_FAKEMX

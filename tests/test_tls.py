@@ -19,7 +19,7 @@ from tlshelp import HOSTNAME, fetch, post, served_leaf, starttls, verifying_cont
 from wire import TIMEOUT
 
 from fakemx import FakeMX, Outcome, Profile
-from fakemx.certs import cert_files
+from fakemx.tls.certs import cert_files
 
 # profile -> the reason OpenSSL gives the verifying client (ssl.SSLCertVerificationError).
 CERTIFICATE_FAILURES = {

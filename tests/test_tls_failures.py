@@ -13,7 +13,7 @@ from tlshelp import HOSTNAME, plain_until_starttls, starttls, verifying_context
 from wire import TIMEOUT, command, connect, read_reply, wait_closed
 
 from fakemx import FakeMX, Outcome
-from fakemx.certs import load_or_create_ca
+from fakemx.tls.certs import load_or_create_ca
 
 
 def journal_note(mx: FakeMX, text: str) -> bool:

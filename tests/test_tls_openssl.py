@@ -59,7 +59,7 @@ def test_certificate_profile_s_client_and_verify(profile: str, tmp_path: Path) -
 
 
 def test_missing_intermediate_verifies_with_the_intermediate(tmp_path: Path) -> None:
-    from fakemx.certs import cert_files
+    from fakemx.tls.certs import cert_files
 
     with FakeMX("4.7.320-missing-intermediate") as mx:
         files = cert_files(mx.state_dir, mx.hostname, mx.profile.tls.cert)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from postfix import PrivatePostfix
 
-from fakemx.certs import CA_FILE, load_or_create_ca
+from fakemx.tls.certs import CA_FILE, load_or_create_ca
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ from fakemx.errors import FakeMXError, ListenError
 if TYPE_CHECKING:
     import uvicorn
 
-    from fakemx.api_events import EventHub
+    from fakemx.api.events import EventHub
     from fakemx.server import FakeMX
 
 TOKEN_ENV = "FAKEMX_API_TOKEN"
@@ -170,8 +170,8 @@ class ApiServer:
     async def start(self) -> Self:
         import uvicorn  # lazily: see fakemx.api
 
-        from fakemx.api import create_app
-        from fakemx.api_uvicorn import QuietServer
+        from fakemx.api.app import create_app
+        from fakemx.api.runner import QuietServer
 
         app = create_app(self.servers, token=self.token,
                          loopback_only=is_loopback(self.requested.host))

@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from fakemx.model import CertKind
-from fakemx.sha1sign import sign_sha1
 from fakemx.store import ensure_state_dir
+from fakemx.tls.sha1sign import sign_sha1
 
 CA_FILE = "ca.pem"
 CA_KEY_FILE = "ca.key"

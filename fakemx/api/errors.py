@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from fakemx.api_views import NotFound
+from fakemx.api.views import NotFound
 from fakemx.control import UnknownRuleError
 from fakemx.errors import FakeMXError, ProfileError, UnknownProfileError
 

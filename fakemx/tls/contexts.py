@@ -13,8 +13,8 @@ from pathlib import Path
 
 import trustme
 
-from fakemx import certs
 from fakemx.model import CertKind, Tls, TlsVersion
+from fakemx.tls import certs
 
 _VERSIONS: dict[TlsVersion, ssl.TLSVersion] = {
     "1.0": ssl.TLSVersion.TLSv1,

@@ -15,7 +15,7 @@ from email.message import Message, MIMEPart
 from pathlib import Path
 
 from fakemx import explain as reference
-from fakemx.api_models import (
+from fakemx.api.models import (
     CatalogEntry,
     CatalogExplanation,
     CodeExplanation,

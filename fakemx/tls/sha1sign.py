@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fakemx.der import sequence_elements, tlv
+from fakemx.tls.der import sequence_elements, tlv
 
 # AlgorithmIdentifier { ecdsa-with-SHA1 (1.2.840.10045.4.1) }, no parameters.
 _ECDSA_WITH_SHA1 = bytes.fromhex("3009" "06072a8648ce3d0401")

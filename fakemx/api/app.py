@@ -20,10 +20,11 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
-from fakemx import __version__, api_errors
-from fakemx.api_events import EventHub
-from fakemx.api_guard import Guard
-from fakemx.api_models import (
+from fakemx import __version__
+from fakemx.api import errors as api_errors
+from fakemx.api.events import EventHub
+from fakemx.api.guard import Guard
+from fakemx.api.models import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
     ApiError,
@@ -41,7 +42,7 @@ from fakemx.api_models import (
     SessionPage,
     Version,
 )
-from fakemx.api_views import (
+from fakemx.api.views import (
     NotFound,
     catalog_entries,
     catalog_explanation,

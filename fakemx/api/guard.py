@@ -28,7 +28,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fakemx.api_server import is_loopback
+from fakemx.api.server import is_loopback
 
 TOKEN_COOKIE = "fakemx_token"
 MAX_BODY_BYTES = 256 * 1024

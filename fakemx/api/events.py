@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from fakemx.api_views import session_out
+from fakemx.api.views import session_out
 from fakemx.journal import Session
 from fakemx.server import FakeMX
 

@@ -14,7 +14,7 @@ import asyncio
 import ssl
 from typing import Protocol
 
-from fakemx import tlsconfig
+from fakemx.tls import contexts
 
 HANDSHAKE_TIMEOUT_SECONDS = 30.0  # what asyncio's own ssl server uses
 
@@ -77,7 +77,7 @@ class ImplicitTls(asyncio.Protocol):
         try:
             tls = await handshake
         except (OSError, TimeoutError, RuntimeError) as exc:  # ssl.SSLError is an OSError
-            self._app.tls_handshake_failed(transport, tlsconfig.handshake_error(exc, ssl_object))
+            self._app.tls_handshake_failed(transport, contexts.handshake_error(exc, ssl_object))
             transport.abort()
             return
         if tls is None:  # the transport closed while the handshake ran

@@ -18,7 +18,7 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TXT
 import dns.rrset
 
-from fakemx.dns_model import FAKEMX_ADDRESS, Dns, DnsFault, DnsRecord, normal_name
+from fakemx.dns.model import FAKEMX_ADDRESS, Dns, DnsFault, DnsRecord, normal_name
 
 # RFC 1034 3.6.2: a CNAME chain is followed in the answer section; a chain
 # that comes back to a name it passed is a loop, and the answer stops there.

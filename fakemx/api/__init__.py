@@ -1,0 +1,1 @@
+"""The HTTP control API and the lab page (FastAPI on uvicorn), imported only with --api."""
