@@ -1,44 +1,67 @@
-"""Canary for the aiosmtpd seams fakemx depends on beyond its documented API.
+"""Canary for the seams fakemx depends on beyond aiosmtpd's and asyncio's documented API.
 
-If aiosmtpd changes one of these, this file fails loudly and names the seam,
-instead of a profile silently misbehaving. See fakemx/smtp.py.
+Generated from the lists in fakemx/smtp/seam.py, the one module that touches
+their private members: an upgrade that moves one fails the test named after it,
+instead of a profile silently misbehaving.
 """
 
 from __future__ import annotations
 
+import asyncio.sslproto
 import inspect
+import re
 from importlib.metadata import version
+from pathlib import Path
 
 import aiosmtpd.smtp
+import pytest
 from wire import connect, read_reply, wait_closed
 
-from fakemx import FakeMX
+import fakemx
+from fakemx.smtp import seam
+
+SMTP_SOURCE = inspect.getsource(aiosmtpd.smtp.SMTP)
 
 
 def test_pinned_minor_version() -> None:
     assert version("aiosmtpd").startswith("1.4.")
 
 
-def test_handle_client_sends_the_greeting_first() -> None:
+@pytest.mark.parametrize("name", seam.PRIVATE_METHODS)
+def test_aiosmtpd_still_has_method(name: str) -> None:
+    assert callable(getattr(aiosmtpd.smtp.SMTP, name, None)), name
+
+
+@pytest.mark.parametrize("name", seam.PRIVATE_ATTRIBUTES)
+def test_aiosmtpd_still_sets_attribute(name: str) -> None:
+    assert re.search(rf"self\.{name}\b", SMTP_SOURCE), name
+
+
+@pytest.mark.parametrize("name", seam.ASYNCIO_PRIVATE)
+def test_asyncio_ssl_protocol_still_has(name: str) -> None:
+    assert re.search(rf"self\.{name}\b", inspect.getsource(asyncio.sslproto.SSLProtocol)), name
+
+
+def test_handle_client_sends_its_greeting_first() -> None:
     # fakemx sends its own greeting and swallows the first push of _handle_client.
     source = inspect.getsource(aiosmtpd.smtp.SMTP._handle_client)
     pushes = [line.strip() for line in source.splitlines() if "self.push(" in line]
-    assert pushes[0] == "await self.push('220 {} {}'.format(self.hostname, self.__ident__))"
+    assert pushes[0] == seam.AIOSMTPD_GREETING
 
 
-def test_private_members_fakemx_uses_still_exist() -> None:
-    smtp = aiosmtpd.smtp.SMTP
-    for name in ("_handle_client", "_timeout_cb", "_reset_timeout", "_create_envelope",
-                 "_set_post_data_state", "check_helo_needed", "check_auth_needed"):
-        assert callable(getattr(smtp, name)), name
-    init = inspect.getsource(smtp.__init__)
-    for attribute in ("self._smtp_methods", "self._original_transport", "self._timeout_handle"):
-        assert attribute in init, attribute
-    assert "self._reader = reader" in inspect.getsource(smtp._cb_client_connected)
+def test_no_other_module_touches_these_members() -> None:
+    names = (*seam.PRIVATE_METHODS, *seam.PRIVATE_ATTRIBUTES, *seam.ASYNCIO_PRIVATE)
+    package = Path(fakemx.__file__).parent
+    for path in package.rglob("*.py"):
+        if path.name == "seam.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        for name in names:
+            assert not re.search(rf"\.{name}\b", text), f"{path.relative_to(package)}: {name}"
 
 
 def test_exactly_one_greeting_on_the_wire() -> None:
-    with FakeMX() as mx, connect(mx.host, mx.port) as sock:
+    with fakemx.FakeMX() as mx, connect(mx.host, mx.port) as sock:
         assert read_reply(sock) == b"220 mx.fakemx.test ESMTP fakemx\r\n"
         sock.sendall(b"QUIT\r\n")
         assert wait_closed(sock).data == b"221 Bye\r\n"  # no second 220 in between

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fakemx.body import ends_message, has_overlong_line, unstuff
+from fakemx.smtp.body import ends_message, has_overlong_line, unstuff
 
 
 @pytest.mark.parametrize(

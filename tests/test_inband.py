@@ -8,7 +8,7 @@ import pytest
 from wire import dialogue
 
 from fakemx import FakeMX, Outcome, Stage, profile_from_data
-from fakemx.inband import parse
+from fakemx.smtp.inband import parse
 
 
 @pytest.mark.parametrize(

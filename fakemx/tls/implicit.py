@@ -14,6 +14,7 @@ import asyncio
 import ssl
 from typing import Protocol
 
+from fakemx.smtp.seam import ssl_object_of
 from fakemx.tls import contexts
 
 HANDSHAKE_TIMEOUT_SECONDS = 30.0  # what asyncio's own ssl server uses
@@ -73,7 +74,7 @@ class ImplicitTls(asyncio.Protocol):
         # because its SSLObject holds the reason if the handshake fails (asyncio
         # drops the transport's protocol on close and has no public way to it).
         await asyncio.sleep(0)
-        ssl_object = getattr(transport.get_protocol(), "_sslobj", None)
+        ssl_object = ssl_object_of(transport.get_protocol())
         try:
             tls = await handshake
         except (OSError, TimeoutError, RuntimeError) as exc:  # ssl.SSLError is an OSError

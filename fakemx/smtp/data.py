@@ -1,0 +1,126 @@
+"""DATA: the body read to its final dot, the end-of-data rules, and the store before any 2xx."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+from aiosmtpd.smtp import Envelope, syntax
+
+from fakemx.actions import accepts
+from fakemx.model import Rule
+from fakemx.smtp import body
+from fakemx.smtp.core import SessionCore
+from fakemx.stages import Stage
+
+# Re-arming the idle timer costs a timer handle; do it per 64 KiB of body, not per line.
+_TIMER_RESET_BYTES = 65536
+
+
+class FakeEnvelope(Envelope):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inband: list[Rule] = []  # in-band rules for DATA and the final dot
+
+
+def _is_2xx(reply: str | None) -> bool:
+    return reply is not None and reply.startswith("2")
+
+
+class DataCommands(SessionCore):
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str | None) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        envelope = self._envelope()
+        if not envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        reply = await self._act(Stage.DATA, self._decide(Stage.DATA, first=envelope.inband))
+        if reply is not None:
+            await self.push(reply)
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        content, problem, body_reply = await self._read_body()
+        self._note(f"body: {len(content)} bytes")
+        rule = self._decide(Stage.END_OF_DATA, first=envelope.inband, body_bytes=len(content))
+        stored: str | None = None
+        if problem is None and (accepts(rule.action) if rule else _is_2xx(body_reply)):
+            # A 2xx at end of data says "accepted": the message is stored before it
+            # goes out, whatever the rule's text, or the store's 452 goes instead.
+            stored = self._store(envelope, content)
+            if not stored.startswith("2"):
+                rule = body_reply = None
+        reply = await self._act(Stage.END_OF_DATA, rule) or body_reply or problem
+        if reply is None:
+            reply = stored or self._store(envelope, content)
+        self.end_transaction()
+        await self.push(reply)
+
+    def _store(self, envelope: FakeEnvelope, content: bytes) -> str:
+        """Store durably, then (and only then) the 250 may go out."""
+        record = self.record
+        assert record is not None
+        try:
+            stored = self.state.store.add_message(
+                record.id, self.state.name, envelope.mail_from or "", list(envelope.rcpt_tos),
+                content,
+            )
+        except (sqlite3.Error, OSError) as exc:
+            self._note(f"could not store the message: {exc}")
+            self._incident(exc)
+            return "452 4.3.1 Insufficient system storage"
+        record.message_ids.append(stored.id)
+        self.state.journal.accepted(stored)
+        return f"250 2.0.0 OK: queued as {stored.id}"
+
+    async def _read_body(self) -> tuple[bytes, str | None, str | None]:
+        """Read to the final dot: (content, an error reply or None, a body-rule reply or None).
+
+        Reads in blocks that end at a ".\r\n" or at the reader's limit (about 1 kB),
+        so a 10 kB message takes a dozen reads rather than one per line. Errors are
+        answered only after the final dot (RFC 5321 4.2.5).
+        """
+        data = bytearray()
+        discarded = 0  # bytes dropped once the message is over the size limit
+        limit = self.profile.max_message_size
+        problem: str | None = None
+        body_reply: str | None = None
+        watch_body = bool(self.profile.rules_at(Stage.BODY))
+        next_timer_reset = _TIMER_RESET_BYTES
+        while True:
+            try:
+                data += await self.reader.readuntil(body.END)
+            except asyncio.LimitOverrunError as exc:  # no ".\r\n" within the limit yet
+                data += await self.reader.read(exc.consumed)
+            else:
+                if body.ends_message(data):
+                    break
+            size = discarded + len(data)
+            if size >= next_timer_reset:  # the client is still sending: not idle
+                self.restart_idle_timer()
+                next_timer_reset = size + _TIMER_RESET_BYTES
+            if watch_body:
+                rule = self._decide(Stage.BODY, body_bytes=size)
+                if rule is not None:
+                    watch_body = False
+                    body_reply = await self._act(Stage.BODY, rule)
+            if limit and size > limit:
+                problem = "552 5.3.4 Message size exceeds fixed maximum message size"
+                discarded += len(data) - 4
+                del data[:-4]  # keep enough to recognise the final dot
+        raw = bytes(data[: -len(body.END)])
+        if problem is None and body.has_overlong_line(raw):
+            problem = "500 5.5.2 Line too long (see RFC 5321 4.5.3.1.6)"
+        return (b"" if problem else body.unstuff(raw)), problem, body_reply
+
+    def new_envelope(self) -> FakeEnvelope:
+        return FakeEnvelope()
+
+    def _envelope(self) -> FakeEnvelope:
+        assert isinstance(self.envelope, FakeEnvelope)
+        return self.envelope
+

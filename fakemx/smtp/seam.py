@@ -1,0 +1,247 @@
+"""The seam to aiosmtpd (and asyncio): every use of their private members is here.
+
+fakemx builds on aiosmtpd's ``SMTP`` protocol. Where aiosmtpd offers a
+documented hook (``smtp_<COMMAND>`` methods, the handler's ``handle_EHLO``,
+``handle_MAIL``, ``handle_RCPT``) fakemx uses it; where it offers none (the
+greeting, the idle timer, the reader, the TLS layer, the end of a transaction)
+this module reaches into it, and nowhere else does. The names it touches are
+listed in ``PRIVATE_METHODS``, ``PRIVATE_ATTRIBUTES`` and ``ASYNCIO_PRIVATE``;
+tests/test_aiosmtpd_canary.py is generated from those lists, so an aiosmtpd or
+Python upgrade that moves one fails one named test.
+
+A session that fakemx ends itself (a drop, a reply with ``close``) raises
+``SessionOver``. It is a CancelledError because that is the one exception
+aiosmtpd's command loop unwinds on without answering ``500`` (it closes the
+writer and stops, as after its own QUIT); every other exception becomes a
+``500 Error`` reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import ssl
+from collections.abc import Iterator
+from typing import Any, AnyStr
+
+from aiosmtpd.smtp import SMTP, Envelope
+
+# Overridden or called: aiosmtpd.smtp.SMTP methods that are not public API.
+PRIVATE_METHODS = ("_handle_client", "_timeout_cb", "_reset_timeout", "_create_envelope",
+                   "_set_post_data_state")
+# Read or written: attributes aiosmtpd's SMTP sets on itself.
+PRIVATE_ATTRIBUTES = ("_smtp_methods", "_original_transport", "_timeout_handle", "_reader",
+                      "_writer", "_tls_protocol")
+# asyncio.sslproto.SSLProtocol: the SSL object of a handshake that failed (asyncio
+# publishes "ssl_object" only after a handshake succeeds).
+ASYNCIO_PRIVATE = ("_sslobj",)
+# aiosmtpd's own greeting, which fakemx replaces with its own (see _handle_client).
+AIOSMTPD_GREETING = "await self.push('220 {} {}'.format(self.hostname, self.__ident__))"
+
+
+class SessionOver(asyncio.CancelledError):
+    """fakemx ended the session itself; unwinds aiosmtpd's loop as its QUIT does."""
+
+
+class Commands:
+    """aiosmtpd's command table (``_smtp_methods``), with every command run through
+    ``run_command`` (journaled, limited, fair).
+
+    aiosmtpd builds a dict of about 20 bound methods per connection; wrapping
+    each in a closure doubled that. This one small object binds on lookup
+    instead, which matters with 15,000 stalled connections held open.
+    """
+
+    __slots__ = ("_smtp",)
+
+    def __init__(self, smtp: AiosmtpdSession) -> None:
+        self._smtp = smtp
+
+    def get(self, name: str, default: Any = None) -> Any:
+        method = getattr(self._smtp, f"smtp_{name}", None) if name.isalpha() else None
+        if method is None:
+            return default
+        bound = functools.partial(self._smtp.run_command, name, method)
+        return functools.update_wrapper(bound, method)  # keeps HELP's __smtp_syntax__
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        for attribute in dir(self._smtp):
+            if attribute.startswith("smtp_"):
+                yield attribute[5:], getattr(self._smtp, attribute)
+
+
+_COMMAND_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def command_names(cls: type) -> tuple[str, ...]:
+    if cls not in _COMMAND_NAMES:
+        _COMMAND_NAMES[cls] = tuple(n for n in dir(cls) if n.startswith(("auth_", "smtp_")))
+    return _COMMAND_NAMES[cls]
+
+
+class Hooks:
+    """The aiosmtpd handler: hands parsed commands to the session that received them."""
+
+    def __dir__(self) -> list[str]:
+        # aiosmtpd scans dir(handler) and inspect.getmembers(handler) per connection.
+        return ["handle_EHLO", "handle_MAIL", "handle_RCPT"]
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        lines: list[str] = server.ehlo_lines(responses)
+        return lines
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> Any:
+        return await server.on_mail(address, options)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> Any:
+        return await server.on_rcpt(address)
+
+
+# aiosmtpd's SMTP.__init__ runs inspect.signature() on handle_EHLO for every
+# connection (to tell its two hook forms apart); a precomputed __signature__
+# (PEP 362) answers that at once.
+Hooks.handle_EHLO.__signature__ = inspect.signature(Hooks.handle_EHLO)  # type: ignore[attr-defined]
+HOOKS = Hooks()
+
+
+def ssl_object_of(protocol: object) -> ssl.SSLObject | None:
+    """The SSL object of an asyncio TLS protocol, also when its handshake failed."""
+    found = getattr(protocol, "_sslobj", None)
+    return found if isinstance(found, ssl.SSLObject) else None
+
+
+class AiosmtpdSession(SMTP):
+    """aiosmtpd's SMTP protocol, with what fakemx needs of its insides as plain members.
+
+    Subclasses implement ``greet`` (sent instead of aiosmtpd's greeting),
+    ``run_command`` (every command goes through it), ``on_reply`` (every reply
+    line), ``on_crash`` (an exception escaping the session), ``idle_timed_out``
+    and ``new_envelope``.
+    """
+
+    def __dir__(self) -> list[str]:
+        """Only the ``auth_*`` and ``smtp_*`` names.
+
+        aiosmtpd's ``__init__`` scans ``inspect.getmembers(self)`` and ``dir(self)``
+        for exactly these on every connection; with every attribute of the class
+        that scan was about a third of the cost of accepting a connection.
+        """
+        return list(command_names(type(self)))
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(HOOKS, loop=asyncio.get_running_loop(), **options)
+        self._swallow_next_push = False
+        # aiosmtpd only calls .get() and .items() on it; see Commands.
+        self._smtp_methods = Commands(self)  # type: ignore[assignment]
+
+    # region hooks for the subclass ------------------------------------------------
+
+    async def greet(self) -> None:
+        raise NotImplementedError
+
+    async def run_command(self, name: str, method: Any, arg: str | None) -> None:
+        raise NotImplementedError
+
+    def on_reply(self, text: str) -> None:
+        """A reply is about to go out (``text`` may hold several CRLF-separated lines)."""
+
+    def on_push_after_close(self) -> None:
+        """aiosmtpd answers after it hung up (see ``push``)."""
+
+    def on_crash(self, error: Exception) -> None:
+        """An exception escaped the session: a bug in fakemx."""
+
+    def idle_timed_out(self) -> None:
+        """aiosmtpd's idle timer fired; it closes the connection next."""
+
+    def new_envelope(self) -> Envelope:
+        return Envelope()
+
+    # endregion
+    # region what aiosmtpd calls ----------------------------------------------------
+
+    async def _handle_client(self) -> None:
+        try:
+            await self.greet()
+            self._swallow_next_push = True  # aiosmtpd's own greeting comes next
+            await super()._handle_client()
+        except SessionOver:
+            return
+        except asyncio.CancelledError:
+            self._writer.close()
+            raise
+        except Exception as exc:
+            self.on_crash(exc)
+            raise
+
+    async def push(self, status: AnyStr) -> None:
+        if self._swallow_next_push:
+            self._swallow_next_push = False
+            return
+        if self.transport is None or self.transport.is_closing():
+            # aiosmtpd hung up (e.g. after too many unknown commands) yet answers what
+            # is still buffered; over TLS that write raised AttributeError in asyncio.
+            self.on_push_after_close()
+            raise SessionOver()
+        self.on_reply(status.decode("utf-8", "replace") if isinstance(status, bytes) else status)
+        await super().push(status)
+
+    def _timeout_cb(self) -> None:
+        self.idle_timed_out()
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
+
+    def _create_envelope(self) -> Envelope:
+        return self.new_envelope()
+
+    # endregion
+    # region aiosmtpd's insides, as plain members -------------------------------------
+
+    @property
+    def reader(self) -> asyncio.StreamReader:
+        reader: asyncio.StreamReader = self._reader
+        return reader
+
+    @property
+    def writer(self) -> asyncio.StreamWriter:
+        writer: asyncio.StreamWriter = self._writer
+        return writer
+
+    @property
+    def raw_transport(self) -> asyncio.BaseTransport | None:
+        """The TCP transport, also under STARTTLS's TLS layer."""
+        transport: asyncio.BaseTransport | None = self._original_transport or self.transport
+        return transport
+
+    @property
+    def upgrading(self) -> bool:
+        """STARTTLS has begun: a connection_made now is the TLS layer's."""
+        return self._original_transport is not None
+
+    @property
+    def tls_active(self) -> bool:
+        return self._tls_protocol is not None or bool(self.session and self.session.ssl)
+
+    def failed_handshake_ssl_object(self) -> ssl.SSLObject | None:
+        return ssl_object_of(self._tls_protocol)
+
+    def pause_idle_timer(self) -> None:
+        """fakemx's own silence (a stall) is not the client's idleness."""
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+
+    def restart_idle_timer(self) -> None:
+        self._reset_timeout()
+
+    def end_transaction(self) -> None:
+        """After the final dot: a new MAIL may follow (aiosmtpd's own reset)."""
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+
+    # endregion
