@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import socket
 import ssl
 from collections.abc import Callable
 
+from fakemx.addresses import host_port, listen_error
 from fakemx.errors import ListenError
 from fakemx.fdbudget import ACCEPTS_PER_TICK
 from fakemx.stages import ListenerState
@@ -41,17 +41,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        if exc.errno == errno.EADDRINUSE:
-            fix = "choose another --port, or --port 0 for a free one"
-            raise ListenError(f"cannot listen on {where}: address already in use ({fix})") from None
-        if exc.errno == errno.EACCES:
-            fix = "use a port above 1023, or grant CAP_NET_BIND_SERVICE"
-            raise ListenError(f"cannot listen on {where}: permission denied ({fix})") from None
-        if exc.errno == errno.EADDRNOTAVAIL:
-            fix = "use an address of this machine, e.g. 127.0.0.1"
-            raise ListenError(f"cannot listen on {where}: address not available ({fix})") from None
-        raise ListenError(f"cannot listen on {where}: {exc.strerror} (check --host)") from None
+        raise listen_error(exc, "listen", host_port(host, port)) from None
     return sock
 
 

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from fakemx import control, logs
+from fakemx.addresses import host_port
 from fakemx.clientbytes import shown
 from fakemx.control import RuleSpec
 from fakemx.errors import FakeMXError
@@ -229,7 +230,7 @@ class FakeMX:
 
     @property
     def address(self) -> str:
-        return f"[{self.host}]:{self._port}" if ":" in self.host else f"{self.host}:{self._port}"
+        return host_port(self.host, self._port)
 
     @property
     def profile(self) -> Profile:

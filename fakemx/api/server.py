@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import ipaddress
 import os
 import socket
@@ -22,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
-from fakemx.errors import FakeMXError, ListenError
+from fakemx.addresses import listen_error
+from fakemx.errors import FakeMXError
 
 if TYPE_CHECKING:
     import uvicorn
@@ -124,10 +124,8 @@ def _bind(address: ApiAddress) -> socket.socket:
         sock.listen(128)  # listening before uvicorn runs: early clients wait, not refused
     except (OSError, OverflowError) as exc:
         sock.close()
-        problem = {errno.EADDRINUSE: "address already in use",
-                   errno.EACCES: "permission denied"}.get(getattr(exc, "errno", 0) or 0, str(exc))
-        raise ListenError(f"cannot serve the API on {address.url.removeprefix('http://')}: "
-                          f"{problem} (choose another --api port, or 0 for a free one)") from None
+        raise listen_error(exc, "serve the API", address.url.removeprefix("http://"),
+                           "--api port") from None
     sock.setblocking(False)
     return sock
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import errno
 import logging
 import math
 import os
@@ -34,6 +33,7 @@ import dns.opcode
 import dns.rcode
 import dns.rdatatype
 
+from fakemx.addresses import host_port, listen_error
 from fakemx.dns.journal import DEFAULT_MAX_QUERIES, DnsJournal, Query
 from fakemx.dns.model import Dns
 from fakemx.dns.zone import Answer, Zone
@@ -206,14 +206,7 @@ class DnsServer:
                 lambda: _Udp(self), local_addr=(self.host, self._port)
             )
         except OSError as exc:
-            where = self._where(self._port)
-            fix = {
-                errno.EADDRINUSE: "choose another --port, or --port 0 for a free one",
-                errno.EACCES: "use a port above 1023, or grant CAP_NET_BIND_SERVICE",
-                errno.EADDRNOTAVAIL: "use an address of this machine, e.g. 127.0.0.1",
-            }.get(exc.errno or 0, "check --host")
-            raise ListenError(f"cannot listen for DNS on {where}/udp: {exc.strerror} ({fix})") \
-                from None
+            raise listen_error(exc, "listen for DNS", f"{self._where(self._port)}/udp") from None
         return transport
 
     async def _bind_tcp(self, port: int) -> None:
@@ -267,7 +260,7 @@ class DnsServer:
         return self._clock() - self._started
 
     def _where(self, port: int) -> str:
-        return f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
+        return host_port(self.host, port)
 
     # endregion
     # region answering ----------------------------------------------------------
