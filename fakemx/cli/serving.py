@@ -1,0 +1,207 @@
+"""fakemx serve, lab and dns: start servers, say where they are, stop on a signal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fakemx.api.server import (
+    MAX_PORT,
+    ApiAddress,
+    ApiServer,
+    check_exposure,
+    parse_address,
+    token_from,
+)
+from fakemx.cli.offline import _export_ca, _usable_state_dir
+from fakemx.errors import FakeMXError, ListenError
+from fakemx.model import Profile
+from fakemx.profiles import catalog, load_profile
+from fakemx.server import FakeMX
+from fakemx.store import Store
+from fakemx.tls import certs
+
+
+def _serve(args: argparse.Namespace) -> int:
+    api = _api_settings(args)  # refuse an exposed API before anything starts
+    profile = load_profile(args.profile)
+    _usable_state_dir(args.state_dir)
+    server = FakeMX(profile, host=args.host, port=args.port, state_dir=args.state_dir,
+                    seed=args.seed, hostname=args.hostname, time_scale=args.time_scale,
+                    dns_host=args.dns_host, dns_port=args.dns_port)
+
+    async def run() -> None:
+        stop = _stop_on_signals()
+        # Relays are told to trust STATE_DIR/ca.pem: it exists whatever the profile's
+        # certificate (self-signed and untrusted ones do not come from this CA).
+        certs.load_or_create_ca(args.state_dir)
+        try:
+            await server.start()
+        except ListenError as exc:
+            if "for DNS" not in str(exc):  # the SMTP port: --port is the right name
+                raise
+            raise ListenError(_for_option(str(exc), "--dns-port")) from None
+        try:
+            print(f"fakemx: serving {profile.name} on {server.address} "
+                  f"(listener {server.listener_state}, state dir {args.state_dir})", flush=True)
+            if server.dns is not None:
+                print(f"fakemx: DNS for {profile.name} on {server.dns.address}", flush=True)
+            async with _api(api, [server]):
+                await stop.wait()
+        finally:
+            await server.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+def _dns(args: argparse.Namespace) -> int:
+    from fakemx.dns.server import DnsServer
+
+    profile = load_profile(args.profile)
+    server = DnsServer(profile, host=args.host, port=args.port, time_scale=args.time_scale,
+                       fakemx_address=args.fakemx_address or args.host)
+
+    async def run() -> None:
+        stop = _stop_on_signals()
+        async with server:
+            tcp = "udp+tcp" if server.spec.tcp == "open" else "udp; tcp refused"
+            print(f"fakemx: DNS for {profile.name} on {server.address} ({tcp})", flush=True)
+            await stop.wait()
+
+    asyncio.run(run())
+    return 0
+
+
+def _lab(args: argparse.Namespace) -> int:
+    # The healthy sink first, on the base port: the positive control for students.
+    profiles = sorted(catalog(), key=lambda p: p.name != "sink")
+    api = _api_settings(args)
+    last_port = args.base_port + len(profiles) - 1
+    if args.base_port and last_port > MAX_PORT:
+        raise FakeMXError(
+            f"--base-port {args.base_port}: the lab needs {len(profiles)} ports, up to"
+            f" {last_port}, above {MAX_PORT} (use --base-port {MAX_PORT - len(profiles) + 1}"
+            f" or lower, or --base-port 0 for free ports)")
+    _usable_state_dir(args.state_dir)
+
+    async def run() -> None:
+        stop = _stop_on_signals()
+        store = Store(args.state_dir)
+        certs.load_or_create_ca(args.state_dir)  # relays are told to trust STATE_DIR/ca.pem
+        servers: list[tuple[Profile, FakeMX]] = []
+        try:
+            for index, profile in enumerate(profiles):
+                port = args.base_port + index if args.base_port else 0
+                server = FakeMX(profile, host=args.host, port=port, state_dir=args.state_dir,
+                                seed=args.seed, hostname=args.hostname, store=store,
+                                time_scale=args.time_scale,
+                                name=profile.name)
+                try:
+                    await server.start()
+                except ListenError as exc:  # the port came from --base-port, not --port
+                    raise ListenError(f"{profile.name} (--base-port + {index}): "
+                                      f"{_for_option(str(exc), '--base-port')}") from None
+                servers.append((profile, server))
+            if args.postfix_transport is not None:
+                _write_postfix_transport(args.postfix_transport, servers,
+                                         args.advertise or args.host)
+            if args.export_ca is not None:
+                _export_ca(args.state_dir, args.export_ca, "--export-ca")
+            _print_lab_table(servers)
+            async with _api(api, [server for _, server in servers]):
+                await stop.wait()
+        finally:
+            for _, server in servers:
+                await server.stop()
+            store.close()
+
+    asyncio.run(run())
+    return 0
+
+
+def _print_lab_table(servers: list[tuple[Profile, FakeMX]]) -> None:
+    rows = [("ADDRESS", "PROFILE", "CODE", "WHAT THE RELAY SEES")]
+    for profile, server in servers:
+        about = profile.about
+        rows.append((server.address, profile.name, about.code if about else "",
+                     about.relay_sees if about else ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])), row[3])
+    for profile, server in servers:
+        if server.dns is not None:  # a 4.4.312 profile: point the relay's resolver here
+            print(f"DNS for {profile.name}: {server.dns.address} (udp+tcp)")
+    print(f"fakemx: lab ready, {len(servers)} profiles on {servers[0][1].host}", flush=True)
+
+
+LAB_DOMAIN = "lab.fakemx.test"
+
+
+def _write_postfix_transport(path: Path, servers: list[tuple[Profile, FakeMX]],
+                             host: str) -> None:
+    """``<profile>.lab.fakemx.test smtp:[host]:port`` for each profile, atomically."""
+    lines = [f"# written by fakemx lab: send to <anyone>@<profile>.{LAB_DOMAIN}"]
+    lines += [f"{profile.name}.{LAB_DOMAIN} smtp:[{host}]:{server.port}"
+              for profile, server in servers]
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        raise FakeMXError(f"--postfix-transport {path}: cannot write it: {exc.strerror}"
+                          " (choose a file in a directory fakemx can write)") from None
+
+
+
+
+def _for_option(message: str, option: str) -> str:
+    """A listener's error, its fix naming ``option`` where it says --port."""
+    if option == "--base-port":  # one port per profile from there
+        message = message.replace("--port 0 for a free one", "--base-port 0 for free ports")
+    return message.replace("--port", option)
+
+
+def _api_settings(args: argparse.Namespace) -> tuple[ApiAddress, str | None] | None:
+    """``--api`` parsed and checked (a non-loopback bind needs a token), or None."""
+    if args.api is None:
+        return None
+    address = parse_address(args.api)
+    token = token_from(args.api_token, args.api_token_file)
+    check_exposure(address, token)
+    return address, token
+
+
+@contextlib.asynccontextmanager
+async def _api(
+    settings: tuple[ApiAddress, str | None] | None, servers: list[FakeMX]
+) -> AsyncIterator[None]:
+    """Serve the API over ``servers`` on this loop while the block runs (if asked for)."""
+    if settings is None:
+        yield
+        return
+    address, token = settings
+    async with ApiServer(servers, host=address.host, port=address.port, token=token) as api:
+        print(f"fakemx: API on {api.url}", flush=True)
+        yield
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event SIGINT and SIGTERM set: both stop fakemx cleanly.
+
+    Installed before the ready line is printed, so that ready means ready: a
+    SIGTERM sent the moment a supervisor reads that line stops fakemx cleanly
+    (before, 4 of 8 such runs died with the default handler).
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
