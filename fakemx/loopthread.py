@@ -68,3 +68,59 @@ def stop_thread(thread: LoopThread | None, stop: Callable[[], Coroutine[Any, Any
         thread.run(stop())
     finally:
         thread.close()
+
+
+class LoopBridge:
+    """Runs work on one event loop (a server's) from any thread or from that loop.
+
+    Sync verbs block until done, so they must not be called on the loop itself
+    (``refuse_here``); quick actions run inline there.
+    """
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def here(self) -> bool:
+        """Is the caller running on this loop?"""
+        try:
+            return self.loop is not None and asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            return False
+
+    def refuse_here(self, verb: str, async_verb: str) -> None:
+        if self.here():
+            raise RuntimeError(
+                f"mx.{verb}() would block the event loop fakemx runs on; "
+                f"use `await mx.{async_verb}(...)` there"
+            )
+
+    def call(self, action: Callable[[], None]) -> None:
+        """Run a quick, non-blocking ``action`` on the loop, from any thread."""
+        if self.here():
+            action()
+            return
+
+        async def run() -> None:
+            action()
+
+        asyncio.run_coroutine_threadsafe(run(), self._require()).result()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop from another thread and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coro, self._require()).result()
+
+    async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the loop, from that loop or from another one."""
+        try:
+            loop = self._require()
+        except RuntimeError:
+            coro.close()
+            raise
+        if self.here():
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+    def _require(self) -> asyncio.AbstractEventLoop:
+        if self.loop is None:
+            raise RuntimeError("fakemx is not running: use `with FakeMX(...)` first")
+        return self.loop

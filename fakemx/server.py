@@ -13,40 +13,35 @@ import contextlib
 import ipaddress
 import math
 import os
-import ssl
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self
 
 from fakemx import control, logs
 from fakemx.addresses import host_port
 from fakemx.clientbytes import shown
 from fakemx.control import RuleSpec
 from fakemx.errors import FakeMXError
-from fakemx.fdbudget import FdBudget
 from fakemx.incidents import Incidents, ServerSideError
 from fakemx.journal import Journal, Outcome, Session, StoredMessage
-from fakemx.listener import Listener
-from fakemx.loopthread import LoopThread, start_in_thread, stop_thread
-from fakemx.model import CertKind, Profile, Rule
+from fakemx.loopthread import LoopBridge, LoopThread, start_in_thread, stop_thread
+from fakemx.model import Profile, Rule
 from fakemx.profiles import load_profile
-from fakemx.smtp import FakeSMTP
-from fakemx.stages import ListenerState, TlsMode
+from fakemx.running import DnsPlace, Running
+from fakemx.stages import ListenerState
 from fakemx.state import ServerState
 from fakemx.store import Store
-from fakemx.tls import certs, contexts
-from fakemx.tls.implicit import ImplicitTls
+from fakemx.tls import certs
+from fakemx.tls.serving import TlsServing
 
 if TYPE_CHECKING:  # imported when first needed: dnspython and cryptography cost start-up time
     from fakemx.dns.server import DnsServer
     from fakemx.tls.revocation import RevocationServer
 
-T = TypeVar("T")
 ProfileSpec = str | os.PathLike[str] | Profile | None
-_SHUTDOWN_GRACE_SECONDS = 2.0
 
 
 def loopback_like(host: str) -> str:
@@ -123,11 +118,9 @@ class FakeMX:
         self.dns: DnsServer | None = None  # started when the profile has a [dns] section
         self.journal = Journal()
         self.incidents = Incidents()  # exceptions inside the server; see check()
-        self._state: ServerState | None = None
-        self._listener: Listener | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running: Running | None = None
+        self._bridge = LoopBridge()  # to the loop fakemx runs on, from any thread
         self._thread: LoopThread | None = None
-        self._revocation: RevocationServer | None = None  # CRL + OCSP, for `revoked`
 
     def __repr__(self) -> str:
         """``<FakeMX 4.4.318-rst-after-mail on 127.0.0.1:40123 listener=open sessions=2>``.
@@ -135,7 +128,7 @@ class FakeMX:
         What a failing assertion or a debugger shows; ``listener=stopped`` when
         the server is not running.
         """
-        listener = self._listener.state if self._listener is not None else "stopped"
+        listener = self._running.listener.state if self._running is not None else "stopped"
         return (
             f"<FakeMX {self._profile.name} on {self.address} "
             f"listener={listener} sessions={len(self.journal.sessions)}>"
@@ -144,50 +137,34 @@ class FakeMX:
     # region lifecycle ----------------------------------------------------------
 
     async def start(self) -> Self:
-        self._loop = asyncio.get_running_loop()
+        self._bridge.loop = asyncio.get_running_loop()
         logs.install()  # what clients can make aiosmtpd and asyncio log: escaped, throttled
         store = self._shared_store or Store(self.state_dir)
-        self._state = ServerState(
-            name=self._name or "",
-            hostname=self.hostname,
-            profile=self._profile,
-            store=store,
-            journal=self.journal,
-            clock=self._clock,
-            incidents=self.incidents,
-        )
-        state = self._state
-        self._listener = Listener(
-            # Implicit TLS is done per connection by ImplicitTls, not by the listening socket.
-            self.host, self._port, lambda: self._protocol_for(state), lambda: None
-        )
+        state = ServerState(name=self._name or "", hostname=self.hostname, profile=self._profile,
+                            store=store, journal=self.journal, clock=self._clock,
+                            incidents=self.incidents)
+        running = Running(state, self.host, self._port,
+                          TlsServing(lambda: self.state_dir, self.hostname),
+                          DnsPlace(self._dns_host, self._dns_port, self.host, self._clock),
+                          self.dns)
         try:
-            await self._set_up(self._profile)
+            await running.switch(self._profile, self.seed)
         except BaseException:
-            self._state = self._listener = None
             if self._shared_store is None:
                 store.close()
             raise
-        self._port = self._listener.port
+        self._running, self.dns = running, running.dns
+        self._port = running.listener.port
         state.name = self._name or self.address
         return self
 
     async def stop(self) -> None:
-        if self.dns is not None:
-            await self.dns.stop()  # kept, so its queries stay readable after the stop
-        if self._listener is not None:
-            await self._listener.stop()
-            self._listener = None
-        if self._revocation is not None:
-            await self._revocation.stop()
-            self._revocation = None
-        if self._state is not None:
-            await self._state.close_sessions(_SHUTDOWN_GRACE_SECONDS)
-            if self._shared_store is None:
-                self._state.store.close()
-            self._state = None
+        running, self._running = self._running, None
+        if running is not None:  # its DNS server stays as self.dns: its queries stay readable
+            await running.stop(close_store=self._shared_store is None)
         if self._temp_dir is not None:
             self._temp_dir.cleanup()
+        self._bridge.loop = None
 
     async def __aenter__(self) -> Self:
         return await self.start()
@@ -239,7 +216,7 @@ class FakeMX:
 
     @property
     def listener_state(self) -> ListenerState:
-        return self._listener.state if self._listener else self._profile.listener
+        return self._running.listener.state if self._running else self._profile.listener
 
     @property
     def sessions(self) -> list[Session]:
@@ -265,7 +242,7 @@ class FakeMX:
         Returns as soon as it holds. From the server's own event loop use
         ``await mx.await_for(...)``: blocking there would stop the server.
         """
-        self._refuse_on_loop("wait_for", "await_for")
+        self._bridge.refuse_here("wait_for", "await_for")
         self._wait(sessions, ended, messages, timeout)
 
     async def await_for(
@@ -326,21 +303,21 @@ class FakeMX:
     def load(self, profile: ProfileSpec) -> None:
         """Switch to another profile (dropping run-time rules); applies from the next connection."""
         new = load_profile(profile).scaled(self.time_scale)  # validate all, then change
-        self._refuse_on_loop("load", "aload")
-        self._run(self.apply(new))
+        self._bridge.refuse_here("load", "aload")
+        self._bridge.run(self.apply(new))
 
     async def aload(self, profile: ProfileSpec) -> None:
         new = load_profile(profile).scaled(self.time_scale)
-        await self._arun(self.apply(new))
+        await self._bridge.arun(self.apply(new))
 
     def set_listener(self, state: ListenerState | str) -> None:
         """``open``, ``refuse`` (RST on SYN) or ``blackhole`` (SYNs unanswered); next SYN on."""
         wanted = ListenerState(state)
-        self._refuse_on_loop("set_listener", "aset_listener")
-        self._run(self._set_listener(wanted))
+        self._bridge.refuse_here("set_listener", "aset_listener")
+        self._bridge.run(self._set_listener(wanted))
 
     async def aset_listener(self, state: ListenerState | str) -> None:
-        await self._arun(self._set_listener(ListenerState(state)))
+        await self._bridge.arun(self._set_listener(ListenerState(state)))
 
     def add_rule(self, spec: RuleSpec | None = None, /, **fields: Any) -> Rule:
         """Add a rule, checked before the profile's own; returns it as stored.
@@ -382,166 +359,39 @@ class FakeMX:
         (``mx.incidents.clear()`` forgets those).
         """
         self.journal.clear()
-        if self._state is not None:
-            self._on_loop(self._state.reset)
+        if self._running is not None:
+            self._bridge.call(self._running.state.reset)
 
     async def apply(self, profile: Profile) -> None:
-        """Switch to ``profile`` (already validated and scaled), as ``start`` sets one up."""
-        await self._set_up(profile)
-
-    async def _set_up(self, profile: Profile) -> None:
-        """Make ``profile`` the running one, wholly or not at all: ``start`` and ``load``.
-
-        What can fail comes first (the TLS context, the listener's socket, the DNS
-        server); on any failure what was changed is put back and the old profile
-        keeps serving. Then the swap, which cannot fail.
-        """
-        state = self._require_state()
-        listener = self._listener
-        assert listener is not None
-        context = await self._tls_context_for(profile)
-        was: ListenerState | None = listener.state if listener.bound else None
-        if was is None:
-            await listener.start(profile.listener)
-        elif was is not profile.listener:
-            await listener.set_state(profile.listener)
-        try:
-            dns = await self._dns_for(profile, state.fds)
-        except BaseException:
-            if was is None:
-                await listener.stop()
-            elif was is not profile.listener:
-                await listener.set_state(was)
-            raise
-        self._profile = state.profile = profile
-        state.tls_context = context
-        state.reseed(self.seed if self.seed is not None else profile.seed)
-        self.dns = dns
-
-    async def _dns_for(self, profile: Profile, fds: FdBudget) -> DnsServer | None:
-        """The DNS server ``profile`` needs, on the same address as before: the running
-        one if its zone is the same, else a new one (the old one restarted on failure)."""
-        current = self.dns
-        if current is not None and current.running and profile.dns == self._profile.dns:
-            return current
-        port = current.port if current is not None and current.running else self._dns_port
-        if current is not None and current.running:
-            await current.stop()
-        if profile.dns is None:
-            return None
-        from fakemx.dns.server import DnsServer
-
-        try:
-            fresh = DnsServer(profile.dns, host=self._dns_host, port=port, clock=self._clock,
-                              fakemx_address=self.host, fds=fds)  # DNS over TCP holds fds too
-            return await fresh.start()
-        except BaseException:
-            if current is not None and current.port:
-                with contextlib.suppress(FakeMXError):
-                    await current.start()
-            raise
+        """Switch to ``profile`` (already validated and scaled), as ``start`` sets one up:
+        wholly or not at all (see fakemx.running)."""
+        running = self._require_running()
+        await running.switch(profile, self.seed)
+        self._profile, self.dns = profile, running.dns
 
     async def _set_listener(self, state: ListenerState) -> None:
-        self._require_state()
-        assert self._listener is not None
-        await self._listener.set_state(state)
+        await self._require_running().listener.set_state(state)
 
     def _swap(self, edit: Callable[[Profile], Profile]) -> None:
         """Replace the profile by ``edit(profile)`` on the loop (no rebind: rules only)."""
-        state = self._require_state()
+        state = self._require_running().state
 
         def swap() -> None:
             self._profile = state.profile = edit(self._profile)
 
-        self._on_loop(swap)
+        self._bridge.call(swap)
 
-    def _on_loop(self, action: Callable[[], None]) -> None:
-        """Run a quick, non-blocking ``action`` on the server's loop, from any thread."""
-        loop = self._require_loop()
-        if self._running_on_loop():
-            action()
-            return
-
-        async def run() -> None:
-            action()
-
-        asyncio.run_coroutine_threadsafe(run(), loop).result()
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the server's loop from another thread and wait for it."""
-        return asyncio.run_coroutine_threadsafe(coro, self._require_loop()).result()
-
-    async def _arun(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await ``coro`` on the server's loop, from that loop or from another one."""
-        try:
-            loop = self._require_loop()
-        except RuntimeError:
-            coro.close()
-            raise
-        if self._running_on_loop():
-            return await coro
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
-
-    def _refuse_on_loop(self, verb: str, async_verb: str) -> None:
-        if self._loop is not None and self._running_on_loop():
-            raise RuntimeError(
-                f"mx.{verb}() would block the event loop fakemx runs on; "
-                f"use `await mx.{async_verb}(...)` there"
-            )
-
-    def _running_on_loop(self) -> bool:
-        try:
-            return asyncio.get_running_loop() is self._loop
-        except RuntimeError:
-            return False
-
-    def _require_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None or self._state is None:
+    def _require_running(self) -> Running:
+        if self._running is None:
             raise RuntimeError("fakemx is not running: use `with FakeMX(...)` first")
-        return self._loop
-
-    def _require_state(self) -> ServerState:
-        if self._state is None:
-            raise RuntimeError("fakemx is not running: use `with FakeMX(...)` first")
-        return self._state
+        return self._running
 
     # endregion
     # region TLS ----------------------------------------------------------------
 
-    async def _tls_context_for(self, profile: Profile) -> ssl.SSLContext | None:
-        tls = profile.tls
-        if tls.mode is TlsMode.NONE:
-            return None
-        if tls.cert is not CertKind.REVOKED:
-            return contexts.server_context(self.state_dir, self.hostname, tls)
-        revocation = await self._revocation_server()
-        context = contexts.server_context(self.state_dir, self.hostname, tls,
-                                           revocation_base_url=revocation.base_url)
-        files = certs.cert_files(self.state_dir, self.hostname, CertKind.REVOKED,
-                                 revocation_base_url=revocation.base_url)
-        revocation.revoke(files.leaf)
-        return context
-
-    async def _revocation_server(self) -> RevocationServer:
-        """fakemx's CRL and OCSP responder on loopback, started when a profile needs it."""
-        if self._revocation is None:
-            from fakemx.tls.revocation import RevocationServer
-
-            revocation = RevocationServer(certs.Signer.root(self.state_dir), self.state_dir)
-            await revocation.start()
-            self._revocation = revocation
-        return self._revocation
-
     @property
     def revocation(self) -> RevocationServer | None:
         """The CRL/OCSP server of a ``revoked`` profile (its ``base_url`` and ``requests``)."""
-        return self._revocation
-
-    def _protocol_for(self, state: ServerState) -> asyncio.Protocol:
-        """A new connection: SMTP, wrapped in the TLS handshake first for implicit TLS."""
-        smtp = FakeSMTP(state)
-        if smtp.profile.tls.mode is TlsMode.IMPLICIT and state.tls_context is not None:
-            return ImplicitTls(smtp, state.tls_context)
-        return smtp
+        return None if self._running is None else self._running.tls.revocation
 
     # endregion
