@@ -8,13 +8,12 @@
 Plays the relay's resolver and the destination's authoritative server at once:
 it answers with AA and RA set, so stub resolvers (glibc, dnspython, dig) take
 its word. The wire format is dnspython's (parse and build); the decisions are
-in fakemx.dns_zone.
+in fakemx.dns.zone and fakemx.dns.answering.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import logging
 import math
@@ -26,16 +25,11 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.opcode
-import dns.rcode
-import dns.rdatatype
-
 from fakemx.addresses import host_port, listen_error
+from fakemx.dns.answering import TOO_BIG, Decided, decide, parse, tcp_wire, udp_wire
 from fakemx.dns.journal import DEFAULT_MAX_QUERIES, DnsJournal, Query
 from fakemx.dns.model import Dns
+from fakemx.dns.transports import TcpClient, TcpConnections, UdpProtocol
 from fakemx.dns.zone import Answer, Zone
 from fakemx.errors import FakeMXError, ListenError
 from fakemx.fdbudget import FdBudget
@@ -45,12 +39,6 @@ from fakemx.loopthread import LoopThread, start_in_thread, stop_thread
 from fakemx.model import Profile
 from fakemx.profiles import load_profile
 
-# RFC 1035 4.2.1: without EDNS a UDP answer holds at most 512 bytes.
-CLASSIC_UDP_BYTES = 512
-# RFC 6891 6.2.5 / DNS flag day 2020: the EDNS buffer size we offer and honour at most.
-EDNS_PAYLOAD_BYTES = 1232
-# RFC 1035 4.2.2: a TCP message's length is two bytes.
-TCP_MESSAGE_BYTES = 65535
 # RFC 7766 6.2.3: a server may close an idle TCP connection; a few seconds is usual.
 TCP_IDLE_SECONDS = 5.0
 # Each DNS TCP connection holds a file descriptor, shared with SMTP: a cap keeps
@@ -126,14 +114,11 @@ class DnsServer:
         self._clock = clock
         self._started = 0.0
         self.journal = DnsJournal(max_queries)
-        self.max_tcp_connections = max_tcp_connections
-        self._tcp_idle_seconds = tcp_idle_seconds
-        self._fds = fds
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp_server: asyncio.Server | None = None
         self._tcp_refusing: socket.socket | None = None  # bound, never listening: SYN gets RST
-        # Open connections, the longest idle first: the one to close for room.
-        self._tcp_clients: collections.OrderedDict[_TcpClient, None] = collections.OrderedDict()
+        self._tcp = TcpConnections(self._answer_tcp, max_connections=max_tcp_connections,
+                                   idle_seconds=tcp_idle_seconds, fds=fds, log=self._note)
         self._pending: set[asyncio.TimerHandle] = set()  # delayed replies not yet sent
         # What clients can make us log: one line per kind per 10 s, on this server's clock.
         self._throttle = Throttle(clock=clock)
@@ -174,8 +159,7 @@ class DnsServer:
             self._tcp_refusing = None
         if self._tcp_server is not None:
             self._tcp_server.close()
-            for client in list(self._tcp_clients):
-                client.writer.close()
+            self._tcp.close_all()
             await self._tcp_server.wait_closed()
             self._tcp_server = None
 
@@ -203,7 +187,7 @@ class DnsServer:
         assert self._loop is not None
         try:
             transport, _ = await self._loop.create_datagram_endpoint(
-                lambda: _Udp(self), local_addr=(self.host, self._port)
+                lambda: UdpProtocol(self._on_datagram), local_addr=(self.host, self._port)
             )
         except OSError as exc:
             raise listen_error(exc, "listen for DNS", f"{self._where(self._port)}/udp") from None
@@ -217,7 +201,7 @@ class DnsServer:
             self._tcp_refusing = sock
             return
         sock.listen()
-        self._tcp_server = await asyncio.start_server(self._serve_tcp, sock=sock)
+        self._tcp_server = await asyncio.start_server(self._tcp.serve, sock=sock)
 
     # endregion
     # region observation --------------------------------------------------------
@@ -240,9 +224,13 @@ class DnsServer:
         return self.journal.queries
 
     @property
+    def max_tcp_connections(self) -> int:
+        return self._tcp.max_connections
+
+    @property
     def tcp_connections(self) -> int:
         """DNS-over-TCP connections open now (each holds a file descriptor)."""
-        return len(self._tcp_clients)
+        return len(self._tcp.clients)
 
     def wait_for(self, queries: int, *, name: str | None = None, timeout: float = 5.0) -> None:
         """Block until ``queries`` questions (for ``name``) arrived; TimeoutError if not."""
@@ -278,7 +266,7 @@ class DnsServer:
         if decided is None:
             return
         fault = decided.answer.fault
-        data, truncated = _udp_wire(
+        data, truncated = udp_wire(
             decided.response, decided.udp_limit, fault is not None and fault.truncate is not None
         )
         entry = dataclasses.replace(decided.entry, answer=(), truncated=True) \
@@ -290,89 +278,7 @@ class DnsServer:
 
         self._send(send, decided.answer, entry)
 
-    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        client = self._admit(writer)
-        if client is None:
-            writer.transport.abort()  # at once: the descriptor is what we are short of
-            return
-        try:
-            await self._converse(reader, client)
-        except Exception:
-            # Nothing a client sends may raise into asyncio: its handler logs every one.
-            self._note(logging.ERROR, "fakemx dns: could not answer a TCP query from %s",
-                       _peer(writer)[0], exc_info=True)
-        finally:
-            self._forget(client)
-            writer.close()
-
-    def _admit(self, writer: asyncio.StreamWriter) -> _TcpClient | None:
-        """Room for one more connection: under the cap, or by closing the longest idle one."""
-        if len(self._tcp_clients) >= self.max_tcp_connections:
-            idle = next((c for c in self._tcp_clients if c.outstanding == 0), None)
-            if idle is None:
-                self._note(logging.WARNING, "fakemx dns: %d TCP connections, each owed a "
-                           "delayed reply: closing new ones (max_tcp_connections)",
-                           len(self._tcp_clients))
-                return None
-            self._note(logging.INFO, "fakemx dns: %d TCP connections (the cap): closing the "
-                       "longest idle one for a new one (max_tcp_connections)",
-                       len(self._tcp_clients))
-            self._forget(idle)
-            idle.writer.close()  # a FIN: idle, so nothing is left to flush
-        if self._fds is not None and not self._fds.take():
-            self._note(logging.WARNING, "fakemx dns: the process's descriptor budget is "
-                       "spent: closing new TCP connections")
-            return None
-        client = _TcpClient(writer)
-        self._tcp_clients[client] = None
-        return client
-
-    def _forget(self, client: _TcpClient) -> None:
-        """No longer count ``client`` (once, whether closed for room or by its end)."""
-        if client in self._tcp_clients:
-            del self._tcp_clients[client]
-            if self._fds is not None:
-                self._fds.give_back()
-
-    async def _converse(self, reader: asyncio.StreamReader, client: _TcpClient) -> None:
-        """Queries and answers on one connection until the client leaves or idles."""
-        peer = _peer(client.writer)
-        while (wire := await self._read_message(reader, client)) is not None:
-            if client not in self._tcp_clients:
-                return  # closed for a newer connection while this message arrived
-            self._tcp_clients.move_to_end(client)  # just used: the last to be closed for room
-            self._answer_tcp(wire, peer, client)
-            try:
-                # A client that sends queries but never reads the answers would
-                # otherwise grow our send buffer without end.
-                async with asyncio.timeout(self._tcp_idle_seconds):
-                    await client.writer.drain()
-            except TimeoutError:
-                client.writer.transport.abort()  # close() would wait for the unread data
-                return
-
-    async def _read_message(self, reader: asyncio.StreamReader, client: _TcpClient) -> bytes | None:
-        """The next message, or None: the client left, cut one short, or was idle too long.
-
-        RFC 1035 4.2.2: each message comes after its two-byte length. RFC 7766
-        6.2.3: a connection with no query and no reply owed for a while is closed.
-        """
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout(self._tcp_idle_seconds):
-                        prefix = await reader.readexactly(2)
-                    break
-                except TimeoutError:
-                    # readexactly keeps what it read so far in the buffer: safe to wait again.
-                    if client.outstanding == 0:
-                        return None
-            async with asyncio.timeout(self._tcp_idle_seconds):
-                return await reader.readexactly(int.from_bytes(prefix, "big"))
-        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-            return None
-
-    def _answer_tcp(self, wire: bytes, peer: tuple[str, int], client: _TcpClient) -> None:
+    def _answer_tcp(self, wire: bytes, peer: tuple[str, int], client: TcpClient) -> None:
         decided = self._decide(wire, peer, "tcp")
         if decided is None:
             return
@@ -387,24 +293,13 @@ class DnsServer:
         if self._send(send, decided.answer, entry, late=client.settle):
             client.outstanding += 1
 
-    def _tcp_wire(self, decided: _Decided) -> tuple[bytes, Query]:
-        """The response for TCP; SERVFAIL when even 65,535 bytes cannot hold it.
-
-        dns_model rejects a zone whose records at one name do not fit; a long
-        CNAME chain across names still can, and must not raise per query.
-        """
-        response = decided.response
-        try:
-            return response.to_wire(max_size=TCP_MESSAGE_BYTES), decided.entry
-        except dns.exception.TooBig:
+    def _tcp_wire(self, decided: Decided) -> tuple[bytes, Query]:
+        data, entry = tcp_wire(decided)
+        if entry.fault == TOO_BIG:
             self._note(logging.WARNING, "fakemx dns: the answer to %s %s is over 65,535 "
                        "bytes, so SERVFAIL (shorten the zone's CNAME chain)",
                        decided.entry.name, decided.entry.type)
-        response.answer, response.authority, response.additional = [], [], []
-        response.set_rcode(dns.rcode.SERVFAIL)
-        entry = dataclasses.replace(decided.entry, rcode="SERVFAIL", answer=(),
-                                    fault="answer too big")
-        return response.to_wire(max_size=TCP_MESSAGE_BYTES), entry
+        return data, entry
 
     def _send(
         self, send: Callable[[], None], answer: Answer, entry: Query,
@@ -441,62 +336,15 @@ class DnsServer:
         self._pending.add(handle)
         return True
 
-    def _decide(self, wire: bytes, peer: tuple[str, int], transport: str) -> _Decided | None:
+    def _decide(self, wire: bytes, peer: tuple[str, int], transport: str) -> Decided | None:
+        """What to answer to ``wire``; None (journaled) for garbage or a response."""
         client = f"{peer[0]}:{peer[1]}"
-        query = self._parse(wire, client, transport)
-        if query is None:
+        query = parse(wire)
+        if isinstance(query, str):
+            self.journal.add(Query(time.time(), client, transport, "", "", "FORMERR",
+                                   answered=False, fault=query))
             return None
-        response = dns.message.make_response(
-            query, recursion_available=True, our_payload=EDNS_PAYLOAD_BYTES
-        )
-        if query.opcode() != dns.opcode.QUERY or len(query.question) != 1:
-            # RFC 1035 4.1.1: NOTIMP for a kind of query we do not serve; FORMERR
-            # for none or several questions, which no server answers (RFC 9619).
-            wrong_opcode = query.opcode() != dns.opcode.QUERY
-            response.set_rcode(dns.rcode.NOTIMP if wrong_opcode else dns.rcode.FORMERR)
-            rcode = dns.rcode.to_text(response.rcode())
-            entry = Query(time.time(), client, transport, "", "", rcode)
-            return _Decided(response, Answer(response.rcode()), entry, CLASSIC_UDP_BYTES)
-        question = query.question[0]
-        answer = self.zone.answer(question.name, question.rdtype, self.elapsed_seconds())
-        if transport == "tcp" and answer.fault is not None and answer.fault.truncate:
-            answer = dataclasses.replace(answer, fault=None)  # truncation is a UDP matter
-        response.flags |= dns.flags.AA  # the zone's own server: its word is final
-        response.set_rcode(answer.rcode)
-        response.answer = list(answer.answer)
-        response.authority = list(answer.authority)
-        entry = Query(
-            at=time.time(),
-            client=client,
-            transport=transport,
-            name=question.name.to_text(),
-            type=dns.rdatatype.to_text(question.rdtype),
-            rcode=dns.rcode.to_text(answer.rcode),
-            answer=tuple(line for rrset in answer.answer for line in rrset.to_text().splitlines()),
-            fault=answer.fault.label if answer.fault else None,
-        )
-        # RFC 6891 6.2.3: a client's EDNS payload size; 512 without EDNS (RFC 1035 4.2.1).
-        asked = query.payload if query.edns >= 0 else CLASSIC_UDP_BYTES
-        limit = max(CLASSIC_UDP_BYTES, min(asked, EDNS_PAYLOAD_BYTES))
-        return _Decided(response, answer, entry, limit)
-
-    def _parse(self, wire: bytes, client: str, transport: str) -> dns.message.Message | None:
-        """The query in ``wire``, or None (journaled): garbage, or a response.
-
-        Neither gets a reply: garbage has no trustworthy ID to answer to, and
-        answering a response invites two servers to answer each other forever.
-        """
-        try:
-            query = dns.message.from_wire(wire)
-        except dns.exception.DNSException:
-            problem = "malformed query"
-        else:
-            if not query.flags & dns.flags.QR:
-                return query
-            problem = "a response, not a query"
-        self.journal.add(Query(time.time(), client, transport, "", "", "FORMERR",
-                               answered=False, fault=problem))
-        return None
+        return decide(query, self.zone, self.elapsed_seconds(), client, transport)
 
     def _note(self, level: int, template: str, *args: object, exc_info: bool = False) -> None:
         """Log, through this server's Throttle (fakemx.logs): the kind is the template."""
@@ -508,63 +356,6 @@ class DnsServer:
             log.handle(record)
 
     # endregion
-
-
-@dataclasses.dataclass(frozen=True)
-class _Decided:
-    response: dns.message.Message
-    answer: Answer
-    entry: Query
-    udp_limit: int  # the largest UDP answer this client takes
-
-
-@dataclasses.dataclass(eq=False)  # one per connection, hashed by identity
-class _TcpClient:
-    writer: asyncio.StreamWriter
-    outstanding: int = 0  # delayed replies still to be sent on it: not idle while > 0
-
-    def settle(self) -> None:
-        self.outstanding -= 1
-
-
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, server: DnsServer) -> None:
-        self._server = server
-        self.closed = asyncio.get_running_loop().create_future()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self._server._on_datagram(data, (str(addr[0]), int(addr[1])))
-
-    def error_received(self, exc: Exception) -> None:
-        pass  # ICMP port unreachable from a client that left: nothing to do (RFC 1122 4.1.3.3)
-
-
-def _udp_wire(
-    response: dns.message.Message, limit: int, truncate: bool
-) -> tuple[bytes, bool]:
-    """The response for UDP: whole, or empty with TC set when it does not fit or must not.
-
-    RFC 2181 9: a truncated answer sets TC and the client retries over TCP;
-    sending no records at all is the common (and simplest correct) form.
-    """
-    if not truncate:
-        try:
-            return response.to_wire(max_size=limit), False
-        except dns.exception.TooBig:
-            pass
-    response.flags |= dns.flags.TC
-    response.answer, response.authority, response.additional = [], [], []
-    return response.to_wire(max_size=limit), True
-
-
-def _peer(writer: asyncio.StreamWriter) -> tuple[str, int]:
-    # None when the client was gone before asyncio could ask who it was.
-    name = writer.get_extra_info("peername") or ("?", 0)
-    return str(name[0]), int(name[1])
 
 
 def _unanswered(entry: Query) -> Query:
