@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 T = TypeVar("T")
 ExceptionHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
@@ -46,28 +46,43 @@ async def _cancel_others(timeout_seconds: float) -> None:
         await asyncio.wait(pending, timeout=timeout_seconds)
 
 
-def start_in_thread(
-    name: str,
-    start: Callable[[], Coroutine[Any, Any, object]],
-    exception_handler: ExceptionHandler | None = None,
-) -> LoopThread:
-    """A new LoopThread with ``start()`` run on it; nothing left behind if it fails."""
-    thread = LoopThread(name, exception_handler)
-    try:
-        thread.run(start())
-    except BaseException:
-        thread.close()
-        raise
-    return thread
+class ThreadMode:
+    """``with Server(...) as server:``: ``start()`` on a private event loop in a
+    background thread, for sync code; ``stop()`` there on exit, nothing left behind.
 
+    FakeMX and DnsServer both run this way; a subclass names its thread and may
+    handle exceptions its loop reports (``loop_exception_handler``).
+    """
 
-def stop_thread(thread: LoopThread | None, stop: Callable[[], Coroutine[Any, Any, object]]) -> None:
-    """Run ``stop()`` on the thread's loop, then close the thread, whatever happens."""
-    assert thread is not None, "__exit__ without __enter__"
-    try:
-        thread.run(stop())
-    finally:
-        thread.close()
+    thread_name = "fakemx"
+    _thread: LoopThread | None = None
+
+    async def start(self) -> Any:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    def loop_exception_handler(self) -> ExceptionHandler | None:
+        return None
+
+    def __enter__(self) -> Self:
+        thread = LoopThread(self.thread_name, self.loop_exception_handler())
+        try:
+            thread.run(self.start())
+        except BaseException:
+            thread.close()
+            raise
+        self._thread = thread
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        thread, self._thread = self._thread, None
+        assert thread is not None, "__exit__ without __enter__"
+        try:
+            thread.run(self.stop())
+        finally:
+            thread.close()
 
 
 class LoopBridge:

@@ -17,7 +17,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from fakemx import control, logs
@@ -27,7 +26,7 @@ from fakemx.control import RuleSpec
 from fakemx.errors import FakeMXError
 from fakemx.incidents import Incidents, ServerSideError
 from fakemx.journal import Journal, Outcome, Session, StoredMessage
-from fakemx.loopthread import LoopBridge, LoopThread, start_in_thread, stop_thread
+from fakemx.loopthread import ExceptionHandler, LoopBridge, ThreadMode
 from fakemx.model import Profile, Rule
 from fakemx.profiles import load_profile
 from fakemx.running import DnsPlace, Running
@@ -55,7 +54,7 @@ def loopback_like(host: str) -> str:
     return "::1" if address.version == 6 else "127.0.0.1"
 
 
-class FakeMX:
+class FakeMX(ThreadMode):
     """A fake destination mail server running one profile.
 
     Args:
@@ -120,7 +119,6 @@ class FakeMX:
         self.incidents = Incidents()  # exceptions inside the server; see check()
         self._running: Running | None = None
         self._bridge = LoopBridge()  # to the loop fakemx runs on, from any thread
-        self._thread: LoopThread | None = None
 
     def __repr__(self) -> str:
         """``<FakeMX 4.4.318-rst-after-mail on 127.0.0.1:40123 listener=open sessions=2>``.
@@ -172,19 +170,9 @@ class FakeMX:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    def __enter__(self) -> Self:
-        """Run on a private event loop in a background thread (for sync clients)."""
-        self._thread = start_in_thread("fakemx", self.start, self._loop_exception)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        thread, self._thread = self._thread, None
-        stop_thread(thread, self.stop)
+    def loop_exception_handler(self) -> ExceptionHandler:
+        """``with FakeMX(...)`` runs on a private loop in a thread (fakemx.loopthread)."""
+        return self._loop_exception
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         error = context.get("exception")

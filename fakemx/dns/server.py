@@ -22,7 +22,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Self
 
 from fakemx.addresses import host_port, listen_error
@@ -35,7 +34,7 @@ from fakemx.errors import FakeMXError, ListenError
 from fakemx.fdbudget import FdBudget
 from fakemx.listener import bind as bind_tcp
 from fakemx.logs import Throttle
-from fakemx.loopthread import LoopThread, start_in_thread, stop_thread
+from fakemx.loopthread import ThreadMode
 from fakemx.model import Profile
 from fakemx.profiles import load_profile
 
@@ -61,7 +60,7 @@ def dns_spec(spec: DnsSpec) -> Dns:
     return profile.dns
 
 
-class DnsServer:
+class DnsServer(ThreadMode):
     """A fake DNS server on one address and port, UDP and TCP.
 
     Args:
@@ -81,6 +80,8 @@ class DnsServer:
         fds: the process's descriptor budget (fakemx.fdbudget), shared with SMTP: each
             TCP connection takes one from it, and a connection it has none for is closed.
     """
+
+    thread_name = "fakemx-dns"  # ``with DnsServer(...)``: own loop in a thread, for sync code
 
     def __init__(
         self,
@@ -123,7 +124,6 @@ class DnsServer:
         # What clients can make us log: one line per kind per 10 s, on this server's clock.
         self._throttle = Throttle(clock=clock)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: LoopThread | None = None
 
     # region lifecycle ----------------------------------------------------------
 
@@ -168,20 +168,6 @@ class DnsServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
-
-    def __enter__(self) -> Self:
-        """Run on a private event loop in a background thread (for sync resolvers)."""
-        self._thread = start_in_thread("fakemx-dns", self.start)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        thread, self._thread = self._thread, None
-        stop_thread(thread, self.stop)
 
     async def _bind_udp(self) -> asyncio.DatagramTransport:
         assert self._loop is not None
