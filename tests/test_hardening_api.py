@@ -40,10 +40,11 @@ class Api:
     url: str
     port: int
     hub: EventHub
+    server: ApiServer
 
 
 @contextmanager
-def api_over_sink(state_dir: Path) -> Iterator[Api]:
+def api_over_sink(state_dir: Path, **api_options: float) -> Iterator[Api]:
     """The default sink and its API on one loop in a thread, as ``fakemx serve --api`` runs."""
     ready = threading.Event()
     box: dict[str, object] = {}
@@ -52,9 +53,10 @@ def api_over_sink(state_dir: Path) -> Iterator[Api]:
         stop = asyncio.Event()
         box["stop"], box["loop"] = stop, asyncio.get_running_loop()
         try:
-            async with FakeMX(state_dir=state_dir) as mx, ApiServer([mx], port=0) as api:
+            async with FakeMX(state_dir=state_dir) as mx, \
+                    ApiServer([mx], port=0, **api_options) as api:
                 assert api.events is not None
-                box["api"] = Api(mx, api.url, api.address.port, api.events)
+                box["api"] = Api(mx, api.url, api.address.port, api.events, api)
                 ready.set()
                 await stop.wait()
         finally:
@@ -197,6 +199,32 @@ def test_a_page_that_stops_reading_is_cut_off_and_a_reading_page_gets_everything
         late.join(TIMEOUT_SECONDS)
         assert late.finished
         assert late.ended == [max(s.id for s in api.mx.sessions)]
+
+
+def how_it_ends(sock: socket.socket) -> str:
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        return "reset"
+    return "fin"
+
+
+def test_a_reader_that_never_reads_again_loses_its_connection(tmp_path: Path) -> None:
+    # The hub bounds what waits for a slow page, but only the kernel can end a
+    # connection whose reader keeps its window shut: TCP_USER_TIMEOUT on the API's
+    # sockets does. Before, the connection (and its descriptor) stayed for as long
+    # as the reader liked.
+    with api_over_sink(tmp_path, stalled_reader_seconds=1.0) as api, \
+            stuck_reader(api) as stuck:
+        poll(lambda: api.hub.subscribers == 1, "the stream to subscribe")
+        sent = 0
+        while api.server.connections:  # sessions fill its window; then the kernel ends it
+            assert sent < 5000, "the stalled connection was never ended"
+            smtp_session(api.mx)
+            sent += 1
+        assert api.hub.subscribers == 0
+        assert how_it_ends(stuck) == "reset"  # what the reader finds when it comes back
 
 
 def test_big_sessions_are_bounded_in_bytes(tmp_path: Path) -> None:

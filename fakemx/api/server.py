@@ -114,11 +114,21 @@ def read_token_file(path: Path) -> str:
     return token
 
 
-def _bind(address: ApiAddress) -> socket.socket:
+# A reader whose window stays shut this long is gone (see _bind).
+STALLED_READER_SECONDS = 60.0
+
+
+def _bind(address: ApiAddress, stalled_reader_seconds: float) -> socket.socket:
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     host = "127.0.0.1" if address.host == "localhost" else address.host
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "TCP_USER_TIMEOUT"):
+        # Inherited by every accepted connection: a client that stops reading (an
+        # abandoned event stream, a zero window) is aborted by the kernel after this
+        # long, which frees its descriptor; uvicorn has no send timeout of its own.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                        int(stalled_reader_seconds * 1000))
     try:
         sock.bind((host, address.port))
         sock.listen(128)  # listening before uvicorn runs: early clients wait, not refused
@@ -140,8 +150,10 @@ class ApiServer:
         host: str = "127.0.0.1",
         port: int = 0,
         token: str | None = None,
+        stalled_reader_seconds: float = STALLED_READER_SECONDS,
     ) -> None:
         self.servers = list(servers)
+        self.stalled_reader_seconds = stalled_reader_seconds
         self.requested = ApiAddress(host, port)
         self.token = token
         check_exposure(self.requested, token)
@@ -165,6 +177,11 @@ class ApiServer:
         """The live event streams (subscribers, how far behind they got); None until started."""
         return self._events
 
+    @property
+    def connections(self) -> int:
+        """HTTP connections open now (event streams included)."""
+        return 0 if self._server is None else len(self._server.server_state.connections)
+
     async def start(self) -> Self:
         import uvicorn  # lazily: see fakemx.api
 
@@ -173,7 +190,7 @@ class ApiServer:
 
         app = create_app(self.servers, token=self.token,
                          loopback_only=is_loopback(self.requested.host))
-        self._socket = _bind(self.requested)
+        self._socket = _bind(self.requested, self.stalled_reader_seconds)
         config = uvicorn.Config(
             app, log_config=None, log_level="warning", access_log=False, lifespan="off",
             timeout_graceful_shutdown=_SHUTDOWN_GRACE_SECONDS, server_header=False,
