@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import smtplib
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from tlshelp import served_leaf
-from wire import read_reply
+from wire import connect, read_reply
 
 from fakemx import FakeMX
 from fakemx.api.events import MAX_QUEUED_BYTES, MAX_QUEUED_EVENTS, EventHub
@@ -91,13 +94,13 @@ def poll(condition: object, what: str, timeout: float = 60.0) -> None:
 
 
 @contextmanager
-def stuck_reader(api: Api) -> Iterator[socket.socket]:
+def stuck_reader(port: int) -> Iterator[socket.socket]:
     """An HTTP client that opens /api/events, reads the first chunk and then stops reading."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fill up soon
     sock.settimeout(TIMEOUT_SECONDS)
-    sock.connect(("127.0.0.1", api.port))
-    sock.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{api.port}\r\n\r\n".encode())
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
     head = b""
     while b"retry:" not in head:
         chunk = sock.recv(4096)
@@ -169,7 +172,7 @@ def test_a_page_that_stops_reading_is_cut_off_and_a_reading_page_gets_everything
         reader = Reader(api, last_helo="last.example")
         reader.start()
         assert reader.opened.wait(TIMEOUT_SECONDS)
-        with stuck_reader(api) as stuck:
+        with stuck_reader(api.port) as stuck:
             poll(lambda: api.hub.subscribers == 2, "both streams to subscribe")
             sent = 0
             while api.hub.dropped == 0:  # the stuck page falls behind
@@ -216,7 +219,7 @@ def test_a_reader_that_never_reads_again_loses_its_connection(tmp_path: Path) ->
     # sockets does. Before, the connection (and its descriptor) stayed for as long
     # as the reader liked.
     with api_over_sink(tmp_path, stalled_reader_seconds=1.0) as api, \
-            stuck_reader(api) as stuck:
+            stuck_reader(api.port) as stuck:
         poll(lambda: api.hub.subscribers == 1, "the stream to subscribe")
         sent = 0
         while api.server.connections:  # sessions fill its window; then the kernel ends it
@@ -229,7 +232,7 @@ def test_a_reader_that_never_reads_again_loses_its_connection(tmp_path: Path) ->
 
 def test_big_sessions_are_bounded_in_bytes(tmp_path: Path) -> None:
     """Sessions of thousands of events: a stuck page holds about a megabyte, not gigabytes."""
-    with api_over_sink(tmp_path) as api, stuck_reader(api):
+    with api_over_sink(tmp_path) as api, stuck_reader(api.port):
         poll(lambda: api.hub.subscribers == 1, "the stream to subscribe")
         sessions = 0
         while api.hub.dropped == 0:
@@ -450,3 +453,28 @@ def test_client_bytes_that_are_not_utf8_never_fail_a_view(tmp_path: Path) -> Non
 
 
 # endregion
+
+
+def test_a_stop_with_a_stalled_event_stream_is_quick_and_quiet(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fakemx", "serve", "--port", "0", "--api", "0",
+         "--state-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with process:
+        assert process.stdout is not None
+        ports: dict[str, int] = {}
+        while len(ports) < 2:
+            line = process.stdout.readline()
+            assert line, "fakemx serve --api printed no ready lines"
+            if found := re.search(r"(serving|API on)\D+127\.0\.0\.1:(\d+)", line):
+                ports[found[1]] = int(found[2])
+        with stuck_reader(ports["API on"]):
+            for _ in range(12):  # big sessions: the stalled stream's buffers fill at once
+                with connect("127.0.0.1", ports["serving"]) as burst:
+                    burst.sendall(b"EHLO burst.example\r\nMAIL FROM:<a@b.example>\r\n" + b"".join(
+                        b"RCPT TO:<r%d@d.example>\r\n" % n for n in range(5000)) + b"QUIT\r\n")
+                    while burst.recv(65536):
+                        pass
+            process.terminate()
+            _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert stderr == ""  # before: a traceback per stalled stream, after the grace ran out

@@ -212,6 +212,12 @@ class ApiServer:
             return
         if self._events is not None:
             self._events.close()  # end the pages' event streams first, so nothing holds shutdown
+        for connection in list(self._server.server_state.connections):
+            # A reader that stopped reading never lets its response finish: uvicorn
+            # would wait out its grace, then cancel it with a traceback per stream.
+            transport = getattr(connection, "transport", None)
+            if isinstance(transport, asyncio.Transport) and transport.get_write_buffer_size():
+                transport.abort()
         self._server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
