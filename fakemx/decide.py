@@ -4,15 +4,20 @@ The first rule for the stage whose every condition holds wins, like a firewall
 rule list. The seeded draw for ``probability`` is taken last, and only when all
 other conditions hold, so the sequence of draws (and so a seeded run) does not
 depend on rules that could not have fired anyway.
+
+Counts (fakemx.counters) and a rule's earlier matches and firings (``times``,
+``after``) are facts in the Context like any other; ``choose`` says which rules
+matched so the server can count them, and counting is the server's job.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
+from fakemx.counters import CountKey, conditions
 from fakemx.model import Rule, When
 from fakemx.stages import Stage
 
@@ -31,13 +36,46 @@ class Context:
     recipient: str | None = None
     body_bytes: int = 0
     draw: Callable[[], float] = field(default=lambda: 0.0, compare=False)
+    # (event, scope, window or None) -> the count, this event included (fakemx.counters)
+    counts: Mapping[CountKey, int] = field(default_factory=dict)
+    # id(rule) -> (times its conditions held, times it fired), for ``times`` and ``after``
+    uses: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The rule that fires (or None), and every rule with ``times``/``after`` that matched."""
+
+    rule: Rule | None
+    matched: tuple[Rule, ...] = ()
 
 
 def decide(rules: Iterable[Rule], ctx: Context) -> Rule | None:
+    return choose(rules, ctx).rule
+
+
+def choose(rules: Iterable[Rule], ctx: Context) -> Choice:
+    """The first rule for the stage that fires, and the counted rules that matched on the way.
+
+    A rule that has fired ``times`` times is skipped before its conditions are
+    looked at (no draw spent on it); one with ``after = N`` whose conditions
+    hold for the k-th time steps aside while k < N, and that match is counted.
+    """
+    matched: list[Rule] = []
     for rule in rules:
-        if rule.stage is ctx.stage and fires(rule.when, ctx):
-            return rule
-    return None
+        if rule.stage is not ctx.stage:
+            continue
+        matches, fired = ctx.uses.get(id(rule), (0, 0))
+        if rule.times is not None and fired >= rule.times:
+            continue
+        if not fires(rule.when, ctx):
+            continue
+        if rule.counted:
+            matched.append(rule)
+        if rule.after is not None and matches + 1 < rule.after:
+            continue
+        return Choice(rule, tuple(matched))
+    return Choice(None, tuple(matched))
 
 
 def fires(when: When, ctx: Context) -> bool:
@@ -61,6 +99,10 @@ def fires(when: When, ctx: Context) -> bool:
     if when.sender_domain is not None and not _glob_any(domain_of(ctx.sender), when.sender_domain):
         return False
     if when.recipient is not None and not _glob_any(ctx.recipient, when.recipient):
+        return False
+    if not all(count.holds(event, ctx.counts) for event, count in conditions(when)):
+        return False
+    if when.not_ is not None and fires(when.not_, ctx):
         return False
     return when.probability is None or ctx.draw() < when.probability
 

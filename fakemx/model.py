@@ -31,6 +31,7 @@ from fakemx.actions import (
     MaskBanner,
     StripExtensions,
 )
+from fakemx.counters import HELP, Count, Event, check_scopes, scale_when
 from fakemx.dns.model import Dns
 from fakemx.stages import ListenerState, Stage, TlsMode
 
@@ -129,6 +130,9 @@ class Stall(_Strict):
 class When(_Strict):
     """Conditions for a rule; every one given must hold (an empty ``when`` always fires)."""
 
+    # ``not`` is a Python keyword: the field is ``not_``, written ``not`` in files and JSON.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
+                              populate_by_name=True, serialize_by_alias=True)
     first_attempts: Annotated[int, Field(ge=1)] | None = None
     within_seconds: Annotated[float, Field(gt=0)] | None = None
     probability: Annotated[float, Field(ge=0, le=1)] | None = None
@@ -139,6 +143,11 @@ class When(_Strict):
     recipient: list[str] | None = None
     concurrent_above: Annotated[int, Field(ge=0)] | None = None
     after_bytes: Annotated[int, Field(ge=0)] | None = None
+    sessions: Count | None = Field(default=None, description=HELP[Event.SESSIONS])
+    messages: Count | None = Field(default=None, description=HELP[Event.MESSAGES])
+    recipients: Count | None = Field(default=None, description=HELP[Event.RECIPIENTS])
+    not_: When | None = Field(default=None, alias="not", description=HELP["not"])
+    _countable = model_validator(mode="after")(check_scopes)
 
     @field_validator("client_ip", "client_ip_not")
     @classmethod
@@ -169,6 +178,8 @@ class Rule(_Strict):
     strip_extensions: list[str] | None = None
     mask_banner: str | None = None
     handshake: HandshakeFault | None = None
+    times: Annotated[int, Field(ge=1)] | None = Field(default=None, description=HELP["times"])
+    after: Annotated[int, Field(ge=1)] | None = Field(default=None, description=HELP["after"])
 
     # The action as one of its types (fakemx.actions), made once: every session asks.
     _action: Action = PrivateAttr()
@@ -192,6 +203,11 @@ class Rule(_Strict):
         if self.when.after_bytes is not None and self.stage is not Stage.BODY:
             raise ValueError("when.after_bytes only applies at stage 'body'")
         return self
+
+    @property
+    def counted(self) -> bool:
+        """Does the server keep this rule's matches and firings (``times``, ``after``)?"""
+        return self.times is not None or self.after is not None
 
     def _make_action(self) -> Action:
         if self.reply is not None:
@@ -373,9 +389,7 @@ class Profile(_Strict):
         data = self.model_dump(exclude_none=True)
         data["idle_timeout_seconds"] *= time_scale
         for rule in data["rules"]:
-            when = rule.get("when", {})
-            if "within_seconds" in when:
-                when["within_seconds"] *= time_scale
+            scale_when(rule.get("when", {}), time_scale)
             stall = rule.get("stall")
             if stall is not None and "seconds" in stall:
                 stall["seconds"] *= time_scale

@@ -1,7 +1,9 @@
 """Per-server state that outlives a connection: counters the conditions read.
 
-Attempt numbers, first-seen times and the open-session count live here, not in
-the rules, so ``reset()`` clears every stateful trigger at once.
+Attempt numbers, first-seen times, the open-session count, the tally of
+sessions, messages and recipients (fakemx.counters) and each rule's matches
+and firings (``times``, ``after``) live here, not in the rules, so ``reset()``
+clears every stateful trigger at once.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from fakemx.counters import CountKey, Event, Scope, Tally, count_keys, longest_windows, sender_key
 from fakemx.fdbudget import FdBudget, process_budget
 from fakemx.incidents import Incidents
 from fakemx.journal import Journal
-from fakemx.model import Profile
+from fakemx.model import Profile, Rule
 from fakemx.store import Store
 
 
@@ -31,6 +34,16 @@ class LiveSession(Protocol):
 class ClientHistory:
     attempts: int = 0
     first_seen: float = 0.0
+
+
+@dataclass
+class RuleUse:
+    """How often a rule with ``times``/``after`` matched and fired. Holding the rule keeps
+    its id from being reused by another rule while the count is kept."""
+
+    rule: Rule
+    matched: int = 0
+    fired: int = 0
 
 
 @dataclass
@@ -52,7 +65,12 @@ class ServerState:
     live: set[LiveSession] = field(default_factory=set)
     all_closed: asyncio.Event = field(default_factory=asyncio.Event)
     fds: FdBudget = field(default_factory=process_budget)  # shared by the whole process
+    tally: Tally = field(default_factory=Tally)  # sessions, messages, recipients (per client...)
+    uses: dict[int, RuleUse] = field(default_factory=dict)  # id(rule) -> its matches and firings
     rng: random.Random = field(init=False)
+    # The rate windows of the last profile asked about, kept with it (so its id stays its own).
+    _windows: tuple[Profile, dict[tuple[Event, Scope], float]] | None = field(
+        default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -64,7 +82,47 @@ class ServerState:
         if history is None:
             history = self.clients[client_ip] = ClientHistory(first_seen=now)
         history.attempts += 1
+        self.tally.add(Event.SESSIONS, ((Scope.CLIENT, client_ip), (Scope.SERVER, "")), now,
+                       self.windows(self.profile))
         return history.attempts, now - history.first_seen
+
+    def count(self, event: Event, client_ip: str, sender: str | None,
+              windows: dict[tuple[Event, Scope], float]) -> None:
+        """Count a message (at MAIL) or a recipient (at RCPT) for the client, sender, server."""
+        keys = [(Scope.CLIENT, client_ip), (Scope.SERVER, "")]
+        by_sender = sender_key(sender)
+        if by_sender is not None:
+            keys.append((Scope.SENDER, by_sender))
+        self.tally.add(event, keys, self.clock(), windows)
+
+    def facts(self, keys: tuple[CountKey, ...], client_ip: str,
+              sender: str | None) -> dict[CountKey, int]:
+        """The server-wide counts ``keys`` name, for this client and sender."""
+        owners = {Scope.CLIENT: client_ip, Scope.SERVER: "", Scope.SENDER: sender_key(sender)}
+        return self.tally.facts(keys, owners, self.clock())
+
+    def windows(self, profile: Profile) -> dict[tuple[Event, Scope], float]:
+        """How long to keep event times for ``profile``'s rate conditions (found once)."""
+        if self._windows is None or self._windows[0] is not profile:
+            keys = (key for rule in profile.rules for key in count_keys(rule.when))
+            self._windows = (profile, longest_windows(keys))
+        return self._windows[1]
+
+    def rule_uses(self, rules: tuple[Rule, ...]) -> dict[int, tuple[int, int]]:
+        """id(rule) -> (matched, fired) so far, for the counted rules among ``rules``."""
+        found: dict[int, tuple[int, int]] = {}
+        for rule in rules:
+            use = self.uses.get(id(rule)) if rule.counted else None
+            if use is not None:
+                found[id(rule)] = (use.matched, use.fired)
+        return found
+
+    def used(self, matched: tuple[Rule, ...], fired: Rule | None) -> None:
+        """Count the matches of rules with times/after, and the firing of the one that won."""
+        for rule in matched:
+            use = self.uses.setdefault(id(rule), RuleUse(rule))
+            use.matched += 1
+            use.fired += rule is fired
 
     def seconds_since_first(self, client_ip: str) -> float:
         history = self.clients.get(client_ip)
@@ -76,8 +134,11 @@ class ServerState:
         self.rng = random.Random(seed)
 
     def reset(self) -> None:
-        """Forget attempt counts and first-seen times, and restart the seeded draws."""
+        """Forget attempt counts, first-seen times, every count and every rule's matches
+        and firings, and restart the seeded draws."""
         self.clients.clear()
+        self.tally.clear()
+        self.uses.clear()
         self.rng = random.Random(self.seed)
 
     async def close_sessions(self, grace_seconds: float) -> None:

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from fakemx.decide import Context, decide, fires
+from fakemx.counters import CountKey, Event, Scope
+from fakemx.decide import Choice, Context, choose, decide, fires
 from fakemx.model import Rule, When
 from fakemx.stages import Stage
 
@@ -74,3 +75,83 @@ def test_probability_draws_only_when_everything_else_holds() -> None:
     probable = rule(probability=0.5, client_ip=["10.0.0.0/8"])
     decide([probable], ctx(draw=draw))
     assert draws == []  # the address did not match, so no draw was spent
+
+
+# region counts, negation, times and after (issue #14) -------------------------
+
+MESSAGES_PER_CLIENT = (Event.MESSAGES, Scope.CLIENT, None)
+
+
+@pytest.mark.parametrize(
+    ("when", "counts", "expected"),
+    [
+        ({"messages": {"above": 3, "per": "client"}}, {MESSAGES_PER_CLIENT: 3}, False),
+        ({"messages": {"above": 3, "per": "client"}}, {MESSAGES_PER_CLIENT: 4}, True),
+        ({"messages": {"above": 3, "per": "client"}}, {}, False),  # nothing counted yet
+        ({"recipients": {"rate": "5/60s", "per": "sender"}},
+         {(Event.RECIPIENTS, Scope.SENDER, 60.0): 6}, True),
+        ({"recipients": {"rate": "5/1m", "per": "sender"}},
+         {(Event.RECIPIENTS, Scope.SENDER, 60.0): 5}, False),
+        # above and rate together: both must hold
+        ({"sessions": {"above": 1, "rate": "2/1h", "per": "server"}},
+         {(Event.SESSIONS, Scope.SERVER, None): 9, (Event.SESSIONS, Scope.SERVER, 3600.0): 2},
+         False),
+        ({"not": {"messages": {"above": 1, "per": "sender"}}},
+         {(Event.MESSAGES, Scope.SENDER, None): 1}, True),
+        ({"not": {"messages": {"above": 1, "per": "sender"}}},
+         {(Event.MESSAGES, Scope.SENDER, None): 2}, False),
+    ],
+)
+def test_count_conditions(when: dict[str, object], counts: dict[CountKey, int],
+                          expected: bool) -> None:
+    assert fires(When.model_validate(when), ctx(counts=counts)) is expected
+
+
+@pytest.mark.parametrize(
+    ("when", "facts", "expected"),
+    [
+        ({"not": {"client_ip": ["10.0.0.0/8"]}}, {"client_ip": "127.0.0.1"}, True),
+        ({"not": {"client_ip": ["10.0.0.0/8"]}}, {"client_ip": "10.1.2.3"}, False),
+        # not (A and B): fires when either fails
+        ({"not": {"helo": ["a*"], "recipient": ["x@*"]}}, {"helo": "a.example"}, True),
+        ({"not": {"helo": ["a*"], "recipient": ["x@*"]}},
+         {"helo": "a.example", "recipient": "x@d"}, False),
+        ({"not": {"not": {"helo": ["a*"]}}}, {"helo": "a.example"}, True),
+        ({"not": {}}, {}, False),  # an empty when always holds, so its negation never does
+    ],
+)
+def test_negation(when: dict[str, object], facts: dict[str, object], expected: bool) -> None:
+    assert fires(When.model_validate(when), ctx(**facts)) is expected
+
+
+def counted(**fields: object) -> Rule:
+    return Rule.model_validate({"stage": "rcpt", "reply": {"code": 451}, **fields})
+
+
+def test_times_steps_aside_after_n_firings_without_a_draw() -> None:
+    limited, fallback = counted(times=2, when={"probability": 1.0}), rule()
+    draws: list[int] = []
+
+    def draw() -> float:
+        draws.append(1)
+        return 0.0
+
+    pick = ctx(uses={id(limited): (2, 2)}, draw=draw)
+    assert choose([limited, fallback], pick) == Choice(fallback, ())
+    assert draws == []  # an exhausted rule spends no draw
+    fresh = choose([limited, fallback], ctx(uses={id(limited): (1, 1)}))
+    assert fresh == Choice(limited, (limited,))
+
+
+@pytest.mark.parametrize(("matched_before", "fires_now"), [(0, False), (1, False), (2, True),
+                                                           (7, True)])
+def test_after_fires_from_the_nth_match(matched_before: int, fires_now: bool) -> None:
+    late = counted(after=3)
+    choice = choose([late], ctx(uses={id(late): (matched_before, 0)}))
+    assert choice.rule is (late if fires_now else None)
+    assert choice.matched == (late,)  # a match that stepped aside still counts
+
+
+def test_a_rule_without_times_or_after_is_not_counted() -> None:
+    plain = rule()
+    assert choose([plain], ctx()) == Choice(plain, ())

@@ -20,7 +20,8 @@ from fakemx.actions import (
     MaskBanner,
     StripExtensions,
 )
-from fakemx.decide import Context, decide
+from fakemx.counters import SERVER_SCOPES, CountKey, Event, Scope, Tally, count_keys
+from fakemx.decide import Context, choose
 from fakemx.journal import Outcome, Session
 from fakemx.model import Action, Reply, Rule, Stall
 from fakemx.smtp import limits
@@ -67,6 +68,7 @@ class SessionCore(AiosmtpdSession):
         self._close_when_done = False
         self._last_sender = ""
         self._last_recipient = ""
+        self._tally = Tally()  # this session's messages and this message's recipients
 
     # region connection lifetime ------------------------------------------------
 
@@ -241,6 +243,15 @@ class SessionCore(AiosmtpdSession):
         record = self.record
         assert record is not None
         envelope = self.envelope
+        sender = sender if sender is not None else getattr(envelope, "mail_from", None)
+        rules = self.profile.rules_at(stage)
+        keys = tuple(key for rule in rules for key in count_keys(rule.when))
+        counts: dict[CountKey, int] = {}
+        if keys:  # only the numbers this stage's rules read
+            counts = self.state.facts(keys, record.client_ip, sender)
+            mine = tuple(key for key in keys if key[1] not in SERVER_SCOPES)
+            counts |= self._tally.facts(mine, {Scope.SESSION: "", Scope.MESSAGE: ""},
+                                        self.state.clock())
         return Context(
             stage=stage,
             client_ip=record.client_ip,
@@ -248,22 +259,45 @@ class SessionCore(AiosmtpdSession):
             seconds_since_first_attempt=self.state.seconds_since_first(record.client_ip),
             concurrent=self.state.open_sessions,
             helo=record.helo,
-            sender=sender if sender is not None else getattr(envelope, "mail_from", None),
+            sender=sender,
             recipient=recipient,
             body_bytes=body_bytes,
             draw=self.state.rng.random,
+            counts=counts,
+            uses=self.state.rule_uses(rules),
         )
 
     def _decide(self, stage: Stage, *, first: Iterable[Rule] = (), **facts: Any) -> Rule | None:
+        """The rule that fires at ``stage``, if any. A MAIL counts a message and a RCPT a
+        recipient first (fakemx.counters), so the rules see counts with this one in them."""
         self._reach(stage)
+        if stage is Stage.MAIL or stage is Stage.RCPT:
+            self._count(Event.MESSAGES if stage is Stage.MAIL else Event.RECIPIENTS,
+                        facts.get("sender"))
         rules = self.profile.rules_at(stage)
         if not rules and not first:
             return None  # the common case: nothing to decide, no snapshot to build
         ctx = self._context(stage, **facts)
-        rule = decide(first, ctx) or decide(rules, ctx)
-        if rule is not None:
-            self._note(f"rule {rule.label} fires {stage.label}")
-        return rule
+        choice = choose(first, ctx)  # in-band rules first: they are never counted
+        if choice.rule is None:
+            choice = choose(rules, ctx)
+        self.state.used(choice.matched, choice.rule)
+        if choice.rule is not None:
+            self._note(f"rule {choice.rule.label} fires {stage.label}")
+        return choice.rule
+
+    def _count(self, event: Event, sender: str | None) -> None:
+        record = self.record
+        assert record is not None
+        if sender is None:
+            sender = getattr(self.envelope, "mail_from", None)
+        windows = self.state.windows(self.profile)
+        self.state.count(event, record.client_ip, sender, windows)
+        if event is Event.MESSAGES:
+            self._tally.forget(Scope.MESSAGE)  # a new transaction: its recipients from 0
+        mine = [(Scope.SESSION, "")] + ([(Scope.MESSAGE, "")] if event is Event.RECIPIENTS
+                                        else [])
+        self._tally.add(event, mine, self.state.clock(), windows)
 
     async def _act(self, stage: Stage, rule: Rule | None) -> str | None:
         """Carry out ``rule``'s action: the reply to send instead of the normal one, or None."""
