@@ -12,6 +12,7 @@ from pathlib import Path
 from fakemx import explain as reference
 from fakemx.clientbytes import shown
 from fakemx.errors import FakeMXError
+from fakemx.lint import lint
 from fakemx.model import Profile
 from fakemx.profiles import catalog, load_file
 from fakemx.store import Store, export_messages
@@ -57,12 +58,19 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    """Validate, then lint (fakemx.lint): one line per problem, exit 2 if there is any."""
     failed = 0
     for path in args.files:
         try:
             profile = load_file(path)
         except FakeMXError as exc:
             print(exc, file=sys.stderr)
+            failed += 1
+            continue
+        findings = lint(profile)
+        for finding in findings:
+            print(finding.line(str(path)), file=sys.stderr)
+        if findings:
             failed += 1
         else:
             print(f"{path}: ok ({len(profile.rules)} rules, listener {profile.listener})")
