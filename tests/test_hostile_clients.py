@@ -15,7 +15,7 @@ from pathlib import Path
 
 from wire import connect, dialogue, read_reply, until, wait_closed
 
-from fakemx import FakeMX, Outcome
+from fakemx import FakeMX, Outcome, profile_from_data
 from fakemx.journal import Journal
 from fakemx.server import loopback_like
 
@@ -197,3 +197,20 @@ def test_dns_listens_on_loopback_unless_asked() -> None:
     with FakeMX("4.4.312-servfail", dns_host="127.0.0.3") as mx:
         assert mx.dns is not None
         assert mx.dns.address.startswith("127.0.0.3:")
+
+
+def test_a_client_that_stops_reading_does_not_hold_its_session_for_ever() -> None:
+    big_reply = "\n".join(["2.1.0 " + "x" * 900] * 60)  # 54 kB a MAIL
+    profile = profile_from_data({"idle_timeout_seconds": 1, "rules": [
+        {"stage": "mail", "reply": {"code": 250, "text": big_reply}}]}, "test")
+    with FakeMX(profile) as mx:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((mx.host, mx.port))
+        with sock:
+            read_reply(sock)
+            sock.sendall(b"EHLO c.example\r\n" + b"MAIL FROM:<a@b.example>\r\nRSET\r\n" * 200)
+            # It never reads the 10 MB of replies. Before: the session stayed open (its
+            # idle timer's close waited on them for ever); now the kernel ends it.
+            mx.wait_for(ended=1, timeout=60)
+        assert mx.sessions[0].outcome in (Outcome.CLIENT_RESET, Outcome.ERROR, Outcome.TIMEOUT)

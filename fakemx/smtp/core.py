@@ -84,6 +84,12 @@ class SessionCore(AiosmtpdSession):
             # accepted socket reports 0, so aiosmtpd's line-by-line replies (EHLO) met
             # Nagle and the client's delayed ACK: about 40 ms per multi-line reply.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if hasattr(socket, "TCP_USER_TIMEOUT"):
+                # A client that stops reading keeps its window shut: our idle timer
+                # then closes, but a close waits for the unread replies for ever, and
+                # the session holds its descriptor. The kernel aborts it instead.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                                max(1, int(self.profile.idle_timeout_seconds * 1000)))
         record = self._begin_record(transport)
         from_client = self.state.session_opened(self, record.client_ip)
         self._holds_fd = self.state.fds.take()
