@@ -26,6 +26,8 @@ from typing import Any
 
 from fakemx.clientbytes import from_db, to_db
 from fakemx.journal import MessageBody, Session, StoredMessage
+from fakemx.mailbox import HEAD_BYTES, MessageInfo, MessageQuery, contains, subject_of
+from fakemx.mailbox import export_messages as export_messages
 
 DB_NAME = "fakemx.sqlite3"
 SESSION_FLUSH_SECONDS = 0.2
@@ -68,6 +70,7 @@ CREATE TABLE IF NOT EXISTS counters (
 # state dir (two `fakemx serve`, or workers) never number two sessions alike,
 # at one small commit per block rather than one per connection.
 SESSION_ID_BLOCK = 100
+AGE_CHECK_SECONDS = 60.0  # how often --keep-days is applied while serving
 
 
 def ensure_state_dir(path: Path) -> Path:
@@ -106,6 +109,10 @@ class Store:
         self._db.execute("INSERT OR IGNORE INTO counters (name, next)"
                          " SELECT 'session', coalesce(max(id), 0) + 1 FROM sessions")
         self._next_session_id = self._block_end = 0
+        self._keep_messages: int | None = None
+        self._keep_days: float | None = None
+        self._count_estimate = 0  # messages, at least: recounted when over the limit
+        self._next_age_check = 0.0
 
     def new_session_id(self) -> int:
         with self._lock:
@@ -152,6 +159,10 @@ class Store:
                 )
             if sessions_written:
                 self._pending_sessions.clear()
+            self._count_estimate += 1
+            if self._keep_messages is not None or self._keep_days is not None:
+                with contextlib.suppress(sqlite3.Error):  # never at the cost of the 250
+                    self._retain_locked(received)
         assert cursor.lastrowid is not None
         return StoredMessage(cursor.lastrowid, session_id, received, mail_from,
                              tuple(rcpt_tos), MessageBody(content, self.content_of))
@@ -285,6 +296,86 @@ class Store:
                                     tuple(json.loads(row[4])), MessageBody(row[5]))
             last = rows[-1][0]
 
+    # region search, delete, retention ---------------------------------------------
+
+    def find_messages(self, query: MessageQuery | None = None) -> Iterator[MessageInfo]:
+        """The stored messages ``query`` matches, oldest first (no bodies), a page at a time."""
+        q = query or MessageQuery()
+        sql = ("SELECT m.id, m.session_id, m.server, m.received, m.mail_from, m.rcpt_tos,"
+               " m.size, substr(m.content, 1, ?), s.client_ip, s.helo FROM messages m"
+               " LEFT JOIN sessions s ON s.id = m.session_id WHERE m.id > ?")
+        params: list[Any] = []
+        for column, op, value in (("m.received", ">=", q.since), ("m.received", "<", q.until),
+                                  ("m.server", "=", q.server),
+                                  ("m.session_id", "=", q.session_id)):
+            if value is not None:
+                sql += f" AND {column} {op} ?"
+                params.append(value)
+        last = 0
+        while True:
+            with self._lock:
+                self._flush_locked()  # the sessions of the messages, for their client
+                rows = self._db.execute(sql + " ORDER BY m.id LIMIT 200",
+                                        [HEAD_BYTES, last, *params]).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            for row in rows:
+                mail_from, rcpt_tos = from_db(row[4]) or "", tuple(json.loads(row[5]))
+                if not (contains(mail_from, q.sender)
+                        and any(contains(r, q.recipient) for r in rcpt_tos)):
+                    continue
+                subject = subject_of(row[7])
+                if contains(subject, q.subject):
+                    yield MessageInfo(row[0], row[1], row[2], row[3], mail_from, rcpt_tos,
+                                      row[6], subject, row[8], from_db(row[9]))
+
+    def count_messages(self, *, session_id: int) -> int:
+        with self._lock:
+            (count,) = self._db.execute(
+                "SELECT count(*) FROM messages WHERE session_id = ?", (session_id,)).fetchone()
+        return int(count)
+
+    def delete_messages(self, ids: list[int]) -> int:
+        """Delete these messages (their sessions stay in the journal); returns how many."""
+        deleted = 0
+        with self._lock, self._transaction():
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                deleted += self._db.execute(
+                    f"DELETE FROM messages WHERE id IN ({','.join('?' * len(chunk))})",
+                    chunk).rowcount
+        return deleted
+
+    def set_retention(self, keep_messages: int | None, keep_days: float | None) -> int:
+        """Keep at most ``keep_messages``, none older than ``keep_days``; applied now and
+        after each accepted message. Returns how many were deleted now."""
+        self._keep_messages, self._keep_days = keep_messages, keep_days
+        with self._lock:
+            self._count_estimate = keep_messages + 1 if keep_messages is not None else 0
+            self._next_age_check = 0.0
+            return self._retain_locked(time.time())
+
+    def _retain_locked(self, now: float) -> int:
+        """Cheap per message: a count only at the limit, the age once a minute."""
+        deleted = 0
+        if self._keep_days is not None and now >= self._next_age_check:
+            self._next_age_check = now + AGE_CHECK_SECONDS
+            deleted += self._db.execute("DELETE FROM messages WHERE received < ?",
+                                        (now - self._keep_days * 86400,)).rowcount
+        keep = self._keep_messages
+        if keep is not None and self._count_estimate > keep:
+            # Counted through the small session index; another process may add or delete.
+            (count,) = self._db.execute("SELECT count(*) FROM messages").fetchone()
+            if count > keep:
+                deleted += self._db.execute(
+                    "DELETE FROM messages WHERE id IN"
+                    " (SELECT id FROM messages ORDER BY id LIMIT ?)", (count - keep,)).rowcount
+            self._count_estimate = min(count, keep)
+        return deleted
+
+    # endregion
+
     def close(self) -> None:
         try:
             self.flush()
@@ -293,26 +384,3 @@ class Store:
         finally:
             with self._lock:
                 self._db.close()
-
-
-def export_messages(store: Store, out_dir: Path, fmt: str = "eml") -> int:
-    """Write every stored message to ``out_dir`` as ``<id>.eml`` or as a Maildir.
-
-    File names come from message ids only, so nothing can be written outside
-    ``out_dir``. Returns the number of messages written.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if fmt == "maildir":
-        for sub in ("tmp", "new", "cur"):
-            (out_dir / sub).mkdir(exist_ok=True)
-    count = 0
-    for message in store.messages():
-        name = f"{int(message.received)}.{message.id}.fakemx"
-        if fmt == "maildir":
-            tmp = out_dir / "tmp" / name
-            tmp.write_bytes(message.content)
-            os.replace(tmp, out_dir / "new" / name)
-        else:
-            (out_dir / f"{message.id}.eml").write_bytes(message.content)
-        count += 1
-    return count

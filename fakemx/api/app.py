@@ -35,6 +35,7 @@ from fakemx.api.models import (
     ListenerChoice,
     MessageOut,
     MessagePage,
+    MessagesDeleted,
     ProfileChoice,
     RuleOut,
     ServerInfo,
@@ -58,8 +59,10 @@ from fakemx.api.views import (
     sessions_page,
 )
 from fakemx.journal import Outcome
+from fakemx.mailbox import MessageQuery
 from fakemx.model import Profile, Rule
 from fakemx.server import FakeMX
+from fakemx.store import Store
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 # The page's files, by URL; a fixed table, so no request names a file itself.
@@ -90,6 +93,34 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 ServerName = Annotated[str, PathParam(description="the server's name (GET /api/servers)")]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="page size")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000, description="items to skip")]
+MAX_UNIX_SECONDS = 1e11  # the year 5138
+
+
+def _text(description: str) -> Any:
+    return Query(max_length=1000, description=description)
+
+
+def _when(description: str) -> Any:
+    # Unix seconds only: a number is what any client language has, and what the
+    # OpenAPI document can describe exactly (`fakemx messages` also takes ISO times).
+    return Query(ge=0, le=MAX_UNIX_SECONDS, allow_inf_nan=False,
+                 description=f"{description}, in Unix seconds")
+
+
+def _message_query(
+    server: str | None = None,
+    sender: Annotated[str | None, _text("the envelope sender contains this")] = None,
+    recipient: Annotated[str | None, _text("an envelope recipient contains this")] = None,
+    subject: Annotated[str | None, _text("the Subject contains this (any case)")] = None,
+    since: Annotated[float | None, _when("received at or after")] = None,
+    until: Annotated[float | None, _when("received before")] = None,
+) -> MessageQuery:
+    return MessageQuery(sender=sender, recipient=recipient, subject=subject, server=server,
+                        since=since, until=until)
+
+
+# The search of GET and DELETE /api/messages, as `fakemx messages` takes it.
+Search = Annotated[MessageQuery, Depends(_message_query)]
 
 
 def _server(request: Request, name: ServerName) -> FakeMX:
@@ -242,22 +273,48 @@ def _journal_routes(registry: Servers, hub: EventHub) -> APIRouter:
     def get_session(session_id: int) -> SessionOut:
         return find_session(registry.all, session_id)
 
+    deleted: set[int] = set()  # by DELETE /api/messages: no longer shown from memory
+
     @router.get("/messages", summary="Accepted messages since the last reset, newest first")
     def list_messages(
-        server: str | None = None, limit: Limit = DEFAULT_PAGE_SIZE, offset: Offset = 0
+        search: Search, limit: Limit = DEFAULT_PAGE_SIZE, offset: Offset = 0
     ) -> MessagePage:
-        return messages_page(registry.selected(server), limit=limit, offset=offset)
+        return messages_page(registry.selected(search.server), limit=limit, offset=offset,
+                             query=search, hidden=deleted)
+
+    @router.delete("/messages", summary="Delete the stored messages the search matches"
+                                        " (from the state dir, since any time)")
+    def delete_messages(search: Search) -> MessagesDeleted:
+        ids: list[int] = []
+        state_dirs = {mx.state_dir for mx in registry.selected(search.server)}
+        for state_dir in sorted(state_dirs):
+            store = Store(state_dir)
+            try:
+                found = [info.id for info in store.find_messages(search)]
+                store.delete_messages(found)
+            finally:
+                store.close()
+            ids += found
+        deleted.update(ids)
+        return MessagesDeleted(deleted=len(ids), ids=ids)
 
     @router.get("/messages/{message_id}", summary="One message, parsed")
     def get_message(message_id: int) -> MessageOut:
-        return message_out(*find_message(registry.all, message_id))
+        try:
+            return message_out(*find_message(registry.all, message_id, deleted))
+        except LookupError as exc:  # its body was deleted from the state dir (retention)
+            raise NotFound(str(exc)) from None
 
     @router.get("/messages/{message_id}/raw", response_class=Response,
                 responses={200: {"content": {"message/rfc822": {}}}},
                 summary="One message as received (.eml)")
     def get_raw_message(message_id: int) -> Response:
-        _, stored = find_message(registry.all, message_id)
-        return Response(stored.content, media_type="message/rfc822", headers={
+        _, stored = find_message(registry.all, message_id, deleted)
+        try:
+            content = stored.content
+        except LookupError as exc:  # deleted from the state dir (retention)
+            raise NotFound(str(exc)) from None
+        return Response(content, media_type="message/rfc822", headers={
             "content-disposition": f'attachment; filename="{stored.id}.eml"'})
 
     @router.get("/events", include_in_schema=False)

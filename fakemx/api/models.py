@@ -132,6 +132,13 @@ class MessagePage(BaseModel):
     offset: int
 
 
+class MessagesDeleted(BaseModel):
+    """What ``DELETE /api/messages`` removed from the state dir."""
+
+    deleted: int
+    ids: list[int]
+
+
 class Header(BaseModel):
     name: str
     value: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 from email.message import Message, MIMEPart
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from fakemx.api.models import (
 from fakemx.clientbytes import shown
 from fakemx.errors import UnknownProfileError
 from fakemx.journal import Outcome, Session, StoredMessage
+from fakemx.mailbox import HEAD_BYTES, MessageQuery, contains, subject_of
 from fakemx.model import Profile, Rule
 from fakemx.profiles import catalog, catalog_paths, load_profile
 from fakemx.server import FakeMX
@@ -136,21 +137,45 @@ def message_summary(server: str, stored: StoredMessage) -> MessageSummary:
     )
 
 
-def messages_page(servers: Sequence[FakeMX], *, limit: int, offset: int) -> MessagePage:
-    found = sorted(_received(servers), key=lambda item: item[1].id, reverse=True)
-    return MessagePage(
-        items=[message_summary(name, m) for name, m in found[offset : offset + limit]],
-        total=len(found),
-        limit=limit,
-        offset=offset,
-    )
+def matches(message: StoredMessage, query: MessageQuery) -> bool:
+    """``query`` (as ``Store.find_messages`` reads it) against a message in the journal."""
+    q = query
+    if (q.since is not None and message.received < q.since) or (
+            q.until is not None and message.received >= q.until):
+        return False
+    if not (contains(message.mail_from, q.sender)
+            and any(contains(rcpt, q.recipient) for rcpt in message.rcpt_tos)):
+        return False
+    if q.subject is None:
+        return True
+    try:
+        return contains(subject_of(message.content[:HEAD_BYTES]), q.subject)
+    except LookupError:  # deleted from the state dir since
+        return False
 
 
-def find_message(servers: Iterable[FakeMX], message_id: int) -> tuple[str, StoredMessage]:
+def messages_page(servers: Sequence[FakeMX], *, limit: int, offset: int,
+                  query: MessageQuery | None = None,
+                  hidden: Set[int] = frozenset()) -> MessagePage:
+    found = sorted(
+        ((name, m) for name, m in _received(servers)
+         if m.id not in hidden and (query is None or matches(m, query))),
+        key=lambda item: item[1].id, reverse=True)
+    items = []
+    for name, message in found[offset : offset + limit]:
+        try:
+            items.append(message_summary(name, message))
+        except LookupError:  # its body was deleted from the state dir (retention)
+            continue
+    return MessagePage(items=items, total=len(found), limit=limit, offset=offset)
+
+
+def find_message(servers: Iterable[FakeMX], message_id: int,
+                 hidden: Set[int] = frozenset()) -> tuple[str, StoredMessage]:
     for name, message in _received(servers):
-        if message.id == message_id:
+        if message.id == message_id and message_id not in hidden:
             return name, message
-    raise NotFound(f"no message {message_id} (since the last reset)")
+    raise NotFound(f"no message {message_id} (since the last reset, and not deleted)")
 
 
 def _content(part: MIMEPart | None) -> str | None:
