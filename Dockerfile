@@ -1,4 +1,8 @@
-# fakemx: the lab (every catalog profile on its own port) by default.
+# fakemx: one profile with its HTTP API by default, configured by FAKEMX_*
+# variables (docs/run-anywhere.md); FAKEMX_MODE=lab serves every catalog
+# profile instead (the compose lab passes `fakemx lab ...` as its command).
+#   docker run -e FAKEMX_PROFILE=4.4.7-defer-rcpt -e FAKEMX_API_TOKEN=secret \
+#              -p 2525:2525 -p 8025:8025 fakemx
 FROM python:3.11-slim
 
 RUN useradd --system --create-home --home-dir /home/fakemx fakemx \
@@ -8,13 +12,24 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY fakemx ./fakemx
 COPY profiles ./profiles
-RUN pip install --no-cache-dir . && rm -rf /src
+COPY deploy/healthcheck.py /usr/local/bin/fakemx-healthcheck
+RUN pip install --no-cache-dir . && rm -rf /src && chmod 0755 /usr/local/bin/fakemx-healthcheck
 
 USER fakemx
 WORKDIR /home/fakemx
 VOLUME ["/var/lib/fakemx"]
-EXPOSE 2600-2699
-# The healthy sink is on the base port: healthy when it greets.
-HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=5 \
-    CMD ["python", "-c", "import socket; s = socket.create_connection(('127.0.0.1', 2600), 2); assert s.recv(3) == b'220'"]
-CMD ["fakemx", "lab", "--host", "0.0.0.0", "--base-port", "2600", "--state-dir", "/var/lib/fakemx"]
+# The API on every address needs FAKEMX_API_TOKEN (or FAKEMX_API_TOKEN_FILE, e.g.
+# a secret): without one fakemx refuses to start, saying so. FAKEMX_API= (empty)
+# turns the API off. Session lines go to stdout (FAKEMX_LOG_FORMAT=json for collectors).
+ENV FAKEMX_MODE=serve \
+    FAKEMX_HOST=0.0.0.0 \
+    FAKEMX_PORT=2525 \
+    FAKEMX_BASE_PORT=2600 \
+    FAKEMX_STATE_DIR=/var/lib/fakemx \
+    FAKEMX_API=0.0.0.0:8025 \
+    PYTHONUNBUFFERED=1
+EXPOSE 2525 2600-2699 8025
+# Ready when the API answers (any profile, no SMTP session), else when the SMTP port accepts.
+HEALTHCHECK --interval=2s --timeout=3s --start-period=10s --retries=15 \
+    CMD ["fakemx-healthcheck"]
+CMD ["fakemx", "run"]

@@ -1,4 +1,5 @@
-"""The commands that start no server: journal, list, explain, check, schema, export, ca."""
+"""The commands that start no server: journal, messages, list, explain, check, schema,
+export, ca."""
 
 from __future__ import annotations
 
@@ -9,20 +10,47 @@ import sys
 import time
 from pathlib import Path
 
+from fakemx import config, sessionlog
 from fakemx import explain as reference
 from fakemx.clientbytes import shown
 from fakemx.errors import FakeMXError
 from fakemx.lint import lint
+from fakemx.mailbox import MessageQuery, export_messages, parse_when
 from fakemx.model import Profile
 from fakemx.profiles import catalog, load_file
-from fakemx.store import Store, export_messages
+from fakemx.store import Store
+
+
+def time_bound(text: str) -> float:
+    """``--since``/``--until`` (``mailbox.parse_when``), for argparse."""
+    try:
+        return parse_when(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _open_store(args: argparse.Namespace) -> Store:
+    """The store of an existing state dir; one line naming the option if there is none."""
+    if not (args.state_dir / "fakemx.sqlite3").is_file():
+        where = config.origin(args, "state_dir")
+        raise FakeMXError(f"{where} {args.state_dir}: no fakemx store here (pass --state-dir"
+                          " or set FAKEMX_STATE_DIR to the server's state dir)")
+    return Store(args.state_dir)
 
 
 def _journal(args: argparse.Namespace) -> int:
-    if not (args.state_dir / "fakemx.sqlite3").is_file():
-        raise FakeMXError(f"{args.state_dir}: no fakemx store here (pass --state-dir)")
-    store = Store(args.state_dir)
+    store = _open_store(args)
     try:
+        if args.follow:
+            log_format = sessionlog.JSON if args.json else sessionlog.HUMAN
+            sessionlog.follow(store, lambda line: print(line, flush=True), server=args.server,
+                              last=args.limit, log_format=log_format)
+        if args.json:
+            for row in reversed(store.session_rows(server=args.server, limit=args.limit)):
+                session = sessionlog.session_from_row(row)
+                print(sessionlog.line(session, store.count_messages(session_id=session.id),
+                                      sessionlog.JSON))
+            return 0
         rows = store.session_rows(server=args.server, limit=args.limit)
     finally:
         store.close()
@@ -82,12 +110,38 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
-    if not (args.state_dir / "fakemx.sqlite3").is_file():
-        raise FakeMXError(f"{args.state_dir}: no fakemx store here (pass --state-dir)")
-    store = Store(args.state_dir)
+def _messages(args: argparse.Namespace) -> int:
+    query = MessageQuery(sender=args.sender, recipient=args.recipient, subject=args.subject,
+                         since=args.since, until=args.until, server=args.server)
+    store = _open_store(args)
     try:
-        count = export_messages(store, args.out, args.format)
+        found = list(store.find_messages(query))
+        if args.delete:
+            deleted = store.delete_messages([info.id for info in found])
+            print(f"fakemx: deleted {deleted} message{'' if deleted == 1 else 's'}"
+                  f" from {args.state_dir}")
+            return 0
+    finally:
+        store.close()
+    for info in found:
+        if args.json:
+            print(json.dumps({"id": info.id, "session_id": info.session_id,
+                              "server": info.server, "received": info.received,
+                              "mail_from": shown(info.mail_from),
+                              "rcpt_tos": [shown(r) for r in info.rcpt_tos],
+                              "subject": shown(info.subject), "size": info.size}))
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.received))
+            print(f"#{info.id} {when} <{shown(info.mail_from)}> -> "
+                  f"{', '.join(shown(r) for r in info.rcpt_tos)}: {shown(info.subject)!r}"
+                  f" ({info.size} bytes)")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    try:
+        count = export_messages(store, args.out, args.format, envelope=not args.as_received)
     except OSError as exc:
         raise FakeMXError(f"--out {args.out}: cannot write there: {exc.strerror} (choose a"
                           " directory fakemx can create or write)") from None
@@ -98,7 +152,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _ca(args: argparse.Namespace) -> int:
-    _usable_state_dir(args.state_dir)
+    _usable_state_dir(args.state_dir, config.origin(args, "state_dir"))
     pem = _export_ca(args.state_dir, args.out, "--out")
     if args.out is None:
         sys.stdout.write(pem.decode("ascii"))
@@ -116,16 +170,19 @@ def _export_ca(state_dir: Path, out: Path | None, option: str) -> bytes:
         raise FakeMXError(f"{option} {out}: cannot write it: {exc.strerror}"
                           " (choose a file in a directory fakemx can write)") from None
 
-def _usable_state_dir(path: Path) -> Path:
-    """``--state-dir``, made owner-only (0700) when missing; one line if it cannot be used."""
-    fix = "pass --state-dir a directory fakemx can write, e.g. --state-dir ./.fakemx"
+def _usable_state_dir(path: Path, where: str = "--state-dir") -> Path:
+    """``--state-dir``, made owner-only (0700) when missing; one line if it cannot be used.
+
+    ``where`` names the option or variable (``FAKEMX_STATE_DIR``) the path came from.
+    """
+    fix = f"give {where} a directory fakemx can write, e.g. ./.fakemx"
     if path.exists() and not path.is_dir():
-        raise FakeMXError(f"--state-dir {path}: not a directory ({fix})")
+        raise FakeMXError(f"{where} {path}: not a directory ({fix})")
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise FakeMXError(f"--state-dir {path}: cannot create it: {exc.strerror} ({fix})") \
+        raise FakeMXError(f"{where} {path}: cannot create it: {exc.strerror} ({fix})") \
             from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise FakeMXError(f"--state-dir {path}: not writable ({fix})")
+        raise FakeMXError(f"{where} {path}: not writable ({fix})")
     return path

@@ -18,10 +18,12 @@ from fakemx.api.server import (
     token_from,
 )
 from fakemx.cli.offline import _export_ca, _usable_state_dir
+from fakemx.config import origin
 from fakemx.errors import FakeMXError, ListenError
 from fakemx.model import Profile
 from fakemx.profiles import catalog, load_profile
 from fakemx.server import FakeMX
+from fakemx.sessionlog import SessionLog
 from fakemx.store import Store
 from fakemx.tls import certs
 
@@ -29,34 +31,50 @@ from fakemx.tls import certs
 def _serve(args: argparse.Namespace) -> int:
     api = _api_settings(args)  # refuse an exposed API before anything starts
     profile = load_profile(args.profile)
-    _usable_state_dir(args.state_dir)
-    server = FakeMX(profile, host=args.host, port=args.port, state_dir=args.state_dir,
-                    seed=args.seed, hostname=args.hostname, time_scale=args.time_scale,
-                    dns_host=args.dns_host, dns_port=args.dns_port)
+    _usable_state_dir(args.state_dir, origin(args, "state_dir"))
+    log = SessionLog(args.log_format)
 
     async def run() -> None:
         stop = _stop_on_signals()
-        # Relays are told to trust STATE_DIR/ca.pem: it exists whatever the profile's
-        # certificate (self-signed and untrusted ones do not come from this CA).
-        certs.load_or_create_ca(args.state_dir)
+        store = _store(args)
+        server = FakeMX(profile, host=args.host, port=args.port, state_dir=args.state_dir,
+                        seed=args.seed, hostname=args.hostname, time_scale=args.time_scale,
+                        dns_host=args.dns_host, dns_port=args.dns_port, store=store)
+        server.journal.subscribe(log)
         try:
-            await server.start()
-        except ListenError as exc:
-            if "for DNS" not in str(exc):  # the SMTP port: --port is the right name
-                raise
-            raise ListenError(_for_option(str(exc), "--dns-port")) from None
-        try:
-            print(f"fakemx: serving {profile.name} on {server.address} "
-                  f"(listener {server.listener_state}, state dir {args.state_dir})", flush=True)
-            if server.dns is not None:
-                print(f"fakemx: DNS for {profile.name} on {server.dns.address}", flush=True)
-            async with _api(api, [server]):
-                await stop.wait()
+            # Relays are told to trust STATE_DIR/ca.pem: it exists whatever the profile's
+            # certificate (self-signed and untrusted ones do not come from this CA).
+            certs.load_or_create_ca(args.state_dir)
+            try:
+                await server.start()
+            except ListenError as exc:
+                port = "dns_port" if "for DNS" in str(exc) else "port"
+                raise ListenError(_for_option(str(exc), origin(args, port))) from None
+            try:
+                log.info(f"fakemx: serving {profile.name} on {server.address} "
+                         f"(listener {server.listener_state}, state dir {args.state_dir})")
+                if server.dns is not None:
+                    log.info(f"fakemx: DNS for {profile.name} on {server.dns.address}")
+                async with _api(api, [server], log):
+                    await stop.wait()
+            finally:
+                await server.stop()
         finally:
-            await server.stop()
+            store.close()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        log.close()  # the last sessions' lines
     return 0
+
+
+def _store(args: argparse.Namespace) -> Store:
+    """The state dir's store, with ``--keep-messages``/``--keep-days`` applied now."""
+    store = Store(args.state_dir)
+    if args.keep_messages is not None or args.keep_days is not None:
+        store.set_retention(args.keep_messages, args.keep_days)
+    return store
 
 
 def _dns(args: argparse.Namespace) -> int:
@@ -83,15 +101,17 @@ def _lab(args: argparse.Namespace) -> int:
     api = _api_settings(args)
     last_port = args.base_port + len(profiles) - 1
     if args.base_port and last_port > MAX_PORT:
+        base = origin(args, "base_port")
         raise FakeMXError(
-            f"--base-port {args.base_port}: the lab needs {len(profiles)} ports, up to"
-            f" {last_port}, above {MAX_PORT} (use --base-port {MAX_PORT - len(profiles) + 1}"
-            f" or lower, or --base-port 0 for free ports)")
-    _usable_state_dir(args.state_dir)
+            f"{base} {args.base_port}: the lab needs {len(profiles)} ports, up to"
+            f" {last_port}, above {MAX_PORT} (use {base} {MAX_PORT - len(profiles) + 1}"
+            f" or lower, or {base} 0 for free ports)")
+    _usable_state_dir(args.state_dir, origin(args, "state_dir"))
+    log = SessionLog(args.log_format)
 
     async def run() -> None:
         stop = _stop_on_signals()
-        store = Store(args.state_dir)
+        store = _store(args)
         certs.load_or_create_ca(args.state_dir)  # relays are told to trust STATE_DIR/ca.pem
         servers: list[tuple[Profile, FakeMX]] = []
         try:
@@ -101,30 +121,35 @@ def _lab(args: argparse.Namespace) -> int:
                                 seed=args.seed, hostname=args.hostname, store=store,
                                 time_scale=args.time_scale,
                                 name=profile.name)
+                server.journal.subscribe(log)
                 try:
                     await server.start()
                 except ListenError as exc:  # the port came from --base-port, not --port
-                    raise ListenError(f"{profile.name} (--base-port + {index}): "
-                                      f"{_for_option(str(exc), '--base-port')}") from None
+                    base = origin(args, "base_port")
+                    raise ListenError(f"{profile.name} ({base} + {index}): "
+                                      f"{_for_option(str(exc), base)}") from None
                 servers.append((profile, server))
             if args.postfix_transport is not None:
                 _write_postfix_transport(args.postfix_transport, servers,
                                          args.advertise or args.host)
             if args.export_ca is not None:
-                _export_ca(args.state_dir, args.export_ca, "--export-ca")
-            _print_lab_table(servers)
-            async with _api(api, [server for _, server in servers]):
+                _export_ca(args.state_dir, args.export_ca, origin(args, "export_ca"))
+            _print_lab_table(servers, log)
+            async with _api(api, [server for _, server in servers], log):
                 await stop.wait()
         finally:
             for _, server in servers:
                 await server.stop()
             store.close()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        log.close()  # the last sessions' lines
     return 0
 
 
-def _print_lab_table(servers: list[tuple[Profile, FakeMX]]) -> None:
+def _print_lab_table(servers: list[tuple[Profile, FakeMX]], log: SessionLog) -> None:
     rows = [("ADDRESS", "PROFILE", "CODE", "WHAT THE RELAY SEES")]
     for profile, server in servers:
         about = profile.about
@@ -132,11 +157,12 @@ def _print_lab_table(servers: list[tuple[Profile, FakeMX]]) -> None:
                      about.relay_sees if about else ""))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])), row[3])
+        log.info(" ".join(["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])),
+                           row[3]]))
     for profile, server in servers:
         if server.dns is not None:  # a 4.4.312 profile: point the relay's resolver here
-            print(f"DNS for {profile.name}: {server.dns.address} (udp+tcp)")
-    print(f"fakemx: lab ready, {len(servers)} profiles on {servers[0][1].host}", flush=True)
+            log.info(f"DNS for {profile.name}: {server.dns.address} (udp+tcp)")
+    log.info(f"fakemx: lab ready, {len(servers)} profiles on {servers[0][1].host}")
 
 
 LAB_DOMAIN = "lab.fakemx.test"
@@ -161,8 +187,8 @@ def _write_postfix_transport(path: Path, servers: list[tuple[Profile, FakeMX]],
 
 def _for_option(message: str, option: str) -> str:
     """A listener's error, its fix naming ``option`` where it says --port."""
-    if option == "--base-port":  # one port per profile from there
-        message = message.replace("--port 0 for a free one", "--base-port 0 for free ports")
+    if option in ("--base-port", "FAKEMX_BASE_PORT"):  # one port per profile from there
+        message = message.replace("--port 0 for a free one", f"{option} 0 for free ports")
     return message.replace("--port", option)
 
 
@@ -171,14 +197,21 @@ def _api_settings(args: argparse.Namespace) -> tuple[ApiAddress, str | None] | N
     if args.api is None:
         return None
     address = parse_address(args.api)
-    token = token_from(args.api_token, args.api_token_file)
-    check_exposure(address, token)
+    try:
+        token = token_from(args.api_token, args.api_token_file)
+        check_exposure(address, token)
+    except FakeMXError as exc:  # name the variables where the values came from them
+        message = str(exc)
+        for dest in ("api", "api_token_file"):
+            flag = "--" + dest.replace("_", "-")
+            message = message.replace(f"{flag} ", f"{origin(args, dest)} ", 1)
+        raise FakeMXError(message) from None
     return address, token
 
 
 @contextlib.asynccontextmanager
 async def _api(
-    settings: tuple[ApiAddress, str | None] | None, servers: list[FakeMX]
+    settings: tuple[ApiAddress, str | None] | None, servers: list[FakeMX], log: SessionLog
 ) -> AsyncIterator[None]:
     """Serve the API over ``servers`` on this loop while the block runs (if asked for)."""
     if settings is None:
@@ -186,7 +219,7 @@ async def _api(
         return
     address, token = settings
     async with ApiServer(servers, host=address.host, port=address.port, token=token) as api:
-        print(f"fakemx: API on {api.url}", flush=True)
+        log.info(f"fakemx: API on {api.url}")
         yield
 
 
