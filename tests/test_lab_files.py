@@ -92,8 +92,8 @@ def test_the_relay_gets_the_ca_certificate_but_not_its_key() -> None:
 def test_every_fakemx_command_exists_in_the_cli() -> None:
     args = _parser().parse_args(fakemx_command())
     assert args.command == "lab"
-    # The image's own command (fakemx run, by variables) is held by
-    # tests/test_run_anywhere.py::test_the_image_serves_one_profile_by_variables_and_keeps_the_compose_lab.
+    # The image's own command (fakemx run, by variables) is held by tests/test_run_anywhere.py
+    # (test_the_image_serves_one_profile_by_variables_and_keeps_the_compose_lab).
 
 
 def test_the_compose_command_writes_the_relays_transport_map(tmp_path: Path) -> None:
