@@ -31,12 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fakemx import (  # noqa: E402
-    FakeMX,
-    catalog,
-    certs,
-)
+from fakemx import FakeMX, catalog  # noqa: E402
 from fakemx.store import DB_NAME, Store  # noqa: E402
+from fakemx.tls import certs  # noqa: E402
 
 
 def greeting(host: str, port: int) -> None:

@@ -34,10 +34,11 @@ from fakemx.actions import (
 from fakemx.counters import HELP, Count, Event, check_scopes, scale_when
 from fakemx.dns.model import Dns
 from fakemx.stages import ListenerState, Stage, TlsMode
+from fakemx.verdicts import PostfixVerdict as PostfixVerdict  # re-exported: fakemx.PostfixVerdict
 
 
 class CertKind(StrEnum):
-    """The server certificate, each kind wrong in one way (see fakemx.certs)."""
+    """The server certificate, each kind wrong in one way (see fakemx.tls.certs)."""
 
     VALID = "valid"
     EXPIRED = "expired"
@@ -239,44 +240,6 @@ class Rule(_Strict):
         return self.name or f"{self.stage}-{self.action_key}"
 
 
-class PostfixAttempt(_Strict):
-    """Another verdict the same profile may get from Postfix, when the wire allows a race."""
-
-    status: Literal["sent", "deferred", "bounced"]
-    dsn: Annotated[str, Field(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]
-    reason: str
-
-
-class PostfixVerdict(_Strict):
-    """What a real Postfix relay logs for this profile (asserted by tests/e2e).
-
-    ``status``, ``dsn`` and ``reason`` (a substring; ``{host}`` stands for the
-    relay's name for fakemx, ``127.0.0.1[127.0.0.1]``) describe the first
-    delivery attempt, made with ``smtp_tls_security_level = tls`` (``implicit``:
-    SMTPS, ``smtp_tls_wrappermode`` with ``verify``) and Postfix's
-    timeouts scaled by 0.01 like the profile. The probe message goes from
-    ``sender`` to ``local_part@...``, with the relay's normal EHLO name or,
-    with ``bad_helo``, ``localhost.localdomain``; ``hold_connections`` other
-    sessions are held open meanwhile. ``sent_on_attempt``: the later attempt
-    that is accepted (greylisting by count, intermittent failure);
-    ``eventually_sent``: accepted on some later attempt (greylisting by time).
-    """
-
-    status: Literal["sent", "deferred", "bounced"]
-    dsn: Annotated[str, Field(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]
-    reason: str
-    tls: Literal["may", "encrypt", "verify", "implicit"] = "may"
-    log: str = ""  # a substring of another log line about fakemx, e.g. the verification cause
-    sender: str = ""
-    local_part: str = "bob"
-    bad_helo: bool = False
-    hold_connections: Annotated[int, Field(ge=0)] = 0
-    sent_on_attempt: Annotated[int, Field(ge=2)] | None = None
-    eventually_sent: bool = False
-    # e.g. an RST right after the handshake can overtake it: then connect() itself fails
-    alternatives: list[PostfixAttempt] = []
-
-
 class About(_Strict):
     """The catalog entry: what the profile teaches and what a relay reports."""
 
@@ -346,7 +309,7 @@ class Profile(_Strict):
     idle_timeout_seconds: Annotated[float, Field(gt=0)] = DEFAULT_IDLE_TIMEOUT_SECONDS
     limits: Limits = Limits()
     rules: list[Rule] = []
-    dns: Dns | None = None  # a fake DNS zone in front of this server (fakemx.dns_model)
+    dns: Dns | None = None  # a fake DNS zone in front of this server (fakemx.dns.model)
 
     _one_line_name = field_validator("name")(_one_line)
 

@@ -1,7 +1,7 @@
 """The HTTP control API and the lab's web page, over one or several running FakeMX.
 
 A thin layer: every handler is one FakeMX, catalog or view call. It runs on
-the SMTP servers' own event loop (``fakemx.api_server`` starts uvicorn there),
+the SMTP servers' own event loop (``fakemx.api.server`` starts uvicorn there),
 so no call crosses a thread. The OpenAPI document is at ``/openapi.json``;
 the page at ``/``; live events at ``/api/events``.
 

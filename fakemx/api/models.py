@@ -3,7 +3,7 @@
 Request bodies reuse ``fakemx.model`` (``Profile``, ``Rule``) so a body is
 validated exactly like a profile file; the models here only wrap them
 (``ProfileChoice``) or describe what the API returns. Response models are
-plain data with no behaviour; ``fakemx.api_views`` fills them.
+plain data with no behaviour; ``fakemx.api.views`` fills them.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ class StartTls(SessionCore):
         self._hang_up(Stage.STARTTLS, "rst", replied=True)
 
     def tls_handshake_failed(self, transport: asyncio.BaseTransport, error: BaseException) -> None:
-        """Implicit TLS: the handshake failed before SMTP began (see fakemx.implicit).
+        """Implicit TLS: the handshake failed before SMTP began (see fakemx.tls.implicit).
 
         The connection still counts as an attempt and is journaled as a
         session that failed after connect, with the server's view of why.

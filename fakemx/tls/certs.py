@@ -3,7 +3,7 @@
 The CA is made once with trustme and kept as ``STATE_DIR/ca.pem`` (+ key), so a
 relay configured to trust it keeps trusting it across restarts. Server
 certificates are cached as files under ``STATE_DIR/certs/`` and loaded into a
-bare ``ssl.SSLContext`` (see fakemx.tlsconfig). Keys are ECDSA: about 1 ms each
+bare ``ssl.SSLContext`` (see fakemx.tls.contexts). Keys are ECDSA: about 1 ms each
 where RSA costs about 70 ms (only the ``weak_rsa1024`` kind is RSA, on purpose).
 
 Each kind is wrong in exactly one way, so a client that verifies against
