@@ -120,13 +120,14 @@ _STATUS = re.compile(
 
 @dataclass(frozen=True)
 class Verdict:
-    """One delivery attempt as Postfix logged it."""
+    """One delivery attempt to one recipient, as Postfix logged it."""
 
     queue_id: str
     status: str  # sent, deferred, bounced
     dsn: str
     relay: str
     reason: str
+    recipient: str = ""
 
 
 def route(key: str) -> str | None:
@@ -218,17 +219,21 @@ class PrivatePostfix:
         if pid and _alive(pid):
             os.kill(pid, signal.SIGKILL)  # only the master we started, by its pid
 
-    def send(self, recipient: str, body: str = "fakemx probe", sender: str = "") -> str:
-        """Inject a message with the instance's own sendmail; returns its Message-ID.
+    def send(self, recipient: str | Sequence[str], body: str = "fakemx probe",
+             sender: str = "") -> str:
+        """Inject one message (to one recipient or several) with the instance's own
+        sendmail; returns its Message-ID.
 
         The null sender (the default) makes Postfix discard the bounce.
         """
+        recipients = [recipient] if isinstance(recipient, str) else list(recipient)
         message_id = f"<{uuid.uuid4().hex}@relay.fakemx.test>"
+        to = ", ".join(f"<{r}>" for r in recipients)
         message = (
-            f"From: <{sender}>\nTo: <{recipient}>\nSubject: probe\nMessage-ID: {message_id}\n"
+            f"From: <{sender}>\nTo: {to}\nSubject: probe\nMessage-ID: {message_id}\n"
             f"\n{body}\n"
         )
-        sent = self._run(SENDMAIL, "-C", str(self.config), "-f", sender, "--", recipient,
+        sent = self._run(SENDMAIL, "-C", str(self.config), "-f", sender, "--", *recipients,
                          input=message)
         assert sent.returncode == 0, sent.stderr
         return message_id
@@ -237,7 +242,8 @@ class PrivatePostfix:
         """Delete every queued message, so no retry reaches the next test."""
         self._run("/usr/sbin/postsuper", "-c", str(self.config), "-d", "ALL")
 
-    def verdicts(self, message_id: str) -> list[Verdict]:
+    def verdicts(self, message_id: str, recipient: str | None = None) -> list[Verdict]:
+        """Every delivery attempt logged for the message (for one recipient if given)."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         queue_id = next(
             (m[1] for m in re.finditer(r": ([0-9A-F]+): message-id=(<[^>]*>)", text)
@@ -246,16 +252,17 @@ class PrivatePostfix:
         if queue_id is None:
             return []
         return [
-            Verdict(m["qid"], m["status"], m["dsn"], m["relay"], m["reason"])
+            Verdict(m["qid"], m["status"], m["dsn"], m["relay"], m["reason"], m["rcpt"])
             for m in map(_STATUS.search, text.splitlines())
-            if m and m["qid"] == queue_id
+            if m and m["qid"] == queue_id and recipient in (None, m["rcpt"])
         ]
 
-    def wait_verdict(self, message_id: str, count: int = 1, timeout: float = 60) -> list[Verdict]:
-        """Poll the log until ``count`` delivery attempts are logged."""
+    def wait_verdict(self, message_id: str, count: int = 1, timeout: float = 60,
+                     recipient: str | None = None) -> list[Verdict]:
+        """Poll the log until ``count`` delivery attempts (to ``recipient``) are logged."""
         deadline = time.monotonic() + timeout
         while True:
-            found = self.verdicts(message_id)
+            found = self.verdicts(message_id, recipient)
             if len(found) >= count:
                 return found
             if time.monotonic() > deadline:
