@@ -99,6 +99,12 @@ SCENARIOS: dict[str, dict[str, list[str]]] = {
         "recipient unknown (550 5.1.1)": ["5.1.1-unknown-recipient"],
         "message too large (552 5.3.4)": ["5.3.4-message-too-large"],
         "too many connections (421 4.7.0)": ["4.7.0-too-many-connections"],
+        # Throttling (#14): counts, rates and a limit on recipients per message.
+        "too many connections in a short time (421 4.7.0 at EHLO)": ["4.7.0-connection-rate"],
+        "too many recipients in one message (452 4.5.3)": ["4.5.3-too-many-recipients"],
+        "too many messages a minute from one client (450 4.7.1)": ["4.7.1-message-rate-limit"],
+        "a new sending IP throttled (451 4.7.500, Exchange Online)": ["4.7.500-server-busy"],
+        "a sending IP rate limited (421 4.7.28, Gmail)": ["4.7.28-ip-rate-limited"],
     },
 }
 

@@ -231,6 +231,38 @@ def test_ip_rate_limited_profile_lifts_after_two_messages() -> None:
         assert dialogue(mx.host, mx.port).code("body") == 421
 
 
+def test_too_many_recipients_profile_defers_those_over_three_per_message() -> None:
+    with FakeMX("4.5.3-too-many-recipients") as mx, client(mx) as smtp:
+        recipients = [f"bob{n}@dest.example" for n in range(1, 6)]
+        assert smtp.sendmail("a@sender.example", recipients[:3], MESSAGE) == {}  # control
+        refused = smtp.sendmail("a@sender.example", recipients, MESSAGE)
+        assert refused == {r: (452, b"4.5.3 Error: too many recipients") for r in recipients[3:]}
+        # The relay sends the rest in another transaction, which starts at 0 (RFC 3463 X.5.3).
+        assert smtp.sendmail("a@sender.example", recipients[3:], MESSAGE) == {}
+        mx.wait_for(messages=3)
+        assert [m.rcpt_tos for m in mx.messages] == [
+            tuple(recipients[:3]), tuple(recipients[:3]), tuple(recipients[3:])]
+
+
+def test_message_rate_profile_refuses_the_sixth_message_in_a_minute() -> None:
+    clock = FakeClock()
+    with FakeMX("4.7.1-message-rate-limit", clock=clock) as mx:
+        for _ in range(5):  # positive control: 5 in a minute, each in its own connection
+            with client(mx) as smtp:
+                assert smtp.sendmail("a@sender.example", ["b@dest.example"], MESSAGE) == {}
+            clock.advance(10)
+        with client(mx) as smtp, pytest.raises(smtplib.SMTPSenderRefused) as refused:
+            smtp.sendmail("other@sender.example", ["b@dest.example"], MESSAGE)
+        assert (refused.value.smtp_code, refused.value.smtp_error) == (
+            450, b"4.7.1 Error: too much mail from 127.0.0.1")
+        # Per client: another address has its own count.
+        assert dialogue(mx.host, mx.port, source="127.0.0.2").code("body") == 250
+        clock.advance(60)  # a minute without trying: the window is empty again
+        with client(mx) as smtp:
+            assert smtp.sendmail("a@sender.example", ["b@dest.example"], MESSAGE) == {}
+        mx.wait_for(messages=7)
+
+
 def test_reset_forgets_counts_per_client_sender_and_server() -> None:
     profile = profile_from_data({"rules": [
         {"stage": "greeting", "when": {"sessions": {"above": 1, "per": "server"}},
