@@ -47,7 +47,7 @@ def test_no_greeting_ever() -> None:
 
 
 def test_slow_greeting_beats_a_short_client_timeout_but_not_a_patient_one() -> None:
-    # 330 s in the profile (longer than Postfix's 300 s); 0.33 s at time_scale 0.001.
+    # 600 s in the profile (longer than Postfix's 300 s); 0.6 s at time_scale 0.001.
     with FakeMX("4.4.7-slow-greeting", time_scale=0.001) as mx:
         with connect(mx.host, mx.port) as impatient:
             impatient.settimeout(0.1)

@@ -27,8 +27,8 @@ from relay import Relay, Status
 from fakemx import Profile, TlsMode
 from fakemx.pytest_plugin import FakeMXFactory, catalog_params
 
-# Profiles run 500 times faster: a 300 s greylist window lasts 0.6 s, a 330 s
-# slow greeting 0.66 s. The relay's timeout is 200 s on the same scale, below
+# Profiles run 500 times faster: a 300 s greylist window lasts 0.6 s, a 600 s
+# slow greeting 1.2 s. The relay's timeout is 200 s on the same scale, below
 # every "slower than the relay's timeout" profile and far above a healthy reply.
 TIME_SCALE = 0.002
 RELAY_TIMEOUT = 200 * TIME_SCALE
