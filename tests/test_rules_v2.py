@@ -216,19 +216,23 @@ def test_server_busy_profile_defers_a_new_clients_first_two_messages() -> None:
         mx.wait_for(messages=1)
 
 
-def test_ip_rate_limited_profile_lifts_after_two_messages() -> None:
-    with FakeMX("4.7.28-ip-rate-limited") as mx:
-        for _ in range(2):
-            limited = dialogue(mx.host, mx.port)
-            reply = limited.text("body")
-            assert reply.startswith("421-4.7.28 [127.0.0.1] Our system has detected an unusual"
-                                    " rate of\r\n421-4.7.28 unsolicited mail")
-            assert "421 4.7.28 review our Bulk Email Senders Guidelines." in reply
-        mx.wait_for(ended=2)
-        assert [s.outcome for s in mx.sessions] == [Outcome.CLOSED_AFTER_REPLY] * 2
+def test_ip_rate_limited_profile_limits_the_sixth_message_in_five_minutes() -> None:
+    clock = FakeClock()
+    with FakeMX("4.7.28-ip-rate-limited", clock=clock) as mx:
+        for _ in range(5):  # positive control: 5 in 5 minutes go through
+            assert dialogue(mx.host, mx.port).code("body") == 250
+            clock.advance(30)
+        limited = dialogue(mx.host, mx.port)
+        reply = limited.text("body")
+        assert reply.startswith("421-4.7.28 [127.0.0.1] Our system has detected an unusual"
+                                " rate of\r\n421-4.7.28 unsolicited mail")
+        assert "421 4.7.28 review our Bulk Email Senders Guidelines." in reply
+        mx.wait_for(ended=6)
+        assert mx.sessions[-1].outcome is Outcome.CLOSED_AFTER_REPLY
+        # Per client: another address has sent nothing yet.
+        assert dialogue(mx.host, mx.port, source="127.0.0.2").code("body") == 250
+        clock.advance(300)  # 5 minutes after the refused one: the window is empty again
         assert dialogue(mx.host, mx.port).code("body") == 250
-        mx.reset()
-        assert dialogue(mx.host, mx.port).code("body") == 421
 
 
 def test_too_many_recipients_profile_defers_those_over_three_per_message() -> None:
