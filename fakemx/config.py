@@ -48,17 +48,20 @@ def port(text: str) -> int:
     return value
 
 
-def time_scale(text: str) -> float:
-    """A duration multiplier: a finite number above 0."""
+def _positive(text: str, what: str) -> float:
+    """A finite number above 0, or the one-line error that says what to give."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a finite number above 0 (e.g. 0.01 runs 300 s as 3 s; 1 = real"
-            f" time)")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
     return value
+
+
+def time_scale(text: str) -> float:
+    """A duration multiplier: a finite number above 0."""
+    return _positive(text, "a finite number above 0 (e.g. 0.01 runs 300 s as 3 s; 1 = real time)")
 
 
 def hostname(text: str) -> str:
@@ -108,14 +111,7 @@ def count(text: str) -> int:
 
 def days(text: str) -> float:
     """An age in days: a finite number above 0 (0.5 = 12 hours)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number of days above 0 (e.g. 7, or 0.5 for 12 hours)")
-    return value
+    return _positive(text, "a number of days above 0 (e.g. 7, or 0.5 for 12 hours)")
 
 
 def text(value: str) -> str:

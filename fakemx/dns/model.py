@@ -98,6 +98,12 @@ def name_wire_bytes(name: str, what: str = "name") -> int:
     return size
 
 
+def _fits_the_wire(name: str) -> str:
+    """A name DNS can carry (labels of 63 bytes at most, 255 in all), else ValueError."""
+    name_wire_bytes(name)
+    return name
+
+
 class DnsRecord(_Strict):
     """One resource record. ``value`` is in zone-file form for its type.
 
@@ -113,11 +119,7 @@ class DnsRecord(_Strict):
     from_seconds: Annotated[Seconds, Field(ge=0)] | None = None
     until_seconds: Annotated[Seconds, Field(gt=0)] | None = None
 
-    @field_validator("name")
-    @classmethod
-    def _name_fits_the_wire(cls, name: str) -> str:
-        name_wire_bytes(name)
-        return name
+    _name_fits_the_wire = field_validator("name")(_fits_the_wire)
 
     @model_validator(mode="after")
     def _value_fits_type(self) -> DnsRecord:
@@ -197,11 +199,7 @@ class DnsFault(_Strict):
     delay_seconds: Annotated[Seconds, Field(gt=0)] | None = None
     truncate: Literal[True] | None = None
 
-    @field_validator("name")
-    @classmethod
-    def _name_fits_the_wire(cls, name: str) -> str:
-        name_wire_bytes(name)
-        return name
+    _name_fits_the_wire = field_validator("name")(_fits_the_wire)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DnsFault:
