@@ -214,3 +214,20 @@ def test_a_client_that_stops_reading_does_not_hold_its_session_for_ever() -> Non
             # idle timer's close waited on them for ever); now the kernel ends it.
             mx.wait_for(ended=1, timeout=60)
         assert mx.sessions[0].outcome in (Outcome.CLIENT_RESET, Outcome.ERROR, Outcome.TIMEOUT)
+
+
+def test_the_soft_descriptor_limit_is_raised_to_the_hard_one(tmp_path: Path) -> None:
+    def cap() -> None:  # in the child: soft 1,024 under a hard 4,096
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 4096))
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fakemx", "serve", "--port", "0", "--state-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=cap)
+    with process:
+        assert process.stdout is not None
+        assert b"127.0.0.1:" in process.stdout.readline()  # ready
+        limits = Path(f"/proc/{process.pid}/limits").read_text()
+        process.terminate()
+        process.wait(timeout=10)
+    line = next(row for row in limits.splitlines() if row.startswith("Max open files"))
+    assert line.split()[3:5] == ["4096", "4096"], line
