@@ -54,6 +54,9 @@ def expected(profile: Profile, max_attempts: int) -> Expected:
     if profile.name in BY_HAND:
         return BY_HAND[profile.name]
     verdict = profile.about.postfix if profile.about else None
+    if verdict is not None and (verdict.warm_up_messages or verdict.sent_recipients):
+        # A rate or a recipient limit: one message to one recipient stays under it.
+        return Expected(Status.SENT, 1)
     if verdict is not None:
         if verdict.sent_on_attempt is not None:
             return Expected(Status.SENT, verdict.sent_on_attempt, after_retries=True)
