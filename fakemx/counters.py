@@ -151,10 +151,14 @@ HELP: dict[str, str] = {
                       " client, sender, server, session or message",
     "not": "fires when these conditions do not all hold, e.g."
            " not = { sender_domain = [\"partner.example\"] }",
-    "times": "fire at most this many times (for the whole server, since the rule was loaded"
-             " or the last reset), then step aside so later rules decide",
+    "times": "fire at most this many times (for the whole server, or each client with"
+             " times_per = \"client\"; since the rule was loaded or the last reset), then step"
+             " aside so later rules decide",
     "after": "step aside for the first N-1 times the conditions hold, fire from the Nth on"
-             " (for the whole server, since the rule was loaded or the last reset)",
+             " (for the whole server, or each client with times_per = \"client\"; since the"
+             " rule was loaded or the last reset)",
+    "times_per": "whose matches times and after count: the whole server (\"server\", the"
+                 " default) or each client address (\"client\")",
 }
 
 

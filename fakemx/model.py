@@ -181,6 +181,8 @@ class Rule(_Strict):
     handshake: HandshakeFault | None = None
     times: Annotated[int, Field(ge=1)] | None = Field(default=None, description=HELP["times"])
     after: Annotated[int, Field(ge=1)] | None = Field(default=None, description=HELP["after"])
+    times_per: Literal["server", "client"] = Field(default="server",
+                                                   description=HELP["times_per"])
 
     # The action as one of its types (fakemx.actions), made once: every session asks.
     _action: Action = PrivateAttr()

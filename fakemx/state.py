@@ -46,6 +46,10 @@ class RuleUse:
     fired: int = 0
 
 
+def _use_key(rule: Rule, client_ip: str) -> tuple[int, str]:
+    return id(rule), client_ip if rule.times_per == "client" else ""
+
+
 @dataclass
 class ServerState:
     """Shared by every connection of one server; touched only on its event loop."""
@@ -66,7 +70,8 @@ class ServerState:
     all_closed: asyncio.Event = field(default_factory=asyncio.Event)
     fds: FdBudget = field(default_factory=process_budget)  # shared by the whole process
     tally: Tally = field(default_factory=Tally)  # sessions, messages, recipients (per client...)
-    uses: dict[int, RuleUse] = field(default_factory=dict)  # id(rule) -> its matches and firings
+    # (id(rule), client or "") -> its matches and firings
+    uses: dict[tuple[int, str], RuleUse] = field(default_factory=dict)
     rng: random.Random = field(init=False)
     # The rate windows of the last profile asked about, kept with it (so its id stays its own).
     _windows: tuple[Profile, dict[tuple[Event, Scope], float]] | None = field(
@@ -108,19 +113,20 @@ class ServerState:
             self._windows = (profile, longest_windows(keys))
         return self._windows[1]
 
-    def rule_uses(self, rules: tuple[Rule, ...]) -> dict[int, tuple[int, int]]:
-        """id(rule) -> (matched, fired) so far, for the counted rules among ``rules``."""
+    def rule_uses(self, rules: tuple[Rule, ...], client_ip: str) -> dict[int, tuple[int, int]]:
+        """id(rule) -> (matched, fired) so far, for the counted rules among ``rules``
+        (each client's own, for a rule with ``times_per = "client"``)."""
         found: dict[int, tuple[int, int]] = {}
         for rule in rules:
-            use = self.uses.get(id(rule)) if rule.counted else None
+            use = self.uses.get(_use_key(rule, client_ip)) if rule.counted else None
             if use is not None:
                 found[id(rule)] = (use.matched, use.fired)
         return found
 
-    def used(self, matched: tuple[Rule, ...], fired: Rule | None) -> None:
+    def used(self, matched: tuple[Rule, ...], fired: Rule | None, client_ip: str) -> None:
         """Count the matches of rules with times/after, and the firing of the one that won."""
         for rule in matched:
-            use = self.uses.setdefault(id(rule), RuleUse(rule))
+            use = self.uses.setdefault(_use_key(rule, client_ip), RuleUse(rule))
             use.matched += 1
             use.fired += rule is fired
 

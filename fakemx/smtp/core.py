@@ -270,7 +270,7 @@ class SessionCore(AiosmtpdSession):
             body_bytes=body_bytes,
             draw=self.state.rng.random,
             counts=counts,
-            uses=self.state.rule_uses(rules),
+            uses=self.state.rule_uses(rules, record.client_ip),
         )
 
     def _decide(self, stage: Stage, *, first: Iterable[Rule] = (), **facts: Any) -> Rule | None:
@@ -287,7 +287,7 @@ class SessionCore(AiosmtpdSession):
         choice = choose(first, ctx)  # in-band rules first: they are never counted
         if choice.rule is None:
             choice = choose(rules, ctx)
-        self.state.used(choice.matched, choice.rule)
+        self.state.used(choice.matched, choice.rule, ctx.client_ip)
         if choice.rule is not None:
             self._note(f"rule {choice.rule.label} fires {stage.label}")
         return choice.rule
