@@ -102,6 +102,12 @@ SCENARIOS: dict[str, dict[str, list[str]]] = {
         # Throttling (#14): counts, rates and a limit on recipients per message.
         "too many connections in a short time (421 4.7.0 at EHLO)": ["4.7.0-connection-rate"],
         "too many recipients in one message (452 4.5.3)": ["4.5.3-too-many-recipients"],
+        "421 after 2 recipients in a connection (421 4.7.0 at RCPT)": [
+            "4.7.0-421-after-2-recipients"
+        ],
+        "the first 3 messages, then storage full (452 4.3.1 at MAIL)": [
+            "4.3.1-storage-full-after-3-messages"
+        ],
         "too many messages a minute from one client (450 4.7.1)": ["4.7.1-message-rate-limit"],
         "a new sending IP throttled (451 4.7.500, Exchange Online)": ["4.7.500-server-busy"],
         "a sending IP rate limited (421 4.7.28, Gmail)": ["4.7.28-ip-rate-limited"],

@@ -248,6 +248,40 @@ def test_too_many_recipients_profile_defers_those_over_three_per_message() -> No
             tuple(recipients[:3]), tuple(recipients[:3]), tuple(recipients[3:])]
 
 
+def test_storage_full_profile_refuses_mail_from_the_fourth_message_on() -> None:
+    with FakeMX("4.3.1-storage-full-after-3-messages") as mx:
+        for _ in range(3):  # positive control: 3 messages, each in its own connection
+            with client(mx) as smtp:
+                assert smtp.sendmail("a@sender.example", ["b@dest.example"], MESSAGE) == {}
+        for _ in range(2):  # the 4th and later, in a new connection or not
+            with client(mx) as smtp, pytest.raises(smtplib.SMTPSenderRefused) as refused:
+                smtp.sendmail("a@sender.example", ["b@dest.example"], MESSAGE)
+            assert (refused.value.smtp_code, refused.value.smtp_error) == (
+                452, b"4.3.1 Insufficient system storage")
+        # Per client: another address has sent nothing yet.
+        assert dialogue(mx.host, mx.port, source="127.0.0.2").code("body") == 250
+        mx.wait_for(messages=4)
+
+
+def test_421_after_2_recipients_profile_closes_at_the_third_rcpt() -> None:
+    with FakeMX("4.7.0-421-after-2-recipients") as mx:
+        with client(mx) as smtp:  # positive control: 2 recipients go through
+            assert smtp.sendmail("a@sender.example", ["b1@d.example", "b2@d.example"],
+                                 MESSAGE) == {}
+        with client(mx) as smtp:  # a new connection starts at 0
+            smtp.ehlo()
+            smtp.mail("a@sender.example")
+            assert smtp.rcpt("b1@d.example")[0] == 250
+            assert smtp.rcpt("b2@d.example")[0] == 250
+            assert smtp.rcpt("b3@d.example") == (
+                421, b"4.7.0 Too many recipients, closing connection")
+            assert smtp.sock is not None
+            assert smtp.sock.recv(1) == b""  # closed (FIN) after the 421
+        mx.wait_for(ended=2)
+        assert mx.sessions[-1].outcome is Outcome.CLOSED_AFTER_REPLY
+        assert [m.rcpt_tos for m in mx.messages] == [("b1@d.example", "b2@d.example")]
+
+
 def test_message_rate_profile_refuses_the_sixth_message_in_a_minute() -> None:
     clock = FakeClock()
     with FakeMX("4.7.1-message-rate-limit", clock=clock) as mx:

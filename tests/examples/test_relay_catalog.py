@@ -54,7 +54,7 @@ def expected(profile: Profile, max_attempts: int) -> Expected:
     if profile.name in BY_HAND:
         return BY_HAND[profile.name]
     verdict = profile.about.postfix if profile.about else None
-    if verdict is not None and (verdict.warm_up_messages or verdict.sent_recipients):
+    if verdict is not None and (verdict.warm_up_messages or verdict.recipients > 1):
         # A rate or a recipient limit: one message to one recipient stays under it.
         return Expected(Status.SENT, 1)
     if verdict is not None:
