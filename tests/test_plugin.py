@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import plugin_harness
 import pytest
 
 from fakemx.profiles import catalog
@@ -38,18 +39,11 @@ def rcpt_code(mx):
 
 @pytest.fixture(autouse=True)
 def _inner_ini(pytester: pytest.Pytester) -> None:
-    # Inner runs get their own settings. Warnings are errors in this suite, and
-    # pytest-asyncio warns on an unset loop scope, pytest-benchmark under xdist.
-    pytester.makeini(
-        "[pytest]\nasyncio_default_fixture_loop_scope = function\naddopts = -p no:benchmark\n"
-    )
+    plugin_harness.inner_ini(pytester)
 
 
 def run(pytester: pytest.Pytester, source: str, *args: str) -> pytest.RunResult:
-    pytester.makepyfile(test_inner=HELPERS + source)
-    if "-n" in args:  # xdist workers are processes: run the whole session as one too
-        return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
-    return pytester.runpytest("-p", "no:cacheprovider", *args)
+    return plugin_harness.run(pytester, HELPERS + source, *args)
 
 
 def test_plugin_is_registered_and_its_marker_documented(pytester: pytest.Pytester) -> None:

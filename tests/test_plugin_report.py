@@ -12,6 +12,7 @@ import smtplib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import plugin_harness
 import pytest
 
 from fakemx import FakeMX, Stage
@@ -53,18 +54,11 @@ SECTION = re.compile(r"^-+ fakemx -+$", re.MULTILINE)
 
 @pytest.fixture(autouse=True)
 def _inner_ini(pytester: pytest.Pytester) -> None:
-    # As in test_plugin.py: pytest-asyncio warns on an unset loop scope, pytest-benchmark
-    # under xdist, and warnings are errors in this suite.
-    pytester.makeini(
-        "[pytest]\nasyncio_default_fixture_loop_scope = function\naddopts = -p no:benchmark\n"
-    )
+    plugin_harness.inner_ini(pytester)
 
 
 def run(pytester: pytest.Pytester, source: str, *args: str) -> pytest.RunResult:
-    pytester.makepyfile(test_inner=HELPERS + source)
-    if "-n" in args:  # xdist workers are processes: run the whole session as one too
-        return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
-    return pytester.runpytest("-p", "no:cacheprovider", *args)
+    return plugin_harness.run(pytester, HELPERS + source, *args)
 
 
 def sections(result: pytest.RunResult) -> int:
