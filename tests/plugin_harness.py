@@ -4,6 +4,21 @@ from __future__ import annotations
 
 import pytest
 
+# Inner test files share these: a bounded smtplib client and a one-message send.
+HELPERS = """
+import smtplib
+
+import pytest
+
+TIMEOUT = 5.0
+
+
+def send(mx, recipient="bob@dest.example"):
+    with smtplib.SMTP(mx.host, mx.port, timeout=TIMEOUT) as smtp:
+        message = b"Subject: hi\\r\\n\\r\\nhi\\r\\n"
+        return smtp.sendmail("alice@sender.example", [recipient], message)
+"""
+
 
 def inner_ini(pytester: pytest.Pytester) -> None:
     # Inner runs get their own settings. Warnings are errors in this suite, and

@@ -12,21 +12,9 @@ from fakemx.profiles import catalog
 
 pytest_plugins = ["pytester"]
 
-# Inner test files share these: a bounded smtplib client and a one-message send.
-HELPERS = """
-import smtplib
+HELPERS = plugin_harness.HELPERS + """
 import socket
 import sqlite3
-
-import pytest
-
-TIMEOUT = 5.0
-
-
-def send(mx, recipient="bob@dest.example"):
-    with smtplib.SMTP(mx.host, mx.port, timeout=TIMEOUT) as smtp:
-        message = b"Subject: hi\\r\\n\\r\\nhi\\r\\n"
-        return smtp.sendmail("alice@sender.example", [recipient], message)
 
 
 def rcpt_code(mx):

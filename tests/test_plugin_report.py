@@ -23,20 +23,7 @@ pytest_plugins = ["pytester"]
 TIMEOUT = 5.0
 MESSAGE = b"Subject: hi\r\n\r\nhi\r\n"
 
-# Inner test files share these: a bounded smtplib client.
-HELPERS = """
-import smtplib
-
-import pytest
-
-TIMEOUT = 5.0
-
-
-def send(mx, recipient="bob@dest.example"):
-    with smtplib.SMTP(mx.host, mx.port, timeout=TIMEOUT) as smtp:
-        message = b"Subject: hi\\r\\n\\r\\nhi\\r\\n"
-        return smtp.sendmail("alice@sender.example", [recipient], message)
-"""
+HELPERS = plugin_harness.HELPERS
 
 # A relay that gets a reset after MAIL FROM: the issue's example. One test fails, one passes.
 RESET_AFTER_MAIL = """
