@@ -28,6 +28,7 @@ import math
 import re
 from collections import deque
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Protocol, TypeVar
 
@@ -216,31 +217,66 @@ def scale_when(when: dict[str, Any], time_scale: float) -> None:
         scale_when(when["not"], time_scale)
 
 
+@dataclass(frozen=True)
+class CountPlan:
+    """What a profile's rules read: which (event, scope) pairs to count at all, and
+    for which to keep event times, for how long (the longest rate window on it)."""
+
+    wanted: frozenset[tuple[Event, Scope]]
+    windows: Mapping[tuple[Event, Scope], float]
+
+
+def plan(keys: Iterable[CountKey]) -> CountPlan:
+    keys = list(keys)
+    return CountPlan(frozenset((event, scope) for event, scope, _ in keys),
+                     longest_windows(keys))
+
+
+# Distinct (event, scope, key) slots one tally keeps: a per-sender count sees a
+# new key per sender, and a client may send a million senders. Past the bound
+# the oldest slot is forgotten (counted from 0 again if it comes back).
+MAX_SLOTS = 100_000
+
+
 class Tally:
     """Counts of events per (event, scope, key), and their recent times for rate windows.
 
-    Touched only on the server's event loop. Times are kept only for the
-    (event, scope) pairs some rule has a window on, and only as long as the
-    longest such window, so a sink counts without keeping any.
+    Touched only on the server's event loop. Only the (event, scope) pairs some
+    rule reads are counted (a sink counts nothing), times are kept only where a
+    rule has a window and only as long as the longest one, and at most
+    ``max_slots`` keys are kept.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_slots: int = MAX_SLOTS) -> None:
         self._totals: dict[tuple[Event, Scope, str], int] = {}
         self._times: dict[tuple[Event, Scope, str], deque[float]] = {}
+        self._max_slots = max_slots
 
     def add(self, event: Event, keys: Iterable[tuple[Scope, str]], now: float,
-            windows: Mapping[tuple[Event, Scope], float]) -> None:
-        """Count one ``event`` for each (scope, key); keep its time where a window wants it."""
+            counting: CountPlan) -> None:
+        """Count one ``event`` for each (scope, key) a rule reads; keep its time where a
+        window wants it."""
         for scope, key in keys:
+            if (event, scope) not in counting.wanted:
+                continue
             slot = (event, scope, key)
             self._totals[slot] = self._totals.get(slot, 0) + 1
-            keep = windows.get((event, scope))
+            if len(self._totals) > self._max_slots:
+                oldest = next(iter(self._totals))
+                del self._totals[oldest]
+                self._times.pop(oldest, None)
+            keep = counting.windows.get((event, scope))
             if keep is None:
                 continue
             times = self._times.setdefault(slot, deque())
             times.append(now)
             while times and times[0] <= now - keep:
                 times.popleft()
+
+    @property
+    def slots(self) -> int:
+        """How many (event, scope, key) counts are kept."""
+        return len(self._totals)
 
     def total(self, event: Event, scope: Scope, key: str) -> int:
         return self._totals.get((event, scope, key), 0)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fakemx.counters import CountKey, Event, Scope, Tally, count_keys, longest_windows, sender_key
+from fakemx.counters import CountKey, CountPlan, Event, Scope, Tally, count_keys, plan, sender_key
 from fakemx.fdbudget import FdBudget, process_budget
 from fakemx.incidents import Incidents
 from fakemx.journal import Journal
@@ -73,9 +73,9 @@ class ServerState:
     # (id(rule), client or "") -> its matches and firings
     uses: dict[tuple[int, str], RuleUse] = field(default_factory=dict)
     rng: random.Random = field(init=False)
-    # The rate windows of the last profile asked about, kept with it (so its id stays its own).
-    _windows: tuple[Profile, dict[tuple[Event, Scope], float]] | None = field(
-        default=None, init=False, repr=False)
+    # The counting plan of the last profile asked about, kept with it (so its id stays
+    # its own).
+    _plan: tuple[Profile, CountPlan] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -88,17 +88,17 @@ class ServerState:
             history = self.clients[client_ip] = ClientHistory(first_seen=now)
         history.attempts += 1
         self.tally.add(Event.SESSIONS, ((Scope.CLIENT, client_ip), (Scope.SERVER, "")), now,
-                       self.windows(self.profile))
+                       self.counting(self.profile))
         return history.attempts, now - history.first_seen
 
     def count(self, event: Event, client_ip: str, sender: str | None,
-              windows: dict[tuple[Event, Scope], float]) -> None:
+              counting: CountPlan) -> None:
         """Count a message (at MAIL) or a recipient (at RCPT) for the client, sender, server."""
         keys = [(Scope.CLIENT, client_ip), (Scope.SERVER, "")]
         by_sender = sender_key(sender)
         if by_sender is not None:
             keys.append((Scope.SENDER, by_sender))
-        self.tally.add(event, keys, self.clock(), windows)
+        self.tally.add(event, keys, self.clock(), counting)
 
     def facts(self, keys: tuple[CountKey, ...], client_ip: str,
               sender: str | None) -> dict[CountKey, int]:
@@ -106,12 +106,12 @@ class ServerState:
         owners = {Scope.CLIENT: client_ip, Scope.SERVER: "", Scope.SENDER: sender_key(sender)}
         return self.tally.facts(keys, owners, self.clock())
 
-    def windows(self, profile: Profile) -> dict[tuple[Event, Scope], float]:
-        """How long to keep event times for ``profile``'s rate conditions (found once)."""
-        if self._windows is None or self._windows[0] is not profile:
+    def counting(self, profile: Profile) -> CountPlan:
+        """What ``profile``'s rules count, and for how long (found once per profile)."""
+        if self._plan is None or self._plan[0] is not profile:
             keys = (key for rule in profile.rules for key in count_keys(rule.when))
-            self._windows = (profile, longest_windows(keys))
-        return self._windows[1]
+            self._plan = (profile, plan(keys))
+        return self._plan[1]
 
     def rule_uses(self, rules: tuple[Rule, ...], client_ip: str) -> dict[int, tuple[int, int]]:
         """id(rule) -> (matched, fired) so far, for the counted rules among ``rules``

@@ -297,13 +297,15 @@ class SessionCore(AiosmtpdSession):
         assert record is not None
         if sender is None:
             sender = getattr(self.envelope, "mail_from", None)
-        windows = self.state.windows(self.profile)
-        self.state.count(event, record.client_ip, sender, windows)
+        counting = self.state.counting(self.profile)
+        if not counting.wanted:
+            return  # no rule counts anything: the common case costs nothing
+        self.state.count(event, record.client_ip, sender, counting)
         if event is Event.MESSAGES:
             self._tally.forget(Scope.MESSAGE)  # a new transaction: its recipients from 0
         mine = [(Scope.SESSION, "")] + ([(Scope.MESSAGE, "")] if event is Event.RECIPIENTS
                                         else [])
-        self._tally.add(event, mine, self.state.clock(), windows)
+        self._tally.add(event, mine, self.state.clock(), counting)
 
     async def _act(self, stage: Stage, rule: Rule | None) -> str | None:
         """Carry out ``rule``'s action: the reply to send instead of the normal one, or None."""
