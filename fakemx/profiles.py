@@ -1,8 +1,7 @@
 """Finding, reading and validating profiles; the catalog is the set shipped in ``profiles/``.
 
-Search order for a name: an explicit path, then each directory in
-``$FAKEMX_PROFILES`` (``os.pathsep``-separated), then the catalog shipped with
-fakemx (``fakemx/profiles`` in a wheel, ``profiles/`` in a source checkout).
+Search order for a name: an explicit path, then the search path of
+``fakemx.catalog_files`` (``$FAKEMX_PROFILES``, then the shipped catalog).
 """
 
 from __future__ import annotations
@@ -10,28 +9,17 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from fakemx.catalog_files import catalog_paths as catalog_paths  # re-exported (the page)
+from fakemx.catalog_files import search_dirs
 from fakemx.errors import ProfileError, UnknownProfileError
 from fakemx.model import Profile
-
-_PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def catalog_dir() -> Path:
-    """The shipped catalog: inside the package when installed, top level in a checkout."""
-    packaged = _PACKAGE_DIR / "profiles"
-    return packaged if packaged.is_dir() else _PACKAGE_DIR.parent / "profiles"
-
-
-def search_dirs() -> list[Path]:
-    extra = [Path(p) for p in os.environ.get("FAKEMX_PROFILES", "").split(os.pathsep) if p]
-    return [*extra, catalog_dir()]
 
 
 def profile_from_data(data: Mapping[str, Any], source: str, name: str | None = None) -> Profile:
@@ -56,15 +44,6 @@ def load_file(path: Path) -> Profile:
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(source, "", f"not valid TOML: {exc}", "fix the TOML syntax") from None
     return profile_from_data(data, source, name=path.stem)
-
-
-def catalog_paths() -> Iterator[Path]:
-    seen: set[str] = set()
-    for directory in search_dirs():
-        for path in sorted(directory.glob("*.toml")):
-            if path.stem not in seen:
-                seen.add(path.stem)
-                yield path
 
 
 def catalog() -> list[Profile]:

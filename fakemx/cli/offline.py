@@ -9,20 +9,23 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from fakemx import config, sessionlog
-from fakemx import explain as reference
+from fakemx import catalog_cache, config
 from fakemx.clientbytes import shown
 from fakemx.errors import FakeMXError
-from fakemx.lint import lint
-from fakemx.mailbox import MessageQuery, export_messages, parse_when
-from fakemx.model import Profile
-from fakemx.profiles import catalog, load_file
-from fakemx.store import Store
+
+if TYPE_CHECKING:
+    from fakemx.store import Store
+
+# The models, the store and the catalog are imported inside the commands that use
+# them: `fakemx list` must start in well under a second (fakemx.catalog_cache).
 
 
 def time_bound(text: str) -> float:
     """``--since``/``--until`` (``mailbox.parse_when``), for argparse."""
+    from fakemx.mailbox import parse_when
+
     try:
         return parse_when(text)
     except ValueError as exc:
@@ -35,10 +38,14 @@ def _open_store(args: argparse.Namespace) -> Store:
         where = config.origin(args, "state_dir")
         raise FakeMXError(f"{where} {args.state_dir}: no fakemx store here (pass --state-dir"
                           " or set FAKEMX_STATE_DIR to the server's state dir)")
+    from fakemx.store import Store
+
     return Store(args.state_dir)
 
 
 def _journal(args: argparse.Namespace) -> int:
+    from fakemx import sessionlog
+
     store = _open_store(args)
     try:
         if args.follow:
@@ -66,11 +73,24 @@ def _journal(args: argparse.Namespace) -> int:
     return 0
 
 
+def _catalog_view() -> dict[str, Any]:
+    """What list and explain print for the catalog (cached: fakemx.catalog_cache)."""
+    from fakemx import explain as reference
+    from fakemx.profiles import catalog
+
+    profiles = catalog()
+    queries = [p.name for p in profiles] + list(reference.codes())
+    return {"entries": [reference.entry(p) for p in profiles],
+            "markdown": reference.markdown_table(),
+            "explain": {query: reference.explain(query) for query in queries}}
+
+
 def _list(args: argparse.Namespace) -> int:
+    view = catalog_cache.view(_catalog_view)
     if args.markdown:
-        print(reference.markdown_table())
+        print(view["markdown"])
         return 0
-    entries = [reference.entry(p) for p in catalog()]
+    entries: list[dict[str, Any]] = view["entries"]
     if args.json:
         print(json.dumps(entries, indent=2))
         return 0
@@ -81,12 +101,21 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    known: dict[str, str] = catalog_cache.view(_catalog_view)["explain"]
+    if args.query in known:
+        print(known[args.query])
+        return 0
+    from fakemx import explain as reference  # another spelling, a file, or a mistake
+
     print(reference.explain(args.query))
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
     """Validate, then lint (fakemx.lint): one line per problem, exit 2 if there is any."""
+    from fakemx.lint import lint
+    from fakemx.profiles import load_file
+
     failed = 0
     for path in args.files:
         try:
@@ -106,11 +135,15 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
+    from fakemx.model import Profile
+
     print(json.dumps(Profile.model_json_schema(), indent=2))
     return 0
 
 
 def _messages(args: argparse.Namespace) -> int:
+    from fakemx.mailbox import MessageQuery
+
     query = MessageQuery(sender=args.sender, recipient=args.recipient, subject=args.subject,
                          since=args.since, until=args.until, server=args.server)
     store = _open_store(args)
@@ -139,6 +172,8 @@ def _messages(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from fakemx.mailbox import export_messages
+
     store = _open_store(args)
     try:
         count = export_messages(store, args.out, args.format, envelope=not args.as_received)
