@@ -5,7 +5,7 @@
 #              -p 2525:2525 -p 8025:8025 fakemx
 FROM python:3.11-slim
 
-RUN useradd --system --create-home --home-dir /home/fakemx fakemx \
+RUN useradd --system --uid 10001 --create-home --home-dir /home/fakemx fakemx \
     && install -d -o fakemx -g fakemx -m 0700 /var/lib/fakemx \
     && install -d -o fakemx -g fakemx -m 0755 /var/lib/fakemx-relay
 WORKDIR /src
