@@ -3,17 +3,25 @@
 # profile instead (the compose lab passes `fakemx lab ...` as its command).
 #   docker run -e FAKEMX_PROFILE=4.4.7-defer-rcpt -e FAKEMX_API_TOKEN=secret \
 #              -p 2525:2525 -p 8025:8025 fakemx
-FROM python:3.11-slim
-
-RUN useradd --system --uid 10001 --create-home --home-dir /home/fakemx fakemx \
-    && install -d -o fakemx -g fakemx -m 0700 /var/lib/fakemx \
-    && install -d -o fakemx -g fakemx -m 0755 /var/lib/fakemx-relay
+# The base is pinned to one Python release and one Debian release; the image installs
+# the wheel built from this same commit in the first stage (as `python -m build` makes
+# it for PyPI: tests/test_run_anywhere.py builds and installs it), not the source tree.
+FROM python:3.11.7-slim-bookworm AS wheel
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY fakemx ./fakemx
 COPY profiles ./profiles
+RUN pip install --no-cache-dir build==1.2.2 && python -m build --wheel --outdir /dist
+
+FROM python:3.11.7-slim-bookworm
+
+RUN useradd --system --uid 10001 --create-home --home-dir /home/fakemx fakemx \
+    && install -d -o fakemx -g fakemx -m 0700 /var/lib/fakemx \
+    && install -d -o fakemx -g fakemx -m 0755 /var/lib/fakemx-relay
+COPY --from=wheel /dist /dist
 COPY deploy/healthcheck.py /usr/local/bin/fakemx-healthcheck
-RUN pip install --no-cache-dir . && rm -rf /src && chmod 0755 /usr/local/bin/fakemx-healthcheck
+RUN pip install --no-cache-dir /dist/*.whl && rm -rf /dist \
+    && chmod 0755 /usr/local/bin/fakemx-healthcheck
 
 USER fakemx
 WORKDIR /home/fakemx

@@ -33,9 +33,11 @@ def fakemx_run(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 class Process:
     """A ``python -m fakemx ...`` process whose stdout lines a thread collects."""
 
-    def __init__(self, *args: str, env: dict[str, str]) -> None:
-        self.popen = subprocess.Popen([sys.executable, "-m", "fakemx", *args], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def __init__(self, *args: str, env: dict[str, str], command: list[str] | None = None
+                 ) -> None:
+        command = command or [sys.executable, "-m", "fakemx"]
+        self.popen = subprocess.Popen([*command, *args], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -75,8 +77,10 @@ class Process:
 
 
 @contextmanager
-def process(*args: str, env: dict[str, str]) -> Iterator[Process]:
-    running = Process(*args, env=env)
+def process(*args: str, env: dict[str, str], command: list[str] | None = None
+            ) -> Iterator[Process]:
+    """``fakemx ARGS`` (``command``: how to run fakemx, default this Python's ``-m fakemx``)."""
+    running = Process(*args, env=env, command=command)
     try:
         yield running
     finally:

@@ -382,6 +382,35 @@ def test_sdist_and_wheel_build_and_pass_twine_check(tmp_path: Path) -> None:
     assert "fakemx/profiles/sink.toml" in names
     assert "fakemx/config.py" in names
     assert "fakemx = fakemx.cli:main" in entry_points
+    installed_wheel_runs(Path(dists[0]), tmp_path)
+
+
+def installed_wheel_runs(wheel: Path, tmp_path: Path) -> None:
+    """The wheel installed as the image installs it (Dockerfile), into a venv of its own
+    (the dependencies seen from this environment): its catalog is the one inside it."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+                   check=True, timeout=120)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                    "--no-deps", "--disable-pip-version-check", str(wheel)],
+                   check=True, timeout=300)
+    fakemx_command = str(venv / "bin" / "fakemx")
+    env = clean_env(FAKEMX_CACHE_DIR=str(tmp_path / "cache"))
+    where = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "import fakemx.profiles as p; print(p.__file__, p.catalog_paths()"
+                            ".__next__())"], capture_output=True, text=True, cwd=tmp_path,
+                           env=env, timeout=60, check=True).stdout
+    module, first_profile = where.split()
+    assert module.startswith(str(venv)), where
+    assert first_profile.startswith(str(venv)), where
+    listed = subprocess.run([fakemx_command, "list"], capture_output=True, text=True,
+                            cwd=tmp_path, env=env, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert "4.4.316-connection-refused" in listed.stdout
+    with process("serve", "--port", "0", "--state-dir", str(tmp_path / "state"),
+                 env=env, command=[fakemx_command]) as served:
+        port = served.port("fakemx: serving sink on")
+        send(port, "alice@example.com", "bob@example.net", "from the wheel")
 
 
 # region 6. CI recipes ----------------------------------------------------------------------
