@@ -94,20 +94,23 @@ class DataCommands(SessionCore):
         while True:
             try:
                 data += await self.reader.readuntil(body.END)
+                ended = body.ends_message(data)
             except asyncio.LimitOverrunError as exc:  # no ".\r\n" within the limit yet
                 data += await self.reader.read(exc.consumed)
-            else:
-                if body.ends_message(data):
-                    break
+                ended = False
             size = discarded + len(data)
-            if size >= next_timer_reset:  # the client is still sending: not idle
-                self.restart_idle_timer()
-                next_timer_reset = size + _TIMER_RESET_BYTES
             if watch_body:
+                # Asked on every block, the last one too: a message that arrives in one
+                # block (most test messages) meets the body rules as a long one does.
                 rule = self._decide(Stage.BODY, body_bytes=size)
                 if rule is not None:
                     watch_body = False
                     body_reply = await self._act(Stage.BODY, rule)
+            if ended:
+                break
+            if size >= next_timer_reset:  # the client is still sending: not idle
+                self.restart_idle_timer()
+                next_timer_reset = size + _TIMER_RESET_BYTES
             if limit and size > limit:
                 problem = "552 5.3.4 Message size exceeds fixed maximum message size"
                 discarded += len(data) - 4
