@@ -37,7 +37,11 @@ SCENARIOS: dict[str, dict[str, list[str]]] = {
     },
     "4.4.316": {
         "nothing listens (RST on SYN)": ["4.4.316-connection-refused"],
-        "refuse only clients outside an allow-list": ["4.4.316-firewall-allow-list"],
+        # A user-space server cannot refuse a SYN per source address; to the relay whose
+        # address a firewall rejects, a refusal is all there is (docs/profiles.md).
+        "a firewall that rejects the relay's address (RST on its SYN)": [
+            "4.4.316-connection-refused"
+        ],
     },
     "4.4.317": {
         "421 greeting": ["4.4.317-greeting-421"],
@@ -76,6 +80,10 @@ SCENARIOS: dict[str, dict[str, list[str]]] = {
             "4.4.318-fin-after-final-dot", "4.4.318-rst-after-final-dot"
         ],
         "a server that stalls mid-session then closes": ["4.4.318-stall-then-close"],
+        # SCENARIOS.md files it under 4.4.316; relays report the reset as a lost connection.
+        "a firewall that resets clients outside an allow-list after the handshake": [
+            "4.4.318-firewall-allow-list"
+        ],
         "an inspecting firewall that masks the banner and strips EHLO extensions": [
             "4.4.318-firewall-smtp-inspection"
         ],

@@ -118,7 +118,7 @@ def test_stall_then_close_is_silent_then_fin() -> None:
 
 
 def test_firewall_allow_list_resets_outsiders_before_the_greeting() -> None:
-    with FakeMX("4.4.316-firewall-allow-list") as mx:
+    with FakeMX("4.4.318-firewall-allow-list") as mx:
         transcript = dialogue(mx.host, mx.port)
         mx.wait_for(ended=1)
     assert (transcript.ended_at, transcript.how) == ("greeting", "rst")
