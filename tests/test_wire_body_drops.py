@@ -66,6 +66,7 @@ def test_fin_during_a_small_body_is_end_of_file_after_the_final_dot() -> None:
         mx.wait_for(ended=1)
     assert (closed.how, closed.data) == ("fin", b"")
     assert mx.sessions[0].outcome is Outcome.DROPPED_FIN
+    assert not [e for e in mx.sessions[0].events if "unread" in e.text]  # a real FIN
 
 
 @pytest.mark.usefixtures("control")
@@ -77,7 +78,10 @@ def test_fin_during_a_large_body_reaches_the_client_as_a_reset() -> None:
         with pytest.raises((ConnectionResetError, BrokenPipeError)):
             send_then_read(sock, LARGE_BODY + b".\r\n")
         mx.wait_for(ended=1)
-    assert mx.sessions[0].outcome is Outcome.DROPPED_FIN  # fakemx closed; the kernel reset
+    session = mx.sessions[0]
+    assert session.outcome is Outcome.DROPPED_FIN  # fakemx closed; its kernel reset
+    assert any(e.text.endswith("bytes from the client unread: the kernel resets (RST)")
+               for e in session.events), session.events
 
 
 def test_after_bytes_keeps_a_threshold() -> None:

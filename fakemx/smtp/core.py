@@ -24,7 +24,7 @@ from fakemx.counters import SERVER_SCOPES, CountKey, Event, Scope, Tally, count_
 from fakemx.decide import Context, choose
 from fakemx.journal import Outcome, Session
 from fakemx.model import Action, Reply, Rule, Stall
-from fakemx.smtp import limits
+from fakemx.smtp import body, limits
 from fakemx.smtp.replies import render
 from fakemx.smtp.seam import AiosmtpdSession, SessionOver
 from fakemx.stages import Stage, TlsMode
@@ -377,7 +377,11 @@ class SessionCore(AiosmtpdSession):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
             raw.abort()
         elif self.transport is not None:
-            self.transport.close()  # flushes a pending reply, then FIN
+            sock = raw.get_extra_info("socket") if raw is not None else None
+            unread = body.unread_bytes(sock.fileno()) if sock is not None else 0
+            if unread:
+                self._note(f"{unread} bytes from the client unread: the kernel resets (RST)")
+            self.transport.close()  # flushes a pending reply, then FIN (RST if unread)
         raise SessionOver()
 
     def _incident(self, error: BaseException) -> None:
