@@ -6,7 +6,8 @@ of the types below, and the executor matches on the type. A new action is a type
 here, its key on ``model.Rule``, and one case in the executor.
 
 ``Reply``, ``Stall`` and ``Then`` are the profile models themselves; the actions
-that are a single value in the file are the small frozen classes here.
+that are a single value in the file are the small frozen classes here. The
+malformed and edge replies are in fakemx.edge_actions.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from fakemx.edge_actions import EdgeAction, HeloOnly, InjectPlaintext, OtherServer
 from fakemx.stages import Stage
 
 if TYPE_CHECKING:
@@ -64,6 +66,9 @@ ONLY_AT: dict[type, Stage] = {
     StripExtensions: Stage.EHLO,
     MaskBanner: Stage.GREETING,
     BreakHandshake: Stage.STARTTLS,
+    HeloOnly: Stage.EHLO,
+    OtherServer: Stage.GREETING,
+    InjectPlaintext: Stage.STARTTLS,
 }
 
 
@@ -75,6 +80,8 @@ def final_reply(action: object) -> Reply | None:
         return action
     if isinstance(action, Stall) and action.then is not None:
         return action.then.reply
+    if isinstance(action, EdgeAction):
+        return action.as_reply()
     return None
 
 

@@ -33,6 +33,15 @@ from fakemx.actions import (
 )
 from fakemx.counters import HELP, Count, Event, check_scopes, scale_when
 from fakemx.dns.model import Dns
+from fakemx.edge_actions import (
+    EDGE_ACTION_KEYS,
+    HeloOnly,
+    InjectPlaintext,
+    MixedCodes,
+    OtherServer,
+    Segmented,
+    Unterminated,
+)
 from fakemx.stages import ListenerState, Stage, TlsMode
 from fakemx.verdicts import PostfixVerdict as PostfixVerdict  # re-exported: fakemx.PostfixVerdict
 
@@ -162,10 +171,11 @@ class When(_Strict):
 
 
 # One type per action; a rule's action key in the file picks one (see fakemx.actions).
-Action = Reply | Stall | Drop | Accept | StripExtensions | MaskBanner | BreakHandshake
+Action = (Reply | Stall | Drop | Accept | StripExtensions | MaskBanner | BreakHandshake
+          | Unterminated | Segmented | MixedCodes | HeloOnly | OtherServer | InjectPlaintext)
 
 ACTION_KEYS = ("reply", "drop", "stall", "accept", "strip_extensions", "mask_banner",
-               "handshake")
+               "handshake", *EDGE_ACTION_KEYS)
 
 
 class Rule(_Strict):
@@ -179,6 +189,12 @@ class Rule(_Strict):
     strip_extensions: list[str] | None = None
     mask_banner: str | None = None
     handshake: HandshakeFault | None = None
+    unterminated: Unterminated | None = None  # the malformed and edge replies:
+    segmented: Segmented | None = None  # see fakemx.edge_actions
+    mixed_codes: MixedCodes | None = None
+    helo_only: Literal[True] | None = None
+    other_server: OtherServer | None = None
+    inject_plaintext: InjectPlaintext | None = None
     times: Annotated[int, Field(ge=1)] | None = Field(default=None, description=HELP["times"])
     after: Annotated[int, Field(ge=1)] | None = Field(default=None, description=HELP["after"])
     times_per: Literal["server", "client"] = Field(default="server",
@@ -225,7 +241,11 @@ class Rule(_Strict):
             return MaskBanner(self.mask_banner)
         if self.handshake is not None:
             return BreakHandshake(self.handshake)
-        return Accept()
+        if self.helo_only:
+            return HeloOnly()
+        edge: Action | None = next((getattr(self, key) for key in EDGE_ACTION_KEYS
+                                    if getattr(self, key) is not None), None)
+        return edge if edge is not None else Accept()
 
     @property
     def action(self) -> Action:
@@ -298,6 +318,10 @@ class Limits(_Strict):
     recipients_per_message: Annotated[int, Field(ge=1)] | None = 1_000
 
 
+# Every duration in an action: (action key, field), scaled by time_scale.
+_DURATIONS = (("stall", "seconds"), ("segmented", "pause_seconds"), ("other_server", "seconds"))
+
+
 class Profile(_Strict):
     name: str = "custom"
     about: About | None = None
@@ -355,9 +379,9 @@ class Profile(_Strict):
         data["idle_timeout_seconds"] *= time_scale
         for rule in data["rules"]:
             scale_when(rule.get("when", {}), time_scale)
-            stall = rule.get("stall")
-            if stall is not None and "seconds" in stall:
-                stall["seconds"] *= time_scale
+            for action, seconds in _DURATIONS:
+                if seconds in rule.get(action, {}):
+                    rule[action][seconds] *= time_scale
         if self.dns is not None:
             data["dns"] = self.dns.scaled(time_scale)
         return Profile.model_validate(data)

@@ -22,6 +22,7 @@ from fakemx.actions import (
 )
 from fakemx.counters import SERVER_SCOPES, CountKey, Event, Scope, Tally, count_keys
 from fakemx.decide import Context, choose
+from fakemx.edge_actions import EdgeAction
 from fakemx.journal import Outcome, Session
 from fakemx.model import Action, Reply, Rule, Stall
 from fakemx.smtp import body, limits
@@ -68,6 +69,7 @@ class SessionCore(AiosmtpdSession):
         self._close_when_done = False
         self._last_sender = ""
         self._last_recipient = ""
+        self._verb = ""  # the command being answered (EHLO or HELO, ...)
         self._tally = Tally()  # this session's messages and this message's recipients
 
     # region connection lifetime ------------------------------------------------
@@ -212,6 +214,7 @@ class SessionCore(AiosmtpdSession):
         if self.record is not None:
             shown = "***" if name == "AUTH" and arg else arg  # never journal credentials
             self.record.add("client", name if shown is None else f"{name} {shown}")
+        self._verb = name
         if self._refusing and name != "QUIT":
             await self.push("503 5.5.1 Bad sequence of commands: only QUIT is allowed now")
             return
@@ -339,6 +342,8 @@ class SessionCore(AiosmtpdSession):
                 return f"220 {action.text}"
             case BreakHandshake():
                 await self._break_handshake(action.how)
+            case EdgeAction():  # the malformed and edge replies: fakemx/smtp/edges.py
+                return await self._edge(stage, action)
 
     def _placeholders(self) -> dict[str, str]:
         record = self.record
@@ -390,5 +395,8 @@ class SessionCore(AiosmtpdSession):
 
     async def _break_handshake(self, how: HandshakeFault) -> NoReturn:
         raise NotImplementedError  # fakemx.smtp.starttls
+
+    async def _edge(self, stage: Stage, action: EdgeAction) -> str | None:
+        raise NotImplementedError  # fakemx.smtp.edges
 
     # endregion

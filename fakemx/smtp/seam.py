@@ -22,7 +22,7 @@ import asyncio
 import functools
 import inspect
 import ssl
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope
@@ -139,6 +139,8 @@ class AiosmtpdSession(SMTP):
     def __init__(self, **options: Any) -> None:
         super().__init__(HOOKS, loop=asyncio.get_running_loop(), **options)
         self._swallow_next_push = False
+        # Writes the next reply instead of aiosmtpd's push (fakemx/smtp/edges.py).
+        self.shape_next_reply: Callable[[bytes], Awaitable[None]] | None = None
         # aiosmtpd only calls .get() and .items() on it; see Commands.
         self._smtp_methods = Commands(self)  # type: ignore[assignment]
 
@@ -192,6 +194,10 @@ class AiosmtpdSession(SMTP):
             self.on_push_after_close()
             raise SessionOver()
         self.on_reply(status.decode("utf-8", "replace") if isinstance(status, bytes) else status)
+        shape, self.shape_next_reply = self.shape_next_reply, None
+        if shape is not None:  # the same bytes as aiosmtpd's (UTF-8: SMTPUTF8 is on)
+            await shape(status.encode() if isinstance(status, str) else status)
+            return
         await super().push(status)
 
     def _timeout_cb(self) -> None:

@@ -19,13 +19,14 @@ from aiosmtpd.smtp import MISSING, TLSSetupException, syntax
 from fakemx.journal import Outcome
 from fakemx.smtp import inband, limits
 from fakemx.smtp.data import DataCommands
+from fakemx.smtp.edges import EdgeReplies
 from fakemx.smtp.starttls import StartTls
 from fakemx.stages import Stage
 
 _SIZE_OPTION = re.compile(r"^SIZE=(\d+)$", re.IGNORECASE)
 
 
-class FakeSMTP(StartTls, DataCommands):
+class FakeSMTP(StartTls, DataCommands, EdgeReplies):
     """One connection: the greeting, EHLO/HELO, MAIL, RCPT and QUIT (the rest: see bases)."""
 
     async def greet(self) -> None:
@@ -68,7 +69,9 @@ class FakeSMTP(StartTls, DataCommands):
         kept = [kw for i, kw in enumerate(keywords) if i == 0 or not self._stripped(kw)]
         if self._strip:
             self._note(f"EHLO reply stripped of {', '.join(sorted(self._strip))}")
-        return [f"250-{kw}" for kw in kept[:-1]] + [f"250 {kept[-1]}"]
+        lines = [f"250-{kw}" for kw in kept[:-1]] + [f"250 {kept[-1]}"]
+        # aiosmtpd pushes each line; a shaped reply (edges) is written whole, as one push.
+        return ["\r\n".join(lines)] if self.shape_next_reply is not None else lines
 
     def _stripped(self, keyword_line: str) -> bool:
         return keyword_line.split(" ", 1)[0].upper() in self._strip
