@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from fakemx.actions import BreakHandshake, Drop, final_reply
 from fakemx.counters import Count, Event, Scope, conditions
+from fakemx.edge_actions import OtherServer
 from fakemx.model import Profile, Rule, Stall, When
 from fakemx.stages import ListenerState, Stage, TlsMode
 
@@ -82,9 +83,10 @@ def always_fires(rule: Rule) -> bool:
 
 
 def ends_session(rule: Rule) -> bool:
-    """Does the action always end the session (drop, close, endless stall, broken TLS)?"""
+    """Does the action always end the session (drop, close, endless stall, broken TLS,
+    another protocol's server)?"""
     action = rule.action
-    if isinstance(action, Drop | BreakHandshake):
+    if isinstance(action, Drop | BreakHandshake | OtherServer):
         return True
     if isinstance(action, Stall):
         if action.seconds is None:
