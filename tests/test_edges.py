@@ -1,0 +1,493 @@
+"""The malformed and edge replies (#15), on the wire.
+
+Raw sockets check the exact bytes and, through the kernel's count of data
+segments received (TCP_INFO tcpi_data_segs_in), how they were cut into TCP
+segments; smtplib, aiosmtplib and swaks show what real clients make of them.
+Each test starts from a positive control: the same client against the sink.
+Postfix's verdict for every catalog profile: tests/e2e/test_postfix.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import smtplib
+import socket
+import struct
+import subprocess
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import aiosmtplib
+import pytest
+from tlshelp import verifying_context
+from wire import TIMEOUT, Closed, command, connect, read_reply, wait_closed
+
+from fakemx import FakeMX, Profile, ProfileError, load_profile, profile_from_data
+from fakemx.clientbytes import from_bytes
+from fakemx.journal import Outcome
+from fakemx.lint import lint
+from fakemx.profiles import load_file
+from fakemx.smtp.edges import SSH_BANNER, SSH_REFUSAL, pieces
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "profiles.md"
+SENDER, RECIPIENT = "alice@sender.example", "bob@dest.example"
+MESSAGE = b"Subject: edge\r\n\r\nan edge case\r\n"
+SWAKS = shutil.which("swaks")
+needs_swaks = pytest.mark.skipif(SWAKS is None, reason="swaks is not installed")
+FAST = 0.1  # time_scale: the catalog's 0.5 s pauses become 0.05 s
+
+
+def data_segments_in(sock: socket.socket) -> int:
+    """Segments with data this socket has received (Linux TCP_INFO tcpi_data_segs_in)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return int(struct.unpack_from("I", info, 152)[0])
+
+
+def read_counting(sock: socket.socket, reader: object = read_reply) -> tuple[bytes, int]:
+    """One reply, and how many TCP segments it came in."""
+    assert callable(reader)
+    before = data_segments_in(sock)
+    reply = reader(sock)
+    return reply, data_segments_in(sock) - before
+
+
+@pytest.fixture
+def dial() -> Iterator[Callable[[FakeMX], socket.socket]]:
+    """Connect to a server; every socket is closed when the test ends."""
+    opened: list[socket.socket] = []
+
+    def dial(mx: FakeMX) -> socket.socket:
+        opened.append(connect(mx.host, mx.port))
+        return opened[-1]
+
+    yield dial
+    for sock in opened:
+        sock.close()
+
+
+Dial = Callable[[FakeMX], socket.socket]
+
+
+def profile(rules: list[dict[str, object]], **settings: object) -> Profile:
+    return profile_from_data({"rules": rules, **settings}, "test_edges")
+
+
+def smtplib_send(mx: FakeMX) -> dict[str, tuple[int, bytes]]:
+    with smtplib.SMTP(mx.host, mx.port, timeout=TIMEOUT) as smtp:
+        return smtp.sendmail(SENDER, [RECIPIENT], MESSAGE)
+
+
+def aiosmtplib_send(mx: FakeMX, *, start_tls: bool = False) -> str:
+    async def send() -> str:
+        context = verifying_context(mx) if start_tls else None
+        _, reply = await aiosmtplib.send(MESSAGE, sender=SENDER, recipients=[RECIPIENT],
+                                         hostname=mx.host, port=mx.port, timeout=TIMEOUT,
+                                         start_tls=start_tls, tls_context=context)
+        return reply
+
+    return asyncio.run(send())
+
+
+def swaks(mx: FakeMX, *options: str) -> subprocess.CompletedProcess[str]:
+    """swaks's transcript (stdout, with its *** errors from stderr) and exit code."""
+    assert SWAKS is not None
+    return subprocess.run([SWAKS, "--server", f"{mx.host}:{mx.port}", "--from", SENDER,
+                           "--to", RECIPIENT, "--timeout", str(int(TIMEOUT)), *options],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=30, check=False)
+
+
+def send_until_final_dot(sock: socket.socket) -> None:
+    assert read_reply(sock).startswith(b"220 ")
+    assert command(sock, "EHLO client.example.net").startswith(b"250")
+    assert command(sock, f"MAIL FROM:<{SENDER}>").startswith(b"250")
+    assert command(sock, f"RCPT TO:<{RECIPIENT}>").startswith(b"250")
+    assert command(sock, "DATA").startswith(b"354")
+    sock.sendall(MESSAGE + b".\r\n")
+
+
+# region unterminated: the last line without CRLF, then FIN -------------------------
+
+
+def test_unterminated_reply_is_stored_then_cut_before_its_crlf(control: None, dial: Dial) -> None:
+    with FakeMX("4.4.318-unterminated-after-final-dot") as mx:
+        sock = dial(mx)
+        send_until_final_dot(sock)
+        assert wait_closed(sock) == Closed("fin", b"250 2.0.0 Ok: queued")  # no CRLF
+        mx.wait_for(messages=1, ended=1)  # a 250 went out: the message was stored first
+        assert mx.sessions[0].outcome is Outcome.CLOSED_AFTER_REPLY
+
+
+def test_unterminated_reply_through_clients(sink: FakeMX) -> None:
+    assert smtplib_send(sink) == {}
+    with FakeMX("4.4.318-unterminated-after-final-dot") as mx:
+        # smtplib reads a line up to the EOF and takes it as the 250; only QUIT fails.
+        smtp = smtplib.SMTP(mx.host, mx.port, timeout=TIMEOUT)
+        assert smtp.sendmail(SENDER, [RECIPIENT], MESSAGE) == {}
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            smtp.quit()
+        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+            aiosmtplib_send(mx)
+        mx.wait_for(messages=2)  # both stored: a client that retries makes a duplicate
+
+
+@needs_swaks
+def test_unterminated_reply_through_swaks(sink: FakeMX) -> None:
+    assert swaks(sink).returncode == 0
+    with FakeMX("4.4.318-unterminated-after-final-dot") as mx:
+        result = swaks(mx)
+        assert result.returncode != 0
+        assert "Remote host closed connection unexpectedly" in result.stdout
+
+
+def test_unterminated_at_the_greeting_closes_with_the_text_only(dial: Dial) -> None:
+    rules = [{"stage": "greeting", "unterminated": {"code": 220, "text": "{hostname} ESMTP"}}]
+    with FakeMX(profile(rules)) as mx:
+        closed = wait_closed(dial(mx))
+        assert (closed.how, closed.data) == ("fin", b"220 mx.fakemx.test ESMTP")
+
+
+# endregion
+# region segmented: one reply in several TCP segments ------------------------------
+
+
+def test_pieces_cut_evenly_and_keep_every_byte() -> None:
+    assert pieces(b"220 ok\r\n", 3) == [b"220", b" o", b"k\r\n"]
+    assert pieces(b"ab", 5) == [b"a", b"b"]  # never an empty segment
+    assert b"".join(pieces(b"x" * 1000, 7)) == b"x" * 1000
+
+
+def test_segmented_replies_arrive_in_several_segments_with_the_same_bytes(
+        sink: FakeMX, dial: Dial) -> None:
+    plain = dial(sink)
+    greeting, segments = read_counting(plain)
+    assert segments == 1  # positive control: the sink's greeting is one segment
+    ehlo = command(plain, "EHLO client.example.net")
+    with FakeMX("segmented-replies", time_scale=FAST) as mx:
+        sock = dial(mx)
+        assert read_counting(sock) == (greeting, 4)
+        sock.sendall(b"EHLO client.example.net\r\n")
+        assert read_counting(sock) == (ehlo, 6)  # the whole multi-line reply, cut in 6
+        assert command(sock, f"MAIL FROM:<{SENDER}>") == b"250 OK\r\n"  # not shaped
+        assert command(sock, f"RCPT TO:<{RECIPIENT}>") == b"250 OK\r\n"
+        assert command(sock, "DATA").startswith(b"354")
+        sock.sendall(MESSAGE + b".\r\n")
+        reply, segments = read_counting(sock)
+        assert (reply, segments) == (b"250 2.0.0 OK: queued as 1\r\n", 3)
+        mx.wait_for(messages=1)
+
+
+def test_segmented_replies_through_clients(sink: FakeMX) -> None:
+    assert smtplib_send(sink) == {}
+    with FakeMX("segmented-replies", time_scale=FAST) as mx:
+        assert smtplib_send(mx) == {}
+        assert aiosmtplib_send(mx).startswith("2.0.0 OK: queued as")
+        mx.wait_for(messages=2)
+
+
+@needs_swaks
+def test_segmented_replies_through_swaks(sink: FakeMX) -> None:
+    assert swaks(sink).returncode == 0
+    with FakeMX("segmented-replies", time_scale=FAST) as mx:
+        result = swaks(mx)
+        assert result.returncode == 0, result.stdout
+        assert "<-  250 2.0.0 OK: queued as 1" in result.stdout
+
+
+def test_segmented_with_its_own_reply_over_tls() -> None:
+    rules = [{"stage": "mail", "segmented": {"code": 451, "text": "4.3.0 <{sender}> later",
+                                             "segments": 5, "pause_seconds": 0.01}}]
+    with FakeMX(profile(rules)) as mx:
+        with smtplib.SMTP(mx.host, mx.port, timeout=TIMEOUT) as smtp:
+            smtp.starttls(context=verifying_context(mx))
+            smtp.ehlo()
+            assert smtp.mail(SENDER) == (451, f"4.3.0 <{SENDER}> later".encode())
+            assert smtp.rcpt(RECIPIENT)[0] == 503  # the session goes on after the 451
+        assert "reply in 5 TCP segments, 0.01 s apart" in [
+            e.text for e in mx.sessions[0].events]
+
+
+def test_segment_pauses_scale_with_time_scale() -> None:
+    scaled = load_profile("segmented-replies").scaled(0.01)
+    assert [r.segmented.pause_seconds for r in scaled.rules if r.segmented] == \
+        pytest.approx([0.005] * 3)
+
+
+# endregion
+# region mixed codes: 250- then 451 ------------------------------------------------
+
+
+def test_mixed_codes_go_out_as_written_and_nothing_is_stored(control: None, dial: Dial) -> None:
+    with FakeMX("4.4.7-mixed-codes-after-final-dot") as mx:
+        sock = dial(mx)
+        send_until_final_dot(sock)
+        assert read_reply(sock) == (b"250-2.0.0 Ok: queued\r\n"
+                                    b"451 4.3.0 Temporary failure, try again later\r\n")
+        assert command(sock, "QUIT").startswith(b"221")  # the session goes on
+        mx.wait_for(ended=1)
+        assert mx.messages == []  # the last line said 451: not accepted, not kept
+
+
+def test_mixed_codes_through_clients_count_the_last_line(sink: FakeMX) -> None:
+    assert smtplib_send(sink) == {}
+    with FakeMX("4.4.7-mixed-codes-after-final-dot") as mx:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            smtplib_send(mx)
+        assert refused.value.smtp_code == 451
+        with pytest.raises(aiosmtplib.SMTPDataError) as async_refused:
+            aiosmtplib_send(mx)
+        assert async_refused.value.code == 451
+
+
+@needs_swaks
+def test_mixed_codes_through_swaks(sink: FakeMX) -> None:
+    assert swaks(sink).returncode == 0
+    with FakeMX("4.4.7-mixed-codes-after-final-dot") as mx:
+        result = swaks(mx)
+        assert result.returncode != 0
+        assert "<** 250-2.0.0 Ok: queued\n<** 451 4.3.0 Temporary failure" in result.stdout
+
+
+def test_mixed_codes_ending_in_250_store_the_message_first() -> None:
+    rules = [{"stage": "end_of_data",
+              "mixed_codes": {"lines": ["451-4.3.0 Not really", "250 2.0.0 Ok"]}}]
+    with FakeMX(profile(rules)) as mx:
+        assert smtplib_send(mx) == {}
+        assert len(mx.messages) == 1  # stored before the reply went out
+
+
+# endregion
+# region helo_only: 502 to EHLO, 250 to HELO ---------------------------------------
+
+
+def test_helo_only_refuses_ehlo_and_accepts_helo(control: None, dial: Dial) -> None:
+    with FakeMX("helo-only-server") as mx:
+        sock = dial(mx)
+        assert read_reply(sock).startswith(b"220 ")
+        assert command(sock, "EHLO client.example.net") == \
+            b"502 5.5.1 Error: command not implemented\r\n"
+        assert command(sock, "HELO client.example.net") == b"250 mx.fakemx.test\r\n"
+        assert command(sock, "EHLO client.example.net").startswith(b"502 5.5.1")  # always
+        assert command(sock, f"MAIL FROM:<{SENDER}>") == b"250 OK\r\n"
+
+
+def test_helo_only_clients_fall_back_to_helo(sink: FakeMX) -> None:
+    assert smtplib_send(sink) == {}
+    with FakeMX("helo-only-server") as mx:
+        assert smtplib_send(mx) == {}
+        assert aiosmtplib_send(mx).startswith("2.0.0 OK: queued as")
+        mx.wait_for(messages=2, ended=2)
+        for session in mx.sessions:
+            said = [e.text.split()[0] for e in session.events if e.kind == "client"]
+            assert said[:2] == ["EHLO", "HELO"], said
+
+
+@needs_swaks
+def test_helo_only_through_swaks(sink: FakeMX) -> None:
+    assert swaks(sink).returncode == 0
+    with FakeMX("helo-only-server") as mx:
+        result = swaks(mx)
+        assert result.returncode == 0, result.stdout
+        assert "<** 502 5.5.1 Error: command not implemented\n -> HELO" in result.stdout
+
+
+# endregion
+# region other_server: HTTP or SSH on the port -------------------------------------
+
+
+def test_ssh_server_sends_its_banner_and_refuses_smtp(control: None, dial: Dial) -> None:
+    with FakeMX("4.4.318-ssh-server-on-port") as mx:
+        sock = dial(mx)
+        assert sock.recv(1024) == SSH_BANNER == b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
+        sock.sendall(b"EHLO client.example.net\r\n")
+        assert wait_closed(sock) == Closed("fin", SSH_REFUSAL)
+        mx.wait_for(ended=1)
+        events = [(e.kind, e.text) for e in mx.sessions[0].events]
+        assert ("client", "EHLO client.example.net") in events
+
+
+def test_other_servers_close_a_silent_client_after_their_timeout(dial: Dial) -> None:
+    with FakeMX("4.4.318-ssh-server-on-port", time_scale=0.002) as mx:  # 120 s -> 0.24 s
+        assert wait_closed(dial(mx)) == Closed("fin", SSH_BANNER)
+    with FakeMX("4.4.318-http-server-on-port", time_scale=0.002) as mx:  # 60 s -> 0.12 s
+        assert wait_closed(dial(mx)) == Closed("fin", b"")  # not a word
+        mx.wait_for(ended=1)
+        assert mx.sessions[0].outcome is Outcome.DROPPED_FIN
+
+
+def test_http_server_answers_the_first_line_as_nginx_does(dial: Dial) -> None:
+    with FakeMX("4.4.318-http-server-on-port") as mx:
+        sock = dial(mx)
+        line = b"EHLO \xff\xfe.example\r\n"  # client bytes are data, kept losslessly
+        sock.sendall(line)
+        closed = wait_closed(sock)
+        assert closed.how == "fin"
+        head, body = closed.data.split(b"\r\n\r\n", 1)
+        assert re.fullmatch(rb"HTTP/1\.1 400 Bad Request\r\nServer: nginx/1\.22\.1\r\n"
+                            rb"Date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT\r\n"
+                            rb"Content-Type: text/html\r\nContent-Length: 157\r\n"
+                            rb"Connection: close", head)
+        assert len(body) == 157
+        assert b"<title>400 Bad Request</title>" in body
+        mx.wait_for(ended=1)
+        kept = [e.text for e in mx.sessions[0].events if e.kind == "client"]
+        assert kept == [from_bytes(line[:-2])]
+
+
+def test_other_servers_through_clients(sink: FakeMX) -> None:
+    assert smtplib_send(sink) == {}
+    with FakeMX("4.4.318-ssh-server-on-port", time_scale=0.002) as mx:
+        with pytest.raises(smtplib.SMTPConnectError) as refused:
+            smtplib_send(mx)
+        assert refused.value.smtp_code == -1  # no reply code in "SSH-2.0-..."
+        with pytest.raises(aiosmtplib.SMTPResponseException,
+                           match=r"Malformed SMTP response line: SSH-2\.0-OpenSSH"):
+            aiosmtplib_send(mx)
+    with FakeMX("4.4.318-http-server-on-port", time_scale=0.002) as mx:
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            smtplib_send(mx)
+        with pytest.raises(aiosmtplib.SMTPConnectError, match="Unexpected EOF"):
+            aiosmtplib_send(mx)
+
+
+@needs_swaks
+def test_other_servers_through_swaks(sink: FakeMX) -> None:
+    assert swaks(sink).returncode == 0
+    with FakeMX("4.4.318-ssh-server-on-port", time_scale=0.002) as mx:
+        result = swaks(mx)
+        assert result.returncode != 0
+        assert "<** SSH-2.0-OpenSSH_9.2p1 Debian-2" in result.stdout
+        assert "Remote host closed connection unexpectedly" in result.stdout
+    with FakeMX("4.4.318-http-server-on-port", time_scale=0.002) as mx:
+        result = swaks(mx)
+        assert result.returncode != 0
+        assert "Remote host closed connection unexpectedly" in result.stdout
+
+
+# endregion
+# region inject_plaintext: lines after "220 Ready to start TLS" --------------------
+
+INJECTED = b"220 Ready to start TLS\r\n250-mx.fakemx.test\r\n250 PIPELINING\r\n"
+
+
+def test_injected_plaintext_comes_in_the_same_segment_as_the_220(dial: Dial) -> None:
+    with FakeMX("starttls-plaintext-injection") as mx:
+        sock = dial(mx)
+        assert read_reply(sock).startswith(b"220 ")
+        assert b"STARTTLS" in command(sock, "EHLO client.example.net")
+        sock.sendall(b"STARTTLS\r\n")
+        assert read_counting(sock, lambda s: s.recv(4096)) == (INJECTED, 1)
+        # A client that drops what it read starts TLS cleanly; the server carries on.
+        tls = verifying_context(mx).wrap_socket(sock, server_hostname="mx.fakemx.test")
+        tls.settimeout(TIMEOUT)
+        assert command(tls, "EHLO client.example.net").startswith(b"250-mx.fakemx.test\r\n")
+        assert command(tls, f"MAIL FROM:<{SENDER}>") == b"250 OK\r\n"
+        tls.close()
+
+
+def test_injected_plaintext_is_discarded_by_smtplib_and_aiosmtplib(sink: FakeMX) -> None:
+    with FakeMX("starttls-plaintext-injection") as mx:
+        with smtplib.SMTP(mx.host, mx.port, timeout=TIMEOUT) as smtp:
+            assert smtp.starttls(context=verifying_context(mx))[0] == 220
+            code, features = smtp.ehlo()
+            assert code == 250
+            assert b"PIPELINING" not in features  # the real reply, not the injected one
+            assert smtp.sendmail(SENDER, [RECIPIENT], MESSAGE) == {}
+        assert aiosmtplib_send(mx, start_tls=True).startswith("2.0.0 OK: queued as")
+        mx.wait_for(messages=2, ended=2)
+        assert all(s.tls for s in mx.sessions)
+
+
+@needs_swaks
+def test_swaks_reads_injected_plaintext_as_its_ehlo_reply_over_tls(sink: FakeMX) -> None:
+    """swaks 20201014 (Debian 12) keeps its read buffer across the handshake."""
+    support = subprocess.run([SWAKS or "", "--support"], capture_output=True, text=True,
+                             check=False)
+    if "=== TLS supported" not in support.stdout:
+        pytest.skip("swaks lacks TLS (Debian: libnet-ssleay-perl, libio-socket-ssl-perl)")
+    good = swaks(sink, "--tls")
+    assert good.returncode == 0, good.stdout  # positive control: TLS, then sent
+    with FakeMX("starttls-plaintext-injection") as mx:
+        result = swaks(mx, "--tls")
+        assert result.returncode != 0
+        assert " ~> EHLO" in result.stdout
+        after_ehlo = result.stdout.split(" ~> EHLO", 1)[1].splitlines()[1:3]
+        assert after_ehlo == ["<~  250-mx.fakemx.test", "<~  250 PIPELINING"]
+        assert mx.messages == []  # every reply one behind: the message never went
+
+
+# endregion
+# region the profile format ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ('stage = "end_of_data"\nmixed_codes = { lines = ["250-a", "250 b"] }',
+         "rules[0].mixed_codes.lines: every line has the same code"),
+        ('stage = "end_of_data"\nmixed_codes = { lines = ["250-a", "oops"] }',
+         "rules[0].mixed_codes.lines: 'oops' is not a reply line"),
+        ('stage = "end_of_data"\nmixed_codes = { lines = ["250 a", "451 b"] }',
+         "write a multi-line reply"),
+        ('stage = "mail"\nhelo_only = true', "helo_only only applies at stage 'ehlo'"),
+        ('stage = "ehlo"\nother_server = { protocol = "ssh" }',
+         "other_server only applies at stage 'greeting'"),
+        ('stage = "greeting"\nother_server = { protocol = "ftp" }',
+         "rules[0].other_server.protocol: Input should be 'http' or 'ssh'"),
+        ('stage = "starttls"\ninject_plaintext = { lines = ["250 a\\n250 b"] }',
+         "must be one line: give each line as its own item"),
+        ('stage = "mail"\ninject_plaintext = { lines = ["250 a"] }',
+         "inject_plaintext only applies at stage 'starttls'"),
+        ('stage = "greeting"\nsegmented = { segments = 1 }',
+         "rules[0].segmented.segments: Input should be greater than or equal to 2"),
+        ('stage = "greeting"\nsegmented = { text = "hi" }', "text without code"),
+        ('stage = "mail"\nunterminated = { code = 42 }', "rules[0].unterminated.code"),
+        ('stage = "mail"\nunterminated = { code = 250, text = "a\\rb" }',
+         "must not contain a carriage return"),
+    ],
+)
+def test_bad_edge_rules_give_one_line(tmp_path: Path, rule: str, message: str) -> None:
+    path = tmp_path / "edge.toml"
+    path.write_text(f"[[rules]]\n{rule}\n")
+    with pytest.raises(ProfileError) as error:
+        load_file(path)
+    line = str(error.value)
+    assert "\n" not in line
+    assert line.startswith(f"{path}: ")
+    assert line.endswith(")")
+    assert message in line
+
+
+def test_lint_knows_other_server_ends_the_session() -> None:
+    found = lint(profile([{"stage": "greeting", "other_server": {"protocol": "http"}},
+                          {"stage": "mail", "drop": "fin"}]))
+    assert [f.problem for f in found] == [
+        "never fires: rules[0] always ends the session at stage greeting, before mail"]
+
+
+def docs_example(name: str) -> Profile:
+    blocks = dict(re.findall(r"```toml\n# example: (\S+)\n(.*?)```", DOCS.read_text(),
+                             re.DOTALL))
+    assert name in blocks, f"docs/profiles.md has no example {name!r}"
+    return profile_from_data(tomllib.loads(blocks[name]), f"docs example {name}")
+
+
+@pytest.mark.parametrize("name", ["unterminated", "segmented", "mixed-codes", "helo-only",
+                                  "other-server", "inject-plaintext"])
+def test_docs_examples_load_and_lint_clean(name: str) -> None:
+    assert lint(docs_example(name)) == []
+
+
+# endregion
+
+
+def test_every_shaped_reply_is_journaled_in_order() -> None:
+    with FakeMX("segmented-replies", time_scale=FAST) as mx:
+        assert smtplib_send(mx) == {}
+        mx.wait_for(ended=1)
+        server = [e.text for e in mx.sessions[0].events if e.kind == "server"]
+        assert server[0] == "220 mx.fakemx.test ESMTP fakemx"
+        assert server[-2:] == ["250 2.0.0 OK: queued as 1", "221 Bye"]
