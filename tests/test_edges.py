@@ -22,10 +22,12 @@ from pathlib import Path
 
 import aiosmtplib
 import pytest
+from api_harness import running_api
 from tlshelp import verifying_context
 from wire import TIMEOUT, Closed, command, connect, read_reply, wait_closed
 
 from fakemx import FakeMX, Profile, ProfileError, load_profile, profile_from_data
+from fakemx.cli import main
 from fakemx.clientbytes import from_bytes
 from fakemx.journal import Outcome
 from fakemx.lint import lint
@@ -402,6 +404,33 @@ def test_swaks_reads_injected_plaintext_as_its_ehlo_reply_over_tls(sink: FakeMX)
         after_ehlo = result.stdout.split(" ~> EHLO", 1)[1].splitlines()[1:3]
         assert after_ehlo == ["<~  250-mx.fakemx.test", "<~  250 PIPELINING"]
         assert mx.messages == []  # every reply one behind: the message never went
+
+
+# endregion
+# region the catalog's doors: list, explain, the lab page's API ----------------------
+
+EDGE_PROFILES = ["4.4.318-unterminated-after-final-dot", "segmented-replies",
+                 "4.4.7-mixed-codes-after-final-dot", "helo-only-server",
+                 "4.4.318-http-server-on-port", "4.4.318-ssh-server-on-port",
+                 "starttls-plaintext-injection"]
+
+
+def test_edge_profiles_are_listed_explained_and_on_the_lab_page(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    listed = capsys.readouterr().out
+    for name in EDGE_PROFILES:
+        assert name in listed
+        assert main(["explain", name]) == 0
+        explained = capsys.readouterr().out
+        assert "Causes:" in explained
+        assert "Fixes:" in explained
+    with running_api(tmp_path) as running:
+        http = running.http()
+        on_the_page = {entry["name"] for entry in http.get("/api/catalog").json()}
+        assert set(EDGE_PROFILES) <= on_the_page
+        one = http.get("/api/catalog/starttls-plaintext-injection").json()
+        assert "every later reply is one behind" in one["explanation"]
 
 
 # endregion
