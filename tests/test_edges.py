@@ -261,6 +261,16 @@ def test_helo_only_clients_fall_back_to_helo(sink: FakeMX) -> None:
             assert said[:2] == ["EHLO", "HELO"], said
 
 
+def test_helo_only_offers_no_starttls_so_tls_cannot_be_required(sink: FakeMX) -> None:
+    with smtplib.SMTP(sink.host, sink.port, timeout=TIMEOUT) as smtp:
+        assert smtp.starttls(context=verifying_context(sink))[0] == 220  # positive control
+    with FakeMX("helo-only-server") as mx:
+        smtp = smtplib.SMTP(mx.host, mx.port, timeout=TIMEOUT)
+        with pytest.raises(smtplib.SMTPNotSupportedError, match="STARTTLS extension"):
+            smtp.starttls(context=verifying_context(mx))
+        smtp.quit()
+
+
 # endregion
 # region other_server: HTTP or SSH on the port -------------------------------------
 
