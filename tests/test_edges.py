@@ -286,6 +286,21 @@ def test_ssh_server_sends_its_banner_and_refuses_smtp(control: None, dial: Dial)
         assert ("client", "EHLO client.example.net") in events
 
 
+def test_a_first_line_too_long_to_read_is_refused_too(dial: Dial) -> None:
+    with FakeMX("4.4.318-ssh-server-on-port") as mx:
+        sock = dial(mx)
+        assert sock.recv(1024) == SSH_BANNER
+        sock.sendall(b"x" * 70_000)  # no line end, far over what fakemx reads
+        closed = wait_closed(sock)
+        # Unread bytes at the close may turn the FIN into an RST (RFC 1122 4.2.2.13).
+        assert closed in (Closed("fin", SSH_REFUSAL), Closed("rst", b""),
+                          Closed("rst", SSH_REFUSAL)), closed
+        mx.wait_for(ended=1)
+        events = [(e.kind, e.text) for e in mx.sessions[0].events]
+        assert ("fakemx", "the client's first line is longer than fakemx reads") in events
+        assert ("server", SSH_REFUSAL.decode().strip()) in events
+
+
 def test_other_servers_close_a_silent_client_after_their_timeout(dial: Dial) -> None:
     with FakeMX("4.4.318-ssh-server-on-port", time_scale=0.002) as mx:  # 120 s -> 0.24 s
         assert wait_closed(dial(mx)) == Closed("fin", SSH_BANNER)

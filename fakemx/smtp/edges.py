@@ -111,16 +111,17 @@ class EdgeReplies(SessionCore):
         if action.protocol == "ssh":
             self._say(SSH_BANNER)
             wrote = True
+        line: bytes | None = b""  # None: a line too long to read, refused all the same
         try:
             line = await asyncio.wait_for(self.reader.readline(), action.seconds)
         except TimeoutError:
             self._note(f"no line from the client in {action.seconds:g} s: {action.protocol}"
                        " closes")
-            line = b""
-        except ValueError:  # a "line" over the reader's limit: that server refuses it too
-            line = b"?"
-        if line:
-            if self.record is not None:
+        except ValueError:  # over the reader's limit
+            self._note("the client's first line is longer than fakemx reads")
+            line = None
+        if line is None or line:
+            if line and self.record is not None:
                 self.record.add("client", from_bytes(line.rstrip(b"\r\n")))
             self._say(SSH_REFUSAL if action.protocol == "ssh" else nginx_400())
             wrote = True
