@@ -66,6 +66,10 @@ class Relay:
     def _attempt(self, sender: str, recipient: str, message: bytes, tls: str) -> None:
         with self._connect() as smtp:
             code, text = smtp.ehlo()
+            if code not in (250, 421):
+                # An old server refuses EHLO: say HELO and go on without extensions
+                # (RFC 5321 3.2), as Postfix does. A 421 is "not now" to both.
+                code, text = smtp.helo()
             if code != 250:
                 self._raise_if_permanent(code, text)
                 raise smtplib.SMTPHeloError(code, text)
