@@ -235,6 +235,25 @@ def test_mixed_codes_ending_in_250_store_the_message_first() -> None:
         assert len(mx.messages) == 1  # stored before the reply went out
 
 
+def test_mixed_codes_count_their_last_line_at_the_greeting_and_in_the_body(
+        dial: Dial) -> None:
+    greeting = [{"stage": "greeting", "mixed_codes": {"lines": ["220-mx.fakemx.test ESMTP",
+                                                                "554 5.3.2 Go away"]}}]
+    with FakeMX(profile(greeting)) as mx:
+        sock = dial(mx)
+        assert read_reply(sock) == b"220-mx.fakemx.test ESMTP\r\n554 5.3.2 Go away\r\n"
+        assert command(sock, "EHLO client.example.net").startswith(b"503 5.5.1")  # refusing
+    body = [{"stage": "body", "mixed_codes": {"lines": ["250-2.0.0 Ok", "451 4.3.0 Later"]}}]
+    with FakeMX(profile(body)) as mx:
+        with smtplib.SMTP(mx.host, mx.port, timeout=TIMEOUT) as smtp:
+            long_body = MESSAGE + b"a line of the body\r\n" * 500  # read in several blocks
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                smtp.sendmail(SENDER, [RECIPIENT], long_body)
+            assert refused.value.smtp_code == 451
+        mx.wait_for(ended=1)
+        assert mx.messages == []  # the last line said 451
+
+
 # endregion
 # region helo_only: 502 to EHLO, 250 to HELO ---------------------------------------
 

@@ -24,7 +24,8 @@ class FakeEnvelope(Envelope):
 
 
 def _is_2xx(reply: str | None) -> bool:
-    return reply is not None and reply.startswith("2")
+    """Does the reply accept? Its last line says (a mixed_codes reply may disagree)."""
+    return reply is not None and reply.rsplit("\r\n", 1)[-1].startswith("2")
 
 
 class DataCommands(SessionCore):

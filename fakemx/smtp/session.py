@@ -39,7 +39,8 @@ class FakeSMTP(StartTls, DataCommands, EdgeReplies):
         replacement = await self._act(Stage.GREETING, self._decide(Stage.GREETING))
         if replacement is not None:
             greeting = replacement
-            self._refusing = not replacement.startswith("2")
+            # The last line is the verdict (a mixed_codes reply's lines may disagree).
+            self._refusing = not replacement.rsplit("\r\n", 1)[-1].startswith("2")
         await self.push(greeting)
 
     @syntax("EHLO hostname")
