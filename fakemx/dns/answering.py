@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import TYPE_CHECKING
 
 import dns.exception
 import dns.flags
@@ -17,6 +18,9 @@ import dns.rdatatype
 
 from fakemx.dns.journal import Query
 from fakemx.dns.zone import Answer, Zone
+
+if TYPE_CHECKING:
+    from fakemx.dns.dnssec import ZoneSigner
 
 # RFC 1035 4.2.1: without EDNS a UDP answer holds at most 512 bytes.
 CLASSIC_UDP_BYTES = 512
@@ -51,10 +55,13 @@ def parse(wire: bytes) -> dns.message.Message | str:
 
 
 def decide(query: dns.message.Message, zone: Zone, elapsed: float, client: str,
-           transport: str) -> Decided:
+           transport: str, signer: ZoneSigner | None = None) -> Decided:
     response = dns.message.make_response(
         query, recursion_available=True, our_payload=EDNS_PAYLOAD_BYTES
     )
+    dnssec_ok = bool(query.ednsflags & dns.flags.DO)
+    if dnssec_ok:
+        response.ednsflags |= dns.flags.DO  # RFC 3225 3: copied into the response
     if query.opcode() != dns.opcode.QUERY or len(query.question) != 1:
         # RFC 1035 4.1.1: NOTIMP for a kind of query we do not serve; FORMERR
         # for none or several questions, which no server answers (RFC 9619).
@@ -65,6 +72,9 @@ def decide(query: dns.message.Message, zone: Zone, elapsed: float, client: str,
         return Decided(response, Answer(response.rcode()), entry, CLASSIC_UDP_BYTES)
     question = query.question[0]
     answer = zone.answer(question.name, question.rdtype, elapsed)
+    if signer is not None:
+        answer = signer.complete(answer, question.name, question.rdtype, zone, elapsed,
+                                 dnssec_ok=dnssec_ok)
     if transport == "tcp" and answer.fault is not None and answer.fault.truncate:
         answer = dataclasses.replace(answer, fault=None)  # truncation is a UDP matter
     response.flags |= dns.flags.AA  # the zone's own server: its word is final

@@ -36,12 +36,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-RecordType = Literal["A", "AAAA", "MX", "TXT", "CNAME"]
+from fakemx.dns.tlsa import check_tlsa_value
+
+RecordType = Literal["A", "AAAA", "MX", "TXT", "CNAME", "TLSA"]
 # The types a fault can match; "ANY" matches every query type.
-QueryType = Literal["A", "AAAA", "MX", "TXT", "CNAME", "SOA", "NS", "ANY"]
+QueryType = Literal["A", "AAAA", "MX", "TXT", "CNAME", "TLSA", "SOA", "NS", "DNSKEY", "DS",
+                    "ANY"]
 # RFC 1035 4.1.1 / RFC 2136 response codes a broken or expired zone gives.
 DnsRcode = Literal["SERVFAIL", "NXDOMAIN", "REFUSED"]
 TcpState = Literal["open", "refuse"]
+# What is wrong with the signatures of a signed zone's answers (fakemx.dns.dnssec).
+RrsigFault = Literal["expired", "not_yet_valid", "bad", "missing"]
 
 # Stands for the address of the fakemx SMTP server the DNS server fronts.
 FAKEMX_ADDRESS = "{fakemx}"
@@ -143,6 +148,8 @@ class DnsRecord(_Strict):
                 )
         elif self.type == "CNAME" and (not value or " " in value):
             raise ValueError(f"CNAME value {value!r} must be one name")
+        elif self.type == "TLSA":
+            check_tlsa_value(value)
         size = self.rdata_bytes()  # also checks the MX and CNAME target names
         if size > MAX_WIRE_BYTES:
             raise ValueError(
@@ -171,6 +178,8 @@ class DnsRecord(_Strict):
             return 2 + name_wire_bytes(value.split()[1], "MX target")
         if self.type == "CNAME":
             return name_wire_bytes(value, "CNAME target")
+        if self.type == "TLSA":  # usage, selector, matching type; a digest of at most 64 bytes
+            return 3 + max(64, len(value.split()[-1]) // 2)
         # {fakemx} stands for an address here too: at most 39 bytes of IPv6 text.
         text = 39 if value == FAKEMX_ADDRESS else len(value.encode())
         return text + max(1, -(-text // TXT_STRING_BYTES))
@@ -190,6 +199,9 @@ class DnsFault(_Strict):
     ``delay_seconds``: the right answer, but this late (beyond a resolver's timeout).
     ``truncate``: over UDP, an empty answer with the TC bit set, so the resolver
     retries over TCP (RFC 7766); with ``[dns] tcp = "refuse"`` that fails too.
+    ``rrsig`` (a signed zone only): the answer's signatures are ``expired``,
+    ``not_yet_valid``, ``bad`` (do not verify) or ``missing``; a validating
+    resolver calls the answer bogus and says SERVFAIL (RFC 4035 5.5).
     """
 
     name: str
@@ -198,6 +210,7 @@ class DnsFault(_Strict):
     no_answer: Literal[True] | None = None
     delay_seconds: Annotated[Seconds, Field(gt=0)] | None = None
     truncate: Literal[True] | None = None
+    rrsig: RrsigFault | None = None
 
     _name_fits_the_wire = field_validator("name")(_fits_the_wire)
 
@@ -223,10 +236,26 @@ class DnsFault(_Strict):
             return "no answer"
         if self.delay_seconds is not None:
             return f"delay {self.delay_seconds:g}s"
+        if self.rrsig is not None:
+            return f"rrsig {self.rrsig.replace('_', ' ')}"
         return "truncated"
 
 
-FAULT_KEYS = ("rcode", "no_answer", "delay_seconds", "truncate")
+FAULT_KEYS = ("rcode", "no_answer", "delay_seconds", "truncate", "rrsig")
+
+
+class Dnssec(_Strict):
+    """``[dns.dnssec]``: the zone is signed (RFC 4033-4035) with the state dir's keys.
+
+    Its trust anchor (``fakemx dns --trust-anchor``, ``STATE_DIR/dnssec-anchor.ds``)
+    is the DS of the key-signing key for ``origin``: give it to a validating
+    resolver (unbound ``trust-anchor-file``) and the zone is secure, no chain to
+    the real root needed. Names that do not exist, or lack a type, are proven
+    so with NSEC records (RFC 4035 3.1.3).
+    ``signature_days``: how long signatures made at start stay valid.
+    """
+
+    signature_days: Annotated[int, Field(ge=1, le=3650)] = 30
 
 
 class Dns(_Strict):
@@ -246,6 +275,7 @@ class Dns(_Strict):
     tcp: TcpState = "open"
     records: list[DnsRecord] = []
     faults: list[DnsFault] = []
+    dnssec: Dnssec | None = None  # sign the zone (fakemx.dns.dnssec)
 
     @field_validator("origin")
     @classmethod
@@ -270,6 +300,12 @@ class Dns(_Strict):
                     f"over the {MAX_WIRE_BYTES:,} one DNS answer can hold; shorten or remove some"
                 )
         return records
+
+    @model_validator(mode="after")
+    def _signed_for_signature_faults(self) -> Dns:
+        if self.dnssec is None and any(fault.rrsig for fault in self.faults):
+            raise ValueError("an rrsig fault needs a signed zone: add [dns.dnssec]")
+        return self
 
     def fault_for(self, name: str, qtype: str) -> DnsFault | None:
         return next((fault for fault in self.faults if fault.matches(name, qtype)), None)

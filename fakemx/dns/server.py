@@ -21,8 +21,8 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
-from typing import Self
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Self
 
 from fakemx.addresses import host_port, listen_error
 from fakemx.dns.answering import TOO_BIG, Decided, decide, parse, tcp_wire, udp_wire
@@ -37,6 +37,9 @@ from fakemx.logs import Throttle
 from fakemx.loopthread import ThreadMode
 from fakemx.model import Profile
 from fakemx.profiles import load_profile
+
+if TYPE_CHECKING:  # cryptography costs start-up time: imported for a signed zone
+    from fakemx.dns.dnssec import ZoneKeys, ZoneSigner
 
 # RFC 7766 6.2.3: a server may close an idle TCP connection; a few seconds is usual.
 TCP_IDLE_SECONDS = 5.0
@@ -79,6 +82,9 @@ class DnsServer(ThreadMode):
             reply still owed on it, is closed (RFC 7766 6.2.3).
         fds: the process's descriptor budget (fakemx.fdbudget), shared with SMTP: each
             TCP connection takes one from it, and a connection it has none for is closed.
+        keys: what signs a zone with ``[dns.dnssec]`` (fakemx.dns.dnssec.ZoneKeys, kept
+            in a state dir); keys for this server alone when left out.
+        tlsa_digests: what TLSA values' digest names stand for (fakemx.dns.tlsa.digests).
     """
 
     thread_name = "fakemx-dns"  # ``with DnsServer(...)``: own loop in a thread, for sync code
@@ -96,6 +102,8 @@ class DnsServer(ThreadMode):
         max_tcp_connections: int = MAX_TCP_CONNECTIONS,
         tcp_idle_seconds: float = TCP_IDLE_SECONDS,
         fds: FdBudget | None = None,
+        keys: ZoneKeys | None = None,
+        tlsa_digests: Mapping[str, str] | None = None,
     ) -> None:
         for name, value in [("time_scale", time_scale), ("max_queries", max_queries),
                             ("max_tcp_connections", max_tcp_connections),
@@ -106,7 +114,13 @@ class DnsServer(ThreadMode):
         self.spec = dns_spec(spec).scaled(time_scale)
         # A server listening on every address is reached on loopback from here.
         usable = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(fakemx_address, fakemx_address)
-        self.zone = Zone(self.spec, usable)
+        self.zone = Zone(self.spec, usable, tlsa_digests or {})
+        self.signer: ZoneSigner | None = None
+        if self.spec.dnssec is not None:
+            from fakemx.dns.dnssec import ZoneKeys, ZoneSigner
+
+            self.signer = ZoneSigner(self.zone.origin, keys or ZoneKeys.generate(),
+                                     self.spec.dnssec)
         problems = self.zone.problems()
         if problems:
             raise FakeMXError(f"cannot serve this zone: {problems[0]}")
@@ -208,6 +222,11 @@ class DnsServer(ThreadMode):
     def queries(self) -> list[Query]:
         """The newest ``max_queries`` questions since the last ``reset()``, oldest first."""
         return self.journal.queries
+
+    @property
+    def trust_anchor(self) -> str | None:
+        """The DS a validating resolver must trust for a signed zone (zone-file form)."""
+        return None if self.signer is None else self.signer.keys.trust_anchor(self.zone.origin)
 
     @property
     def max_tcp_connections(self) -> int:
@@ -330,7 +349,7 @@ class DnsServer(ThreadMode):
             self.journal.add(Query(time.time(), client, transport, "", "", "FORMERR",
                                    answered=False, fault=query))
             return None
-        return decide(query, self.zone, self.elapsed_seconds(), client, transport)
+        return decide(query, self.zone, self.elapsed_seconds(), client, transport, self.signer)
 
     def _note(self, level: int, template: str, *args: object, exc_info: bool = False) -> None:
         """Log, through this server's Throttle (fakemx.logs): the kind is the template."""

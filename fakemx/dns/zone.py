@@ -7,6 +7,7 @@ bytes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import dns.exception
@@ -19,6 +20,7 @@ import dns.rdtypes.ANY.TXT
 import dns.rrset
 
 from fakemx.dns.model import FAKEMX_ADDRESS, Dns, DnsFault, DnsRecord, normal_name
+from fakemx.dns.tlsa import filled
 
 # RFC 1034 3.6.2: a CNAME chain is followed in the answer section; a chain
 # that comes back to a name it passed is a loop, and the answer stops there.
@@ -45,6 +47,8 @@ class Zone:
 
     spec: Dns
     fakemx_address: str = "127.0.0.1"
+    # What TLSA values' digest names stand for (fakemx.dns.tlsa.digests).
+    tlsa_digests: Mapping[str, str] = field(default_factory=dict)
     # Records owned by each name, and records at or below each name (RFC 8020).
     _at: dict[dns.name.Name, list[DnsRecord]] = field(init=False, repr=False, compare=False)
     _below: dict[dns.name.Name, list[DnsRecord]] = field(init=False, repr=False, compare=False)
@@ -74,9 +78,21 @@ class Zone:
         for index, record in enumerate(self.spec.records):
             try:
                 self._rdata(record)
-            except dns.exception.DNSException as exc:
+            except (dns.exception.DNSException, ValueError) as exc:
                 found.append(f"dns.records[{index}]: {record.type} {record.value!r} "
                              f"(with {{fakemx}} = {self.fakemx_address}): {exc}")
+        return found
+
+    def types_by_name(
+        self, elapsed_seconds: float
+    ) -> dict[dns.name.Name, set[dns.rdatatype.RdataType]]:
+        """The types at each name in the zone that has records now (for NSEC)."""
+        found: dict[dns.name.Name, set[dns.rdatatype.RdataType]] = {}
+        for name, records in self._at.items():
+            if name.is_subdomain(self.origin):
+                types = {_type(r) for r in records if r.active(elapsed_seconds)}
+                if types:
+                    found[name] = types
         return found
 
     def answer(
@@ -153,6 +169,8 @@ class Zone:
             return dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, chunks)
         if record.type in ("MX", "CNAME"):
             value = _absolute(value)
+        elif record.type == "TLSA":
+            value = filled(value, self.tlsa_digests)
         return dns.rdata.from_text(dns.rdataclass.IN, _type(record), value)
 
     def _soa(self) -> dns.rrset.RRset:

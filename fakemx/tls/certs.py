@@ -44,7 +44,7 @@ _DAY = dt.timedelta(days=1)
 SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Write a file readable by the owner only, atomically."""
     tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -61,8 +61,8 @@ def load_or_create_ca(state_dir: Path) -> trustme.CA:
         if cert_path.is_file() and key_path.is_file():
             return trustme.CA.from_pem(cert_path.read_bytes(), key_path.read_bytes())
         ca = trustme.CA(organization_name="fakemx test CA")
-        _write_private(key_path, ca.private_key_pem.bytes())
-        _write_private(cert_path, ca.cert_pem.bytes())
+        write_private(key_path, ca.private_key_pem.bytes())
+        write_private(cert_path, ca.cert_pem.bytes())
         cert_path.chmod(0o644)  # the CA certificate is meant to be handed out
         return ca
 
@@ -163,10 +163,10 @@ def cert_files(
         made = _RECIPES[kind](_Request(state_dir, hostname, revocation_base_url))
         if files.intermediate is not None:
             assert made.intermediate is not None
-            _write_private(files.intermediate, made.intermediate)
+            write_private(files.intermediate, made.intermediate)
             files.intermediate.chmod(0o644)
-        _write_private(files.key, made.key)
-        _write_private(files.chain, made.chain)  # last: its presence means "complete"
+        write_private(files.key, made.key)
+        write_private(files.chain, made.chain)  # last: its presence means "complete"
     return files
 
 
