@@ -283,10 +283,13 @@ class Tls(_Strict):
     ``ciphers`` is an OpenSSL cipher list for TLS 1.2 and below (TLS 1.3 suites
     are not configurable from Python). ``require_client_cert`` asks for a
     client certificate and trusts no issuer, so every client is refused.
+    ``send_ca``: the chain sent ends with fakemx's root CA, as a DANE-TA(2)
+    TLSA record that names the CA needs (RFC 7672 3.1.2).
     """
 
     mode: TlsMode = TlsMode.STARTTLS
     cert: CertKind = CertKind.VALID
+    send_ca: bool = False
     min_version: TlsVersion | None = None
     max_version: TlsVersion | None = None
     ciphers: str | None = None

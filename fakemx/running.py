@@ -92,12 +92,16 @@ class Running:
             await current.stop()
         if profile.dns is None:
             return None
+        from fakemx.dns.dnssec import zone_material
         from fakemx.dns.server import DnsServer
 
         try:
+            keys, digests = zone_material(profile.dns, self.tls.state_dir(),
+                                          lambda: self.tls.presented(profile))
             fresh = DnsServer(profile.dns, host=place.host, port=port, clock=place.clock,
                               fakemx_address=place.fakemx_address,
-                              fds=self.state.fds)  # DNS over TCP holds descriptors too
+                              fds=self.state.fds,  # DNS over TCP holds descriptors too
+                              keys=keys, tlsa_digests=digests)
             return await fresh.start()
         except BaseException:
             if current is not None:

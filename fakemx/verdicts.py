@@ -57,7 +57,9 @@ class PostfixVerdict(_Strict):
     status: Status
     dsn: Dsn
     reason: str
-    tls: Literal["may", "encrypt", "verify", "implicit"] = "may"
+    # dane, dane-only: smtp_tls_security_level for a relay resolving through a validating
+    # resolver (tests/test_dane_postfix.py)
+    tls: Literal["may", "encrypt", "verify", "implicit", "dane", "dane-only"] = "may"
     log: str = ""  # a substring of another log line about fakemx, e.g. the verification cause
     sender: str = ""
     local_part: str = "bob"

@@ -16,31 +16,21 @@ Each DNS profile that declares ``[about.postfix]`` is held to it here.
 
 from __future__ import annotations
 
-import os
-import selectors
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import netns as ns
 import pytest
 from postfix import PrivatePostfix
 
 from fakemx.profiles import load_profile
 from fakemx.store import Store
 
-ROOT = Path(__file__).resolve().parent.parent
 FAKEMX_IP = "127.0.0.2"
 DOMAIN = "example.test"
-POSTFIX = shutil.which("postfix", path="/usr/sbin:/sbin:/usr/bin")
-IP = shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin")
-READY_SECONDS = 20.0
 VERDICT_SECONDS = 30.0
 
 # The profiles a relay is held to (each declares [about.postfix]); the stale-cache
@@ -84,54 +74,23 @@ DNS_SETTINGS = {
 }
 
 
-def _why_not() -> str | None:
-    if sys.platform != "linux":
-        return "network namespaces are Linux only"
-    if os.geteuid() != 0:
-        return "creating a network namespace and starting Postfix need root"
-    if IP is None:
-        return "`ip` is missing (Debian package iproute2; scripts/test installs it)"
-    if POSTFIX is None:
-        return "Postfix is missing (Debian package postfix; scripts/test installs it)"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
-
-
-def _run(*args: str, timeout: float = 15) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+pytestmark = pytest.mark.skipif(ns.why_not() is not None, reason=ns.why_not() or "")
 
 
 @pytest.fixture(scope="module")
 def netns() -> Iterator[str]:
-    """A fresh network namespace with only loopback up, and its own resolv.conf."""
-    assert IP is not None
-    name = f"fakemx-{uuid.uuid4().hex[:10]}"
-    etc = Path("/etc/netns") / name
-    made = _run(IP, "netns", "add", name)
-    if made.returncode != 0:
-        pytest.skip(f"cannot create a network namespace: {made.stderr.strip()}")
-    try:
-        up = _run(IP, "-n", name, "link", "set", "lo", "up")
-        assert up.returncode == 0, up.stderr
-        etc.mkdir(parents=True)
-        # One try of one second: resolver failures show up fast (glibc's default is 5 s x 2).
-        (etc / "resolv.conf").write_text(
-            f"nameserver {FAKEMX_IP}\noptions timeout:1 attempts:1\n"
-        )
+    """A namespace whose resolver is fakemx's DNS server."""
+    # One try of one second: resolver failures show up fast (glibc's default is 5 s x 2).
+    with ns.namespace(f"nameserver {FAKEMX_IP}\noptions timeout:1 attempts:1\n") as name:
         yield name
-    finally:
-        shutil.rmtree(etc, ignore_errors=True)
-        _run(IP, "netns", "delete", name)
 
 
 @pytest.fixture(scope="module")
 def relay(netns: str) -> Iterator[PrivatePostfix]:
     """A private Postfix whose every process lives in the namespace."""
-    assert IP is not None
+    assert ns.IP is not None
     root = Path(tempfile.mkdtemp(prefix="fakemx-dns-postfix-", dir="/tmp"))
-    instance = PrivatePostfix(root, settings=DNS_SETTINGS, prefix=[IP, "netns", "exec", netns],
+    instance = PrivatePostfix(root, settings=DNS_SETTINGS, prefix=[ns.IP, "netns", "exec", netns],
                               routed=False)
     try:
         instance.start()
@@ -144,53 +103,8 @@ def relay(netns: str) -> Iterator[PrivatePostfix]:
 @contextmanager
 def fakemx_in(netns: str, profile: str, state_dir: Path) -> Iterator[None]:
     """``fakemx serve PROFILE`` inside the namespace: SMTP on :25, DNS on :53."""
-    assert IP is not None
-    command = [IP, "netns", "exec", netns, sys.executable, "-m", "fakemx", "serve", profile,
-               "--host", FAKEMX_IP, "--port", "25", "--dns-port", "53",
-               "--state-dir", str(state_dir)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    # `ip netns exec` execs the command, so this pid is fakemx's own.
-    process = subprocess.Popen(command, cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        _wait_ready(process)
+    with ns.fakemx_in(netns, profile, state_dir, FAKEMX_IP):
         yield
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        assert process.stdout is not None
-        assert process.stderr is not None
-        process.stdout.close()
-        process.stderr.close()
-
-
-def _wait_ready(process: subprocess.Popen[bytes]) -> None:
-    """Until fakemx prints its DNS ready line (it comes after the SMTP one)."""
-    assert process.stdout is not None
-    deadline = time.monotonic() + READY_SECONDS
-    seen = b""
-    ready = b"DNS for"
-    # Raw reads: a buffered readline could swallow both lines while select() waits.
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while not (ready in seen and seen.endswith(b"\n")) and time.monotonic() < deadline:
-            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                break
-            chunk = os.read(process.stdout.fileno(), 4096)
-            if not chunk:
-                break
-            seen += chunk
-    if ready in seen and seen.endswith(b"\n"):
-        assert f"{FAKEMX_IP}:53".encode() in seen, seen
-        return
-    assert process.stderr is not None
-    process.kill()
-    raise AssertionError(f"fakemx did not start in the namespace: {seen!r} "
-                         f"{process.stderr.read()[-2000:]!r}")
 
 
 def _stored_messages(state_dir: Path) -> int:

@@ -26,7 +26,7 @@ from fakemx.cli.offline import (
     _schema,
     time_bound,
 )
-from fakemx.config import port, time_scale
+from fakemx.config import DEFAULT_HOSTNAME, port, time_scale
 from fakemx.errors import FakeMXError
 
 __all__ = ["LAB_DOMAIN", "main"]
@@ -157,6 +157,13 @@ def _parser() -> argparse.ArgumentParser:
                      help="what {fakemx} in A/AAAA records stands for (default: --host)")
     dns.add_argument("--time-scale", type=time_scale, default=1.0,
                      help="multiply every duration in the zone, TTLs too (0.01: 300 s -> 3 s)")
+    config.add_options(dns, config.TOOLS)  # --state-dir: DNSSEC keys, the certificate
+    dns.add_argument("--hostname", default=DEFAULT_HOSTNAME,
+                     help="the certificate's name, for TLSA records that describe it"
+                          f" (default {DEFAULT_HOSTNAME}, as fakemx serve)")
+    dns.add_argument("--trust-anchor", action="store_true",
+                     help="print the DS a validating resolver must trust for a signed zone"
+                          " ([dns.dnssec]), and exit")
     dns.set_defaults(run=_dns)
 
     lab = sub.add_parser("lab", help="serve every catalog profile, each on its own port")

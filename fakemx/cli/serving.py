@@ -78,11 +78,23 @@ def _store(args: argparse.Namespace) -> Store:
 
 
 def _dns(args: argparse.Namespace) -> int:
-    from fakemx.dns.server import DnsServer
+    from fakemx.dns.dnssec import zone_material
+    from fakemx.dns.server import DnsServer, dns_spec
 
     profile = load_profile(args.profile)
+    spec = dns_spec(profile)
+    _usable_state_dir(args.state_dir, origin(args, "state_dir"))
+    keys, digests = zone_material(spec, args.state_dir, lambda: certs.cert_files(
+        args.state_dir, args.hostname, profile.tls.cert).leaf)
     server = DnsServer(profile, host=args.host, port=args.port, time_scale=args.time_scale,
-                       fakemx_address=args.fakemx_address or args.host)
+                       fakemx_address=args.fakemx_address or args.host, keys=keys,
+                       tlsa_digests=digests)
+    if args.trust_anchor:
+        if server.trust_anchor is None:
+            raise FakeMXError(f"profile {profile.name!r}: the zone is not signed, so it has no"
+                              " trust anchor (add [dns.dnssec] to sign it)")
+        print(server.trust_anchor, end="")
+        return 0
 
     async def run() -> None:
         stop = _stop_on_signals()

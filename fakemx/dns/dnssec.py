@@ -20,6 +20,7 @@ import base64
 import dataclasses
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,14 +34,16 @@ import dns.rdatatype
 import dns.rdtypes.ANY.DNSKEY
 import dns.rdtypes.ANY.RRSIG
 import dns.rrset
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from fakemx.dns.model import Dnssec, RrsigFault
+from fakemx.dns import tlsa
+from fakemx.dns.model import Dns, Dnssec, RrsigFault, normal_name
 from fakemx.dns.zone import Answer, Zone
 from fakemx.store import ensure_state_dir
-from fakemx.tls.certs import write_private
+from fakemx.tls.certs import Signer, write_private
 
 KSK_FILE = "dnssec-ksk.pem"
 ZSK_FILE = "dnssec-zsk.pem"
@@ -106,6 +109,20 @@ def write_anchor(state_dir: Path, keys: ZoneKeys, origin: dns.name.Name) -> Path
     write_private(path, keys.trust_anchor(origin).encode())
     path.chmod(0o644)  # meant to be handed out, like ca.pem
     return path
+
+
+def zone_material(spec: Dns, state_dir: Path, presented: Callable[[], x509.Certificate]
+                  ) -> tuple[ZoneKeys | None, dict[str, str]]:
+    """What serving ``spec`` needs from the state dir: its keys (the anchor file written
+    for its origin) when it is signed, and the digests its TLSA values name."""
+    keys = None
+    if spec.dnssec is not None:
+        keys = ZoneKeys.load_or_create(state_dir)
+        write_anchor(state_dir, keys, dns.name.from_text(normal_name(spec.origin) or "."))
+    digests = {}
+    if any(record.type == "TLSA" for record in spec.records):
+        digests = tlsa.digests(presented(), Signer.root(state_dir).cert)
+    return keys, digests
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,12 @@ def server_context(
             context.minimum_version = _VERSIONS[tls.min_version]
         if tls.max_version is not None:
             context.maximum_version = _VERSIONS[tls.max_version]
-    context.load_cert_chain(files.chain, files.key)
+    chain = files.chain
+    if tls.send_ca:  # the chain, then the root: what a DANE-TA(2) record can match
+        chain = files.chain.with_suffix(".with-ca.pem")
+        if not chain.is_file():
+            certs.write_private(chain, files.chain.read_bytes() + certs.ca_pem(state_dir))
+    context.load_cert_chain(chain, files.key)
     if tls.require_client_cert:
         # A CA made now and forgotten: no client can hold a certificate from
         # it, so a client without one gets "certificate required" (TLS 1.3,

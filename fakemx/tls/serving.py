@@ -13,6 +13,8 @@ from fakemx.stages import TlsMode
 from fakemx.tls import certs, contexts
 
 if TYPE_CHECKING:  # cryptography's OCSP code costs start-up time: imported when needed
+    from cryptography import x509
+
     from fakemx.tls.revocation import RevocationServer
 
 
@@ -36,6 +38,17 @@ class TlsServing:
                                  revocation_base_url=revocation.base_url)
         revocation.revoke(files.leaf)
         return context
+
+    def state_dir(self) -> Path:
+        return self._state_dir()
+
+    def presented(self, profile: Profile) -> x509.Certificate:
+        """The leaf certificate ``profile`` presents (what its TLSA records describe)."""
+        revocation = self.revocation.base_url if self.revocation is not None else None
+        if profile.tls.cert is CertKind.REVOKED and revocation is None:
+            raise ValueError("the revoked certificate is made when its profile's TLS starts")
+        return certs.cert_files(self._state_dir(), self._hostname, profile.tls.cert,
+                                revocation_base_url=revocation).leaf
 
     async def _revocation_server(self, state_dir: Path) -> RevocationServer:
         """fakemx's CRL and OCSP responder on loopback, started when a profile needs it."""

@@ -1,0 +1,126 @@
+"""A network namespace for a relay and fakemx, and fakemx started inside it.
+
+The namespace has only a loopback interface and its own /etc/resolv.conf
+(``/etc/netns/NAME/resolv.conf``, which ``ip netns exec`` mounts over
+/etc/resolv.conf for the processes it starts), so the machine's resolver is
+never touched and fakemx may take ports 25 and 53. Used by
+tests/test_dns_postfix.py (Postfix resolving through fakemx's DNS) and
+tests/test_dane_postfix.py (through a validating unbound in front of it).
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTFIX = shutil.which("postfix", path="/usr/sbin:/sbin:/usr/bin")
+IP = shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin")
+READY_SECONDS = 20.0
+
+
+def why_not() -> str | None:
+    """Why a namespace with Postfix cannot run here, or None."""
+    if sys.platform != "linux":
+        return "network namespaces are Linux only"
+    if os.geteuid() != 0:
+        return "creating a network namespace and starting Postfix need root"
+    if IP is None:
+        return "`ip` is missing (Debian package iproute2; scripts/test installs it)"
+    if POSTFIX is None:
+        return "Postfix is missing (Debian package postfix; scripts/test installs it)"
+    return None
+
+
+def run(*args: str, timeout: float = 15) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@contextmanager
+def namespace(resolv_conf: str) -> Iterator[str]:
+    """A fresh namespace (its name) with only loopback up, and ``resolv_conf`` as its
+    /etc/resolv.conf; deleted, with that file, on exit."""
+    assert IP is not None
+    name = f"fakemx-{uuid.uuid4().hex[:10]}"
+    etc = Path("/etc/netns") / name
+    made = run(IP, "netns", "add", name)
+    if made.returncode != 0:
+        pytest.skip(f"cannot create a network namespace: {made.stderr.strip()}")
+    try:
+        up = run(IP, "-n", name, "link", "set", "lo", "up")
+        assert up.returncode == 0, up.stderr
+        etc.mkdir(parents=True)
+        (etc / "resolv.conf").write_text(resolv_conf)
+        yield name
+    finally:
+        shutil.rmtree(etc, ignore_errors=True)
+        run(IP, "netns", "delete", name)
+
+
+@contextmanager
+def fakemx_in(netns: str, profile: str, state_dir: Path, host: str,
+              *options: str) -> Iterator[None]:
+    """``fakemx serve PROFILE`` inside the namespace: SMTP on HOST:25, DNS on HOST:53
+    (``options`` may move DNS elsewhere, e.g. ``--dns-host``)."""
+    assert IP is not None
+    command = [IP, "netns", "exec", netns, sys.executable, "-m", "fakemx", "serve", profile,
+               "--host", host, "--port", "25", "--dns-port", "53",
+               "--state-dir", str(state_dir), *options]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # `ip netns exec` execs the command, so this pid is fakemx's own.
+    process = subprocess.Popen(command, cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_ready(process, ":53")
+        yield
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it lingers; only this process, by its pid."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _wait_ready(process: subprocess.Popen[bytes], dns_port: str) -> None:
+    """Until fakemx prints its DNS ready line (it comes after the SMTP one)."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + READY_SECONDS
+    seen = b""
+    ready = b"DNS for"
+    # Raw reads: a buffered readline could swallow both lines while select() waits.
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while not (ready in seen and seen.endswith(b"\n")) and time.monotonic() < deadline:
+            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                break
+            chunk = os.read(process.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+    if ready in seen and seen.endswith(b"\n"):
+        assert dns_port.encode() in seen, seen
+        return
+    assert process.stderr is not None
+    process.kill()
+    raise AssertionError(f"fakemx did not start in the namespace: {seen!r} "
+                         f"{process.stderr.read()[-2000:]!r}")

@@ -1,0 +1,154 @@
+"""DANE through real peers: Postfix enforcing DANE, resolving through a validating unbound
+that trusts only fakemx's anchor, all in a network namespace.
+
+In the namespace: fakemx's SMTP on 127.0.0.2:25 and its DNS on 127.0.0.3:53,
+a private unbound on 127.0.0.1:53 (tests/unbound.py: fakemx's zone apex is its
+only trust anchor, so no chain to the real root is needed), and a private
+Postfix with ``smtp_dns_support_level = dnssec`` and ``smtp_tls_security_level
+= dane`` (or ``dane-only``) whose relayhost is ``example.test``. glibc passes
+the resolver's AD bit on only with ``options trust-ad`` in resolv.conf.
+
+Each DANE profile is held to its ``[about.postfix]`` verdict, and the
+resolver's verdict on the record that matters (secure, insecure, or bogus:
+SERVFAIL) to the table below; delv and ``openssl s_client -dane_tlsa_rrdata``
+are the second clients (tests/test_dnssec.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import netns as ns
+import pytest
+from postfix import PrivatePostfix, Verdict
+from unbound import UNBOUND, PrivateUnbound
+
+from fakemx.dns.dnssec import ANCHOR_FILE
+from fakemx.profiles import load_profile
+from fakemx.store import Store
+
+FAKEMX_IP = "127.0.0.2"
+DNS_IP = "127.0.0.3"
+RESOLVER_IP = "127.0.0.1"
+DOMAIN = "example.test"
+TLSA_NAME = "_25._tcp.mx.fakemx.test"
+VERDICT_SECONDS = 30.0
+
+# profile -> (name, type, what the validating resolver makes of it)
+RESOLVER_VERDICTS: dict[str, tuple[str, str, str]] = {
+    "dane-valid-ee": (TLSA_NAME, "TLSA", "secure"),
+}
+
+DANE_SETTINGS = {
+    "relayhost": DOMAIN,
+    "smtp_host_lookup": "dns",
+    "disable_dns_lookups": "no",
+    "smtp_dns_support_level": "dnssec",
+    "smtp_tls_security_level": "dane",
+    "smtp_tls_loglevel": "1",
+    **{f"smtp_{stage}_timeout": "3s" for stage in ("connect", "helo", "starttls")},
+    "minimal_backoff_time": "60s",  # one attempt per test: no retry reaches the next one
+    "maximal_backoff_time": "60s",
+}
+
+
+def _why_not() -> str | None:
+    return ns.why_not() or (None if UNBOUND else
+                            "unbound is missing (Debian package unbound; scripts/test installs it)")
+
+
+pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
+
+
+@pytest.fixture(scope="module")
+def netns() -> Iterator[str]:
+    """A namespace whose resolver is the validating unbound (trust-ad: keep its AD bit)."""
+    with ns.namespace(f"nameserver {RESOLVER_IP}\noptions timeout:2 attempts:1 trust-ad\n") \
+            as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+def relays(netns: str) -> Iterator[Callable[[str], PrivatePostfix]]:
+    """The private Postfix for a security level (dane, dane-only), started on first use."""
+    assert ns.IP is not None
+    started: dict[str, PrivatePostfix] = {}
+    roots: list[Path] = []
+
+    def relay(level: str) -> PrivatePostfix:
+        if level not in started:
+            root = Path(tempfile.mkdtemp(prefix="fakemx-dane-postfix-", dir="/tmp"))
+            roots.append(root)
+            instance = PrivatePostfix(root, settings={**DANE_SETTINGS,
+                                                      "smtp_tls_security_level": level},
+                                      prefix=[ns.IP, "netns", "exec", netns], routed=False)
+            instance.start()
+            started[level] = instance
+        return started[level]
+
+    try:
+        yield relay
+    finally:
+        for instance in started.values():
+            instance.stop()
+        for root in roots:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def served(netns: str, profile: str, state_dir: Path) -> Iterator[PrivateUnbound]:
+    """fakemx serving ``profile`` in the namespace, and a fresh unbound trusting its anchor."""
+    assert ns.IP is not None
+    with ns.fakemx_in(netns, profile, state_dir, FAKEMX_IP, "--dns-host", DNS_IP):
+        anchor = state_dir / ANCHOR_FILE
+        root = Path(tempfile.mkdtemp(prefix="fakemx-unbound-", dir="/tmp"))
+        resolver = PrivateUnbound(root, listen=RESOLVER_IP, upstream=DNS_IP,
+                                  anchor=anchor if anchor.is_file() else None,
+                                  prefix=[ns.IP, "netns", "exec", netns])
+        try:
+            resolver.start()
+            yield resolver
+        finally:
+            resolver.stop()
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _stored_messages(state_dir: Path) -> int:
+    store = Store(state_dir)
+    try:
+        return len(list(store.messages()))
+    finally:
+        store.close()
+
+
+def _attempt(relay: PrivatePostfix) -> Verdict:
+    try:
+        return relay.wait_verdict(relay.send(f"bob@{DOMAIN}"), timeout=VERDICT_SECONDS)[0]
+    finally:
+        relay.drop_queue()
+
+
+@pytest.mark.parametrize("name", sorted(RESOLVER_VERDICTS))
+def test_dane_verdicts(name: str, relays: Callable[[str], PrivatePostfix], netns: str,
+                       tmp_path: Path) -> None:
+    about = load_profile(name).about
+    assert about is not None
+    expected = about.postfix
+    assert expected is not None, f"{name}: declare [about.postfix]"
+    relay = relays(expected.tls)
+    qname, qtype, resolver_verdict = RESOLVER_VERDICTS[name]
+    state = tmp_path / "state"
+    with served(netns, name, state) as resolver:
+        seen_by_resolver = resolver.verdict(qname, qtype)
+        verdict = _attempt(relay)
+    assert seen_by_resolver == resolver_verdict, (qname, qtype, resolver.log_text()[-2000:])
+    assert (verdict.status, verdict.dsn) == (expected.status, expected.dsn), verdict
+    assert expected.reason in verdict.reason, verdict
+    if expected.log:
+        log = relay.log.read_text(errors="replace")
+        assert expected.log in log, log[-3000:]
+    assert _stored_messages(state) == (1 if expected.status == "sent" else 0)
