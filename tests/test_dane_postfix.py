@@ -41,6 +41,21 @@ VERDICT_SECONDS = 30.0
 # profile -> (name, type, what the validating resolver makes of it)
 RESOLVER_VERDICTS: dict[str, tuple[str, str, str]] = {
     "dane-valid-ee": (TLSA_NAME, "TLSA", "secure"),
+    "dane-valid-ta": (TLSA_NAME, "TLSA", "secure"),
+    "4.7.321-dane-starttls-not-offered": (TLSA_NAME, "TLSA", "secure"),
+    "4.7.321-tlsa-unusable-no-starttls": (TLSA_NAME, "TLSA", "secure"),
+    "4.7.322-dane-certificate-expired": (TLSA_NAME, "TLSA", "secure"),
+    "4.7.323-tlsa-other-key": (TLSA_NAME, "TLSA", "secure"),
+    "4.7.323-tlsa-wrong-selector": (TLSA_NAME, "TLSA", "secure"),
+    "4.7.323-tlsa-wrong-usage": (TLSA_NAME, "TLSA", "secure"),
+    "4.7.323-tlsa-ta-not-in-chain": (TLSA_NAME, "TLSA", "secure"),
+    "4.7.324-tlsa-rrsig-expired": (TLSA_NAME, "TLSA", "bogus"),
+    "4.7.324-tlsa-rrsig-not-yet-valid": (TLSA_NAME, "TLSA", "bogus"),
+    "4.7.324-tlsa-bad-signature": (TLSA_NAME, "TLSA", "bogus"),
+    "4.7.324-tlsa-servfail": (TLSA_NAME, "TLSA", "servfail"),
+    "4.7.324-mx-rrsig-expired": (DOMAIN, "MX", "bogus"),
+    "4.7.325-dane-certificate-host-mismatch": (TLSA_NAME, "TLSA", "secure"),
+    "4.7.5-dane-required": (TLSA_NAME, "TLSA", "insecure"),
 }
 
 DANE_SETTINGS = {
@@ -53,6 +68,9 @@ DANE_SETTINGS = {
     **{f"smtp_{stage}_timeout": "3s" for stage in ("connect", "helo", "starttls")},
     "minimal_backoff_time": "60s",  # one attempt per test: no retry reaches the next one
     "maximal_backoff_time": "60s",
+    # A fresh smtp(8) per delivery: each caches TLSA records for their TTL, and the
+    # next test's fakemx has other keys under the same names.
+    "max_use": "1",
 }
 
 
@@ -146,9 +164,11 @@ def test_dane_verdicts(name: str, relays: Callable[[str], PrivatePostfix], netns
         seen_by_resolver = resolver.verdict(qname, qtype)
         verdict = _attempt(relay)
     assert seen_by_resolver == resolver_verdict, (qname, qtype, resolver.log_text()[-2000:])
-    assert (verdict.status, verdict.dsn) == (expected.status, expected.dsn), verdict
-    assert expected.reason in verdict.reason, verdict
+    # The TLS and DANE details Postfix logs carry no queue id: the lines about the MX host.
+    about_mx = [line for line in relay.log.read_text(errors="replace").splitlines()
+                if f"[{FAKEMX_IP}]" in line]
+    assert (verdict.status, verdict.dsn) == (expected.status, expected.dsn), (verdict, about_mx)
+    assert expected.reason in verdict.reason, (verdict, about_mx)
     if expected.log:
-        log = relay.log.read_text(errors="replace")
-        assert expected.log in log, log[-3000:]
+        assert any(expected.log in line for line in about_mx), about_mx
     assert _stored_messages(state) == (1 if expected.status == "sent" else 0)

@@ -32,6 +32,8 @@ server:
     use-syslog: no
     verbosity: 1
     val-log-level: 2
+    # Extended DNS Errors (RFC 8914) in SERVFAIL answers: bogus is told from broken.
+    ede: yes
     interface: {listen}
     port: 53
     do-ip6: no
@@ -105,10 +107,12 @@ class PrivateUnbound:
                               capture_output=True, text=True, timeout=15, check=False)
 
     def verdict(self, name: str, rdtype: str) -> str:
-        """secure (NOERROR or NXDOMAIN with ``ad``), insecure (without), or bogus (SERVFAIL)."""
+        """secure (an answer with ``ad``), insecure (without), bogus (SERVFAIL with a DNSSEC
+        Extended DNS Error, RFC 8914 4.7-4.13: codes 6-12), or servfail (any other)."""
         out = self.dig(name, rdtype).stdout
         if "status: SERVFAIL" in out:
-            return "bogus"
+            ede = re.search(r"; EDE: (\d+)", out)
+            return "bogus" if ede is not None and 6 <= int(ede[1]) <= 12 else "servfail"
         flags = re.search(r";; flags:([^;]*);", out)
         assert flags is not None, out
         return "secure" if "ad" in flags[1].split() else "insecure"

@@ -138,9 +138,9 @@ class ZoneSigner:
         """(inception, expiration): valid, or wrong as ``fault`` says (RFC 4035 5.3.1)."""
         now = int(self.now)
         if fault == "expired":
-            return now - 60 * _DAY, now - _DAY
+            return now - 60 * _DAY, now - 30 * _DAY
         if fault == "not_yet_valid":
-            return now + _DAY, now + 60 * _DAY
+            return now + 30 * _DAY, now + 60 * _DAY
         return now - _SKEW_SECONDS, now + self.settings.signature_days * _DAY
 
     def dnskeys(self) -> dns.rrset.RRset:
