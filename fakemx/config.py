@@ -178,6 +178,9 @@ OPTIONS: tuple[Option, ...] = (
            metavar="D"),
     Option("--dns-port", "FAKEMX_DNS_PORT", port, 0,
            "where a profile's [dns] zone is served (default 0: any free port)", (SERVE,)),
+    Option("--mta-sts-port", "FAKEMX_MTA_STS_PORT", port, 0,
+           "where a profile's [mta_sts] policy host serves HTTPS, on --host (default 0: any"
+           " free port; relays fetch policies from 443)", (SERVE,)),
     Option("--dns-host", "FAKEMX_DNS_HOST", text, None,
            "where a profile's [dns] zone is served (default: --host if it is a loopback"
            " address, else loopback: a public DNS server is a reflector)", (SERVE,),

@@ -42,6 +42,7 @@ from fakemx.edge_actions import (
     Segmented,
     Unterminated,
 )
+from fakemx.mtasts.model import MtaSts
 from fakemx.stages import ListenerState, Stage, TlsMode
 from fakemx.verdicts import PostfixVerdict as PostfixVerdict  # re-exported: fakemx.PostfixVerdict
 
@@ -339,6 +340,7 @@ class Profile(_Strict):
     limits: Limits = Limits()
     rules: list[Rule] = []
     dns: Dns | None = None  # a fake DNS zone in front of this server (fakemx.dns.model)
+    mta_sts: MtaSts | None = None  # an MTA-STS policy host beside it (fakemx.mtasts)
 
     _one_line_name = field_validator("name")(_one_line)
 

@@ -20,6 +20,7 @@ from fakemx.tls.serving import TlsServing
 
 if TYPE_CHECKING:  # dnspython costs start-up time: imported when a profile needs DNS
     from fakemx.dns.server import DnsServer
+    from fakemx.mtasts.server import PolicyHost
 
 SHUTDOWN_GRACE_SECONDS = 2.0
 
@@ -32,6 +33,7 @@ class DnsPlace:
     port: int
     fakemx_address: str
     clock: Callable[[], float]
+    policy_port: int = 0  # the MTA-STS policy host's, on fakemx_address (fakemx.mtasts)
 
 
 class Running:
@@ -42,6 +44,7 @@ class Running:
         self.dns = dns  # the last one, kept after a stop so its queries stay readable
         self._dns_place = dns_place
         self._dns_profile: Profile | None = None  # the profile whose zone self.dns serves
+        self.policy_host: PolicyHost | None = None  # MTA-STS, for a profile with [mta_sts]
         # Implicit TLS is done per connection by ImplicitTls, not by the listening socket.
         self.listener = Listener(host, port, self._protocol, lambda: None)
 
@@ -66,14 +69,26 @@ class Running:
             await listener.start(profile.listener)
         elif was is not profile.listener:
             await listener.set_state(profile.listener)
+        old_policy = self.policy_host
         try:
-            dns = await self._dns_for(profile)
+            policy = await self._policy_host_for(profile)
+            try:
+                dns = await self._dns_for(profile)
+            except BaseException:
+                if policy is not old_policy:  # the old one back, as it was
+                    if policy is not None:
+                        await policy.stop()
+                    if old_policy is not None:
+                        with contextlib.suppress(OSError):
+                            await old_policy.start()
+                raise
         except BaseException:
             if was is None:
                 await listener.stop()
             elif was is not profile.listener:
                 await listener.set_state(was)
             raise
+        self.policy_host = policy
         self.state.profile = profile
         self.state.tls_context = context
         self.state.reseed(seed if seed is not None else profile.seed)
@@ -109,8 +124,34 @@ class Running:
                     await current.start()
             raise
 
+    async def _policy_host_for(self, profile: Profile) -> PolicyHost | None:
+        """The MTA-STS policy host ``profile`` needs: the running one if its policy is the
+        same, else a new one on the same port (the old one restarted on failure)."""
+        current = self.policy_host
+        if current is not None and profile.mta_sts == current.spec:
+            return current
+        port = current.port if current is not None else self._dns_place.policy_port
+        if current is not None:
+            await current.stop()
+        if profile.mta_sts is None:
+            return None
+        from fakemx.mtasts.server import PolicyHost
+
+        fresh = PolicyHost(profile.mta_sts, self.tls.state_dir(),
+                           host=self._dns_place.fakemx_address, port=port)
+        try:
+            return await fresh.start()
+        except BaseException:
+            await fresh.stop()
+            if current is not None:
+                with contextlib.suppress(OSError):
+                    await current.start()
+            raise
+
     async def stop(self, *, close_store: bool) -> None:
         """Stop listening and serving DNS, say 421 to every session, then close."""
+        if self.policy_host is not None:
+            await self.policy_host.stop()
         if self.dns is not None:
             await self.dns.stop()
         await self.listener.stop()

@@ -38,6 +38,7 @@ from fakemx.tls.serving import TlsServing
 
 if TYPE_CHECKING:  # imported when first needed: dnspython and cryptography cost start-up time
     from fakemx.dns.server import DnsServer
+    from fakemx.mtasts.server import PolicyHost
     from fakemx.tls.revocation import RevocationServer
 
 ProfileSpec = str | os.PathLike[str] | Profile | None
@@ -77,6 +78,8 @@ class FakeMX(ThreadMode):
             public address is a reflector for anyone's amplification attack).
         dns_port: where the profile's ``[dns]`` zone is served (on ``dns_host``, UDP
             and TCP; 0 = a free port), read back as ``mx.dns.port``.
+        mta_sts_port: where the profile's ``[mta_sts]`` policy host serves HTTPS (on
+            ``host``; 0 = a free port), read back as ``mx.mta_sts.port``.
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class FakeMX(ThreadMode):
         name: str | None = None,
         dns_host: str | None = None,
         dns_port: int = 0,
+        mta_sts_port: int = 0,
     ) -> None:
         if not (math.isfinite(time_scale) and time_scale > 0):
             raise FakeMXError(f"FakeMX: time_scale must be a finite number above 0, e.g. 0.01"
@@ -114,6 +118,7 @@ class FakeMX(ThreadMode):
         self._name = name
         self._dns_host = dns_host if dns_host is not None else loopback_like(host)
         self._dns_port = dns_port
+        self._mta_sts_port = mta_sts_port
         self.dns: DnsServer | None = None  # started when the profile has a [dns] section
         self.journal = Journal()
         self.incidents = Incidents()  # exceptions inside the server; see check()
@@ -143,7 +148,8 @@ class FakeMX(ThreadMode):
                             incidents=self.incidents)
         running = Running(state, self.host, self._port,
                           TlsServing(lambda: self.state_dir, self.hostname),
-                          DnsPlace(self._dns_host, self._dns_port, self.host, self._clock),
+                          DnsPlace(self._dns_host, self._dns_port, self.host, self._clock,
+                                   self._mta_sts_port),
                           self.dns)
         try:
             await running.switch(self._profile, self.seed)
@@ -196,6 +202,12 @@ class FakeMX(ThreadMode):
     @property
     def address(self) -> str:
         return host_port(self.host, self._port)
+
+    @property
+    def mta_sts(self) -> PolicyHost | None:
+        """The running MTA-STS policy host (a profile with ``[mta_sts]``): ``port``,
+        ``requests``."""
+        return self._running.policy_host if self._running is not None else None
 
     @property
     def profile(self) -> Profile:

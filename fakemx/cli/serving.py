@@ -39,7 +39,8 @@ def _serve(args: argparse.Namespace) -> int:
         store = _store(args)
         server = FakeMX(profile, host=args.host, port=args.port, state_dir=args.state_dir,
                         seed=args.seed, hostname=args.hostname, time_scale=args.time_scale,
-                        dns_host=args.dns_host, dns_port=args.dns_port, store=store)
+                        dns_host=args.dns_host, dns_port=args.dns_port,
+                        mta_sts_port=args.mta_sts_port, store=store)
         server.journal.subscribe(log)
         try:
             # Relays are told to trust STATE_DIR/ca.pem: it exists whatever the profile's
@@ -53,6 +54,9 @@ def _serve(args: argparse.Namespace) -> int:
             try:
                 log.info(f"fakemx: serving {profile.name} on {server.address} "
                          f"(listener {server.listener_state}, state dir {args.state_dir})")
+                if server.mta_sts is not None:
+                    log.info(f"fakemx: MTA-STS policy host {server.mta_sts.spec.host} on"
+                             f" https://{server.mta_sts.address}/.well-known/mta-sts.txt")
                 if server.dns is not None:
                     log.info(f"fakemx: DNS for {profile.name} on {server.dns.address}")
                 async with _api(api, [server], log):

@@ -1,0 +1,1 @@
+"""MTA-STS (RFC 8461): the policy host fakemx serves beside its SMTP server and DNS."""
