@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from fakemx.store import Store
+
 ROOT = Path(__file__).resolve().parent.parent
 POSTFIX = shutil.which("postfix", path="/usr/sbin:/sbin:/usr/bin")
 IP = shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin")
@@ -124,3 +126,12 @@ def _wait_ready(process: subprocess.Popen[bytes], dns_port: str) -> None:
     process.kill()
     raise AssertionError(f"fakemx did not start in the namespace: {seen!r} "
                          f"{process.stderr.read()[-2000:]!r}")
+
+
+def stored_messages(state_dir: Path) -> int:
+    """How many messages fakemx stored in ``state_dir`` (read after it stopped)."""
+    store = Store(state_dir)
+    try:
+        return len(list(store.messages()))
+    finally:
+        store.close()

@@ -29,7 +29,6 @@ from unbound import UNBOUND, PrivateUnbound
 
 from fakemx.dns.dnssec import ANCHOR_FILE
 from fakemx.profiles import load_profile
-from fakemx.store import Store
 
 FAKEMX_IP = "127.0.0.2"
 DNS_IP = "127.0.0.3"
@@ -135,13 +134,6 @@ def served(netns: str, profile: str, state_dir: Path) -> Iterator[PrivateUnbound
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _stored_messages(state_dir: Path) -> int:
-    store = Store(state_dir)
-    try:
-        return len(list(store.messages()))
-    finally:
-        store.close()
-
 
 def _attempt(relay: PrivatePostfix) -> Verdict:
     try:
@@ -171,4 +163,4 @@ def test_dane_verdicts(name: str, relays: Callable[[str], PrivatePostfix], netns
     assert expected.reason in verdict.reason, (verdict, about_mx)
     if expected.log:
         assert any(expected.log in line for line in about_mx), about_mx
-    assert _stored_messages(state) == (1 if expected.status == "sent" else 0)
+    assert ns.stored_messages(state) == (1 if expected.status == "sent" else 0)

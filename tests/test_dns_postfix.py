@@ -27,7 +27,6 @@ import pytest
 from postfix import PrivatePostfix
 
 from fakemx.profiles import load_profile
-from fakemx.store import Store
 
 FAKEMX_IP = "127.0.0.2"
 DOMAIN = "example.test"
@@ -107,13 +106,6 @@ def fakemx_in(netns: str, profile: str, state_dir: Path) -> Iterator[None]:
         yield
 
 
-def _stored_messages(state_dir: Path) -> int:
-    store = Store(state_dir)
-    try:
-        return len(list(store.messages()))
-    finally:
-        store.close()
-
 
 def test_healthy_mx_delivers_into_fakemx(relay: PrivatePostfix, netns: str,
                                          tmp_path: Path) -> None:
@@ -125,7 +117,7 @@ def test_healthy_mx_delivers_into_fakemx(relay: PrivatePostfix, netns: str,
         verdict = relay.wait_verdict(relay.send(f"bob@{DOMAIN}"), timeout=VERDICT_SECONDS)[0]
     assert (verdict.status, verdict.dsn) == ("sent", "2.0.0"), verdict
     assert verdict.relay == f"mx.{DOMAIN}[{FAKEMX_IP}]:25", verdict
-    assert _stored_messages(state) == 1
+    assert ns.stored_messages(state) == 1
 
 
 @pytest.mark.parametrize("name", RELAY_PROFILES)
@@ -146,4 +138,4 @@ def test_postfix_verdict_through_fakemx_dns(
     assert (verdict.status, verdict.dsn) == (expected.status, expected.dsn), verdict
     assert expected.reason in verdict.reason, verdict
     # Mail that was sent went to fakemx; any other verdict left nothing there.
-    assert _stored_messages(state) == (1 if expected.status == "sent" else 0)
+    assert ns.stored_messages(state) == (1 if expected.status == "sent" else 0)
