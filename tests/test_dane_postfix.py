@@ -53,6 +53,9 @@ RESOLVER_VERDICTS: dict[str, tuple[str, str, str]] = {
     "4.7.324-tlsa-bad-signature": (TLSA_NAME, "TLSA", "bogus"),
     "4.7.324-tlsa-servfail": (TLSA_NAME, "TLSA", "servfail"),
     "4.7.324-mx-rrsig-expired": (DOMAIN, "MX", "bogus"),
+    "4.7.324-ds-mismatch": (DOMAIN, "MX", "bogus"),
+    "4.7.324-ds-to-unsigned-zone": (DOMAIN, "MX", "bogus"),
+    "dane-missing-ds-insecure": (DOMAIN, "MX", "insecure"),
     "4.7.325-dane-certificate-host-mismatch": (TLSA_NAME, "TLSA", "secure"),
     "4.7.5-dane-required": (TLSA_NAME, "TLSA", "insecure"),
 }

@@ -94,6 +94,27 @@ def test_rrsig_faults_are_bogus_to_delv(fault: str, reason: str, tmp_path: Path)
     assert healthy.stdout.startswith("; fully validated"), healthy
 
 
+@pytest.mark.parametrize(("ds", "signed", "says"), [
+    ("valid", True, "; fully validated"),
+    ("missing", True, "; unsigned answer"),  # a missing DS chain: provably insecure
+    ("missing", False, "; unsigned answer"),  # an unsigned delegation
+    ("wrong", True, "resolution failed: broken trust chain"),
+    ("valid", False, "resolution failed: insecurity proof failed"),  # a DS, no signatures
+])
+def test_delegations_to_delv(ds: str, signed: bool, says: str, tmp_path: Path) -> None:
+    """example.test as a zone of its own below the anchor, its DS right, missing or wrong."""
+    spec = Dns.model_validate({**ZONE, "dnssec": {"child": {
+        "name": "example.test", "ds": ds, "signed": signed}}})
+    with DnsServer(spec) as server:
+        child = delv(server, tmp_path, "example.test", "MX")
+        nxdomain = delv(server, tmp_path, "nope.example.test", "A")
+        parent = delv(server, tmp_path, "mx.fakemx.test", "A")  # the apex's own names
+    assert says in child.stdout + child.stderr, child
+    if not says.startswith("resolution failed"):
+        assert nxdomain.stdout.startswith("; negative response, " + says[2:]), nxdomain
+    assert parent.stdout.startswith("; fully validated"), parent
+
+
 def test_signatures_only_for_a_client_that_sets_do() -> None:
     """RFC 3225: no RRSIGs without the DO bit; the DNSKEY RRset is the zone's either way."""
     with DnsServer(Dns.model_validate(ZONE)) as server:

@@ -32,6 +32,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.DNSKEY
+import dns.rdtypes.ANY.DS
 import dns.rdtypes.ANY.RRSIG
 import dns.rrset
 from cryptography import x509
@@ -41,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from fakemx.dns import tlsa
 from fakemx.dns.model import Dns, Dnssec, RrsigFault, normal_name
+from fakemx.dns.nsec import NsecChain
 from fakemx.dns.zone import Answer, Zone
 from fakemx.store import ensure_state_dir
 from fakemx.tls.certs import Signer, write_private
@@ -127,12 +129,33 @@ def zone_material(spec: Dns, state_dir: Path, presented: Callable[[], x509.Certi
 
 @dataclass(frozen=True)
 class ZoneSigner:
-    """Signs a zone's answers; ``now`` (seconds since the epoch) anchors every window."""
+    """Signs a zone's answers; ``now`` (seconds since the epoch) anchors every window.
+
+    With ``[dns.dnssec.child]`` the names at and below the child are another
+    zone (RFC 4035 2.4): signed with the child's signer name (the same keys), its
+    own SOA and NSEC chain; the apex holds the child's DS (valid, wrong, or none).
+    """
 
     origin: dns.name.Name
     keys: ZoneKeys
     settings: Dnssec = dataclasses.field(default_factory=Dnssec)
     now: float = dataclasses.field(default_factory=time.time)
+
+    @property
+    def child(self) -> dns.name.Name | None:
+        child = self.settings.child
+        return None if child is None else dns.name.from_text(normal_name(child.name))
+
+    def apex_of(self, name: dns.name.Name, rdtype: int) -> dns.name.Name:
+        """The top of the zone ``name``'s ``rdtype`` belongs to (a DS is the parent's)."""
+        child = self.child
+        if child is not None and name.is_subdomain(child) and not (
+                name == child and rdtype == dns.rdatatype.DS):
+            return child
+        return self.origin
+
+    def signs(self, apex: dns.name.Name) -> bool:
+        return apex != self.child or self.settings.child is None or self.settings.child.signed
 
     def window(self, fault: RrsigFault | None) -> tuple[int, int]:
         """(inception, expiration): valid, or wrong as ``fault`` says (RFC 4035 5.3.1)."""
@@ -143,16 +166,30 @@ class ZoneSigner:
             return now + 30 * _DAY, now + 60 * _DAY
         return now - _SKEW_SECONDS, now + self.settings.signature_days * _DAY
 
-    def dnskeys(self) -> dns.rrset.RRset:
-        rrset = dns.rrset.RRset(self.origin, dns.rdataclass.IN, dns.rdatatype.DNSKEY)
+    def dnskeys(self, apex: dns.name.Name) -> dns.rrset.RRset:
+        rrset = dns.rrset.RRset(apex, dns.rdataclass.IN, dns.rdatatype.DNSKEY)
         for key in (self.keys.ksk, self.keys.zsk):
             rrset.add(self.keys.dnskey(key), 3600)
         return rrset
 
-    def signature(self, rrset: dns.rrset.RRset, fault: RrsigFault | None) -> dns.rrset.RRset:
+    def child_ds(self) -> dns.rrset.RRset | None:
+        """The DS the apex publishes for the child: its KSK's, or one naming no key."""
+        child, settings = self.child, self.settings.child
+        if child is None or settings is None or settings.ds == "missing":
+            return None
+        ds = self.keys.ds(child)
+        if settings.ds == "wrong":  # RFC 4035 5.2: matches no DNSKEY of the child
+            assert isinstance(ds, dns.rdtypes.ANY.DS.DS)
+            ds = ds.replace(digest=bytes(b ^ 0xFF for b in ds.digest))
+        rrset = dns.rrset.RRset(child, dns.rdataclass.IN, dns.rdatatype.DS)
+        rrset.add(ds, 3600)
+        return rrset
+
+    def signature(self, rrset: dns.rrset.RRset, fault: RrsigFault | None,
+                  signer: dns.name.Name) -> dns.rrset.RRset:
         """The RRSIG RRset over ``rrset``; ``bad``: one that does not verify."""
         key = self.keys.ksk if rrset.rdtype == dns.rdatatype.DNSKEY else self.keys.zsk
-        rrsig = _sign(rrset, key, self.origin, self.keys.dnskey(key), self.window(fault))
+        rrsig = _sign(rrset, key, signer, self.keys.dnskey(key), self.window(fault))
         if fault == "bad":
             # Still well-formed, but the last byte of the signature changed: the
             # validator's ECDSA check fails (RFC 4035 5.3.3).
@@ -166,37 +203,64 @@ class ZoneSigner:
 
     def complete(self, answer: Answer, qname: dns.name.Name, qtype: dns.rdatatype.RdataType,
                  zone: Zone, elapsed_seconds: float, *, dnssec_ok: bool) -> Answer:
-        """``answer`` as a signed zone gives it: DNSKEY at the apex, and for a client that
-        set DO (RFC 3225), signatures on every RRset and NSEC proof of what is not there."""
+        """``answer`` as a signed zone gives it: DNSKEY at each apex, the child's DS, and
+        for a client that set DO (RFC 3225), signatures on every RRset and NSEC proof
+        of what is not there."""
         if answer.rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             return answer  # SERVFAIL, REFUSED: nothing to sign
         if not qname.is_subdomain(self.origin):
             return answer
         records, authority = list(answer.answer), list(answer.authority)
-        if qname == self.origin and qtype in (dns.rdatatype.DNSKEY, dns.rdatatype.ANY):
-            records.append(self.dnskeys())
-            if qtype == dns.rdatatype.DNSKEY:
-                answer = dataclasses.replace(answer, rcode=dns.rcode.NOERROR)
-                authority = []
+        apex = self.apex_of(qname, qtype)
+        added = None
+        if qname == apex and qtype in (dns.rdatatype.DNSKEY, dns.rdatatype.ANY) \
+                and self.signs(apex):
+            added = self.dnskeys(apex)
+        elif qname == self.child and qtype == dns.rdatatype.DS:
+            added = self.child_ds()
+        if added is not None:
+            records.append(added)
+            if qtype != dns.rdatatype.ANY:
+                answer, authority = dataclasses.replace(answer, rcode=dns.rcode.NOERROR), []
+        final = _final_name(qname, records)
+        denial = qtype != dns.rdatatype.ANY and final.is_subdomain(self.origin) and not any(
+            r.name == final and r.rdtype == qtype for r in records)
+        final_apex = self.apex_of(final, qtype)
+        if denial and final_apex != self.origin:  # the child's own SOA says it (RFC 2308)
+            authority = [_soa_at(final_apex, rrset) if rrset.rdtype == dns.rdatatype.SOA
+                         else rrset for rrset in authority]
         if not dnssec_ok:
             return dataclasses.replace(answer, answer=records, authority=authority)
-        final = _final_name(qname, records)
-        if qtype != dns.rdatatype.ANY and final.is_subdomain(self.origin) and not any(
-                r.name == final and r.rdtype == qtype for r in records):
-            authority += NsecChain(self.origin, zone, elapsed_seconds).proof(
-                final, nxdomain=answer.rcode == dns.rcode.NXDOMAIN)
+        proof: list[dns.rrset.RRset] = []
+        if denial and self.signs(final_apex):
+            chain = NsecChain(final_apex, zone, elapsed_seconds, cut=self.child,
+                              signed_apex=self.signs(final_apex),
+                              cut_ds=self.child_ds() is not None)
+            proof = chain.proof(final, nxdomain=answer.rcode == dns.rcode.NXDOMAIN)
         fault = answer.fault.rrsig if answer.fault is not None else None
-        signed = [self._with_signature(rrsets, fault) for rrsets in (records, authority)]
-        return dataclasses.replace(answer, answer=signed[0], authority=signed[1])
+        return dataclasses.replace(
+            answer, answer=self._with_signatures(records, fault),
+            # the proof is its zone's, even at the cut, where the name is the child's
+            authority=self._with_signatures(authority, fault)
+            + self._with_signatures(proof, fault, final_apex))
 
-    def _with_signature(self, rrsets: list[dns.rrset.RRset],
-                        fault: RrsigFault | None) -> list[dns.rrset.RRset]:
+    def _with_signatures(self, rrsets: list[dns.rrset.RRset], fault: RrsigFault | None,
+                         apex: dns.name.Name | None = None) -> list[dns.rrset.RRset]:
         out = []
         for rrset in rrsets:
             out.append(rrset)
-            if fault != "missing" and rrset.name.is_subdomain(self.origin):
-                out.append(self.signature(rrset, fault))
+            signer = apex or self.apex_of(rrset.name, rrset.rdtype)
+            if fault != "missing" and rrset.name.is_subdomain(self.origin) \
+                    and self.signs(signer):
+                out.append(self.signature(rrset, fault, signer))
         return out
+
+
+def _soa_at(apex: dns.name.Name, soa: dns.rrset.RRset) -> dns.rrset.RRset:
+    """The zone's SOA record, owned by ``apex`` (a child zone's own)."""
+    rrset = dns.rrset.RRset(apex, dns.rdataclass.IN, dns.rdatatype.SOA)
+    rrset.add(soa[0], soa.ttl)
+    return rrset
 
 
 def _sign(rrset: dns.rrset.RRset, key: ec.EllipticCurvePrivateKey, signer: dns.name.Name,
@@ -236,45 +300,3 @@ def _final_name(qname: dns.name.Name, records: list[dns.rrset.RRset]) -> dns.nam
         if rrset.name == name and rrset.rdtype == dns.rdatatype.CNAME:
             name = rrset[0].target
     return name
-
-
-class NsecChain:
-    """The zone's names in canonical order (RFC 4034 6.1), each NSEC naming the next."""
-
-    def __init__(self, origin: dns.name.Name, zone: Zone, elapsed_seconds: float) -> None:
-        self.origin = origin
-        self.types = zone.types_by_name(elapsed_seconds)
-        self.types.setdefault(origin, set()).update({dns.rdatatype.SOA, dns.rdatatype.DNSKEY})
-        self.names = sorted(self.types)
-        self.ttl = zone.spec.negative_ttl  # RFC 4035 2.3: the SOA minimum
-
-    def proof(self, name: dns.name.Name, *, nxdomain: bool) -> list[dns.rrset.RRset]:
-        """NSEC records proving that ``name`` has no such type (NODATA), or does not
-        exist and no wildcard could have made it (NXDOMAIN; RFC 4035 3.1.3)."""
-        if not nxdomain:
-            # The name's own NSEC lists its types; an empty non-terminal has none,
-            # and the NSEC before it, whose next name is below it, proves so.
-            return [self._nsec(name if name in self.types else self._before(name))]
-        encloser = name.parent()
-        while not self._exists(encloser):
-            encloser = encloser.parent()
-        wildcard = dns.name.Name((b"*", *encloser.labels))
-        owners = dict.fromkeys([self._before(name), self._before(wildcard)])
-        return [self._nsec(owner) for owner in owners]
-
-    def _exists(self, name: dns.name.Name) -> bool:
-        return any(owner.is_subdomain(name) for owner in self.names)
-
-    def _before(self, name: dns.name.Name) -> dns.name.Name:
-        """The last name in the chain that sorts before ``name`` (the apex sorts first)."""
-        earlier = [owner for owner in self.names if owner < name]
-        return earlier[-1] if earlier else self.names[-1]
-
-    def _nsec(self, owner: dns.name.Name) -> dns.rrset.RRset:
-        index = self.names.index(owner)
-        following = self.names[(index + 1) % len(self.names)]
-        types = self.types[owner] | {dns.rdatatype.NSEC, dns.rdatatype.RRSIG}
-        text = " ".join([following.to_text(), *sorted(t.name for t in types)])
-        rrset = dns.rrset.RRset(owner, dns.rdataclass.IN, dns.rdatatype.NSEC)
-        rrset.add(dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.NSEC, text), self.ttl)
-        return rrset

@@ -256,6 +256,24 @@ class Dnssec(_Strict):
     """
 
     signature_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    child: ChildZone | None = None
+
+
+class ChildZone(_Strict):
+    """``[dns.dnssec.child]``: a zone delegated below the apex (RFC 4035 2.4), signed
+    with its own signer name; the apex holds its DS.
+
+    ``ds``: ``valid``; ``missing`` (the apex proves there is none, so the child is
+    insecure: a "missing DS chain"); ``wrong`` (a DS naming no key of the child:
+    a broken chain of trust, bogus). ``signed = false``: the child's answers carry
+    no signatures (insecure without a DS, bogus with one).
+    """
+
+    name: str
+    ds: Literal["valid", "missing", "wrong"] = "valid"
+    signed: bool = True
+
+    _name_fits_the_wire = field_validator("name")(_fits_the_wire)
 
 
 class Dns(_Strict):
@@ -305,6 +323,12 @@ class Dns(_Strict):
     def _signed_for_signature_faults(self) -> Dns:
         if self.dnssec is None and any(fault.rrsig for fault in self.faults):
             raise ValueError("an rrsig fault needs a signed zone: add [dns.dnssec]")
+        child = self.dnssec.child if self.dnssec is not None else None
+        if child is not None:
+            name, origin = normal_name(child.name), normal_name(self.origin)
+            if not name.endswith(f".{origin}") and origin:
+                raise ValueError(f"dnssec.child.name {child.name!r} must be below the origin"
+                                 f" {self.origin!r}, e.g. 'example.{origin}'")
         return self
 
     def fault_for(self, name: str, qtype: str) -> DnsFault | None:
