@@ -389,4 +389,6 @@ class Profile(_Strict):
                     rule[action][seconds] *= time_scale
         if self.dns is not None:
             data["dns"] = self.dns.scaled(time_scale)
+        if self.mta_sts is not None:
+            data["mta_sts"] = self.mta_sts.scaled(time_scale)
         return Profile.model_validate(data)

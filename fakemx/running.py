@@ -138,7 +138,8 @@ class Running:
         from fakemx.mtasts.server import PolicyHost
 
         fresh = PolicyHost(profile.mta_sts, self.tls.state_dir(),
-                           host=self._dns_place.fakemx_address, port=port)
+                           host=self._dns_place.fakemx_address, port=port,
+                           clock=self._dns_place.clock)
         try:
             return await fresh.start()
         except BaseException:

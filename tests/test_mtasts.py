@@ -49,14 +49,26 @@ class NoPolicy(Exception):
     """Why no valid policy was fetched: its TLS-RPT result type."""
 
 
-def fetch_policy(mx: FakeMX) -> dict[str, list[str]]:
-    """The TXT record, then the policy over HTTPS (RFC 8461 3.1-3.3); NoPolicy if none."""
+def resolver_of(mx: FakeMX) -> dns.resolver.Resolver:
     assert mx.dns is not None
-    assert mx.mta_sts is not None
     resolver = dns.resolver.Resolver(configure=False)
     resolver.nameservers, resolver.port = [mx.dns.host], mx.dns.port
-    txt = b"".join(resolver.resolve(f"_mta-sts.{DOMAIN}", "TXT")[0].strings).decode()
-    assert txt.startswith("v=STSv1;"), txt
+    resolver.cache = None
+    return resolver
+
+
+def policy_id(mx: FakeMX) -> str:
+    """The id in the _mta-sts TXT record (RFC 8461 3.1)."""
+    txt = b"".join(resolver_of(mx).resolve(f"_mta-sts.{DOMAIN}", "TXT")[0].strings).decode()
+    fields = dict(part.strip().split("=", 1) for part in txt.split(";") if "=" in part)
+    assert fields["v"] == "STSv1", txt
+    return fields["id"]
+
+
+def fetch_policy(mx: FakeMX) -> dict[str, list[str]]:
+    """The policy over HTTPS (RFC 8461 3.3); NoPolicy if there is none to use."""
+    assert mx.mta_sts is not None
+    resolver = resolver_of(mx)
     context = ssl.create_default_context(cafile=str(mx.state_dir / CA_FILE))
     address = resolver.resolve(f"mta-sts.{DOMAIN}", "A")[0].to_text()
     connection = http.client.HTTPConnection(address, mx.mta_sts.port,
@@ -100,11 +112,36 @@ def mx_matches(pattern: str, host: str) -> bool:
     return pattern == host
 
 
-def send(mx: FakeMX) -> tuple[str, bool]:
+class Sender:
     """RFC 8461 5.1: with an enforce policy, only listed MX hosts over validated TLS;
-    without a usable policy, as if the domain had none (opportunistic TLS)."""
-    try:
+    without a usable policy, as if the domain had none (opportunistic TLS).
+
+    It keeps the policy it fetched with the TXT record's id, and fetches again
+    when the id changes (3.3) or, with ``honours_id = False``, never (the bug).
+    """
+
+    def __init__(self, *, honours_id: bool = True) -> None:
+        self.honours_id = honours_id
+        self.cached: tuple[str, dict[str, list[str]]] | None = None
+        self.fetches = 0
+
+    def policy(self, mx: FakeMX) -> dict[str, list[str]]:
+        current = policy_id(mx)
+        if self.cached is not None and (self.cached[0] == current or not self.honours_id):
+            return self.cached[1]
+        self.fetches += 1
         policy = fetch_policy(mx)
+        self.cached = (current, policy)
+        return policy
+
+    def send(self, mx: FakeMX) -> tuple[str, bool]:
+        return deliver(mx, self)
+
+
+def deliver(mx: FakeMX, sender: Sender) -> tuple[str, bool]:
+    try:
+        policy: dict[str, list[str]] | None = sender.policy(mx)
+        result = "success"
     except NoPolicy as failure:
         result, policy = str(failure), None
     enforce = policy is not None and policy["mode"] == ["enforce"]
@@ -124,13 +161,13 @@ def send(mx: FakeMX) -> tuple[str, bool]:
         client.file = None  # smtplib reads replies through a file made from the new socket
         client.ehlo("sender.fakemx.test")
         client.sendmail("alice@sender.fakemx.test", [f"bob@{DOMAIN}"], b"Subject: sts\r\n\r\nx\r\n")
-    return (result if policy is None else "success"), True
+    return result, True
 
 
 @pytest.mark.parametrize("name", sorted(OUTCOMES))
 def test_sender_verdict(name: str, tmp_path: Path) -> None:
     with FakeMX(name, state_dir=tmp_path) as mx:
-        outcome = send(mx)
+        outcome = Sender().send(mx)
         delivered = len(mx.messages)
         assert mx.mta_sts is not None
         fetched = [r.status for r in mx.mta_sts.requests]
@@ -140,6 +177,36 @@ def test_sender_verdict(name: str, tmp_path: Path) -> None:
         assert fetched == [200]
     if name in ("mta-sts-policy-not-found", "mta-sts-policy-server-error"):
         assert fetched in ([404], [500])
+
+
+class Clock:
+    """fakemx's clock, moved by the test (the DNS windows and the policy change on it)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(("honours_id", "later"), [
+    (True, ("validation-failure", False)),  # fetched again: the new policy lacks the MX
+    (False, ("success", True)),  # the cached policy, never fetched again: the bug it catches
+])
+def test_a_changed_policy_id_is_fetched_again(honours_id: bool, later: tuple[str, bool],
+                                              tmp_path: Path) -> None:
+    clock = Clock()
+    sender = Sender(honours_id=honours_id)
+    with FakeMX("4.4.8-mta-sts-policy-changed", state_dir=tmp_path, clock=clock) as mx:
+        assert policy_id(mx) == "1"
+        assert sender.send(mx) == ("success", True)
+        assert sender.send(mx) == ("success", True)  # the same id: the cached policy
+        clock.now += 61
+        assert policy_id(mx) == "2"
+        assert sender.send(mx) == later
+        delivered = len(mx.messages)
+    assert sender.fetches == (2 if honours_id else 1)
+    assert delivered == (2 if honours_id else 3)
 
 
 # profile -> (curl's exit code, what its output shows)

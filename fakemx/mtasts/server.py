@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +40,13 @@ class PolicyRequest:
 
 class PolicyHost:
     def __init__(self, spec: MtaSts, state_dir: Path, *, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
         self.spec = spec
         self.host = host
         self._port = port
         self._state_dir = state_dir
+        self._clock = clock  # a policy that changes counts from start() on it
+        self._started = clock()
         self.requests: list[PolicyRequest] = []
         self._server: asyncio.Server | None = None
         self._refusing: socket.socket | None = None
@@ -58,6 +61,7 @@ class PolicyHost:
         return host_port(self.host, self._port)
 
     async def start(self) -> PolicyHost:
+        self._started = self._clock()
         sock = bind(self.host, self._port)
         self._port = sock.getsockname()[1]
         if self.spec.fault == "down":
@@ -97,7 +101,8 @@ class PolicyHost:
                 ValueError, ConnectionError):
             writer.close()
             return
-        status, reason, body = response(self.spec, method, path)
+        status, reason, body = response(self.spec, method, path,
+                                        self._clock() - self._started)
         self.requests.append(PolicyRequest(time.time(), method, path, status))
         payload = b"" if method == "HEAD" else body
         writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n"
