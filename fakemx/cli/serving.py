@@ -20,7 +20,7 @@ from fakemx.api.server import (
 from fakemx.cli.offline import _export_ca, _usable_state_dir
 from fakemx.config import origin
 from fakemx.errors import FakeMXError, ListenError
-from fakemx.model import Profile
+from fakemx.model import CertKind, Profile
 from fakemx.profiles import catalog, load_profile
 from fakemx.server import FakeMX
 from fakemx.sessionlog import SessionLog
@@ -57,6 +57,11 @@ def _serve(args: argparse.Namespace) -> int:
                 if server.mta_sts is not None:
                     log.info(f"fakemx: MTA-STS policy host {server.mta_sts.spec.host} on"
                              f" https://{server.mta_sts.address}/.well-known/mta-sts.txt")
+                if server.dns is not None and server.dns.trust_anchor is not None:
+                    from fakemx.dns.dnssec import ANCHOR_FILE  # loaded: the zone is signed
+
+                    log.info(f"fakemx: DNSSEC trust anchor in {args.state_dir / ANCHOR_FILE}:"
+                             f" {server.dns.trust_anchor.strip()}")
                 if server.dns is not None:
                     log.info(f"fakemx: DNS for {profile.name} on {server.dns.address}")
                 async with _api(api, [server], log):
@@ -88,6 +93,9 @@ def _dns(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     spec = dns_spec(profile)
     _usable_state_dir(args.state_dir, origin(args, "state_dir"))
+    if profile.tls.cert is CertKind.REVOKED and any(r.type == "TLSA" for r in spec.records):
+        raise FakeMXError(f"profile {profile.name!r}: its TLSA records describe a revoked"
+                          " certificate, made only by fakemx serve (serve it with that)")
     keys, digests = zone_material(spec, args.state_dir, lambda: certs.cert_files(
         args.state_dir, args.hostname, profile.tls.cert).leaf)
     server = DnsServer(profile, host=args.host, port=args.port, time_scale=args.time_scale,
