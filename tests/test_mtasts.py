@@ -209,6 +209,24 @@ def test_a_changed_policy_id_is_fetched_again(honours_id: bool, later: tuple[str
     assert delivered == (2 if honours_id else 3)
 
 
+def test_loading_profiles_starts_and_stops_the_policy_host(tmp_path: Path) -> None:
+    """A run-time switch (mx.load, the API's PUT /profile) brings the policy host along."""
+    with FakeMX("sink", state_dir=tmp_path) as mx:
+        assert mx.mta_sts is None
+        mx.load("mta-sts-valid")
+        assert mx.mta_sts is not None
+        port = mx.mta_sts.port
+        assert Sender().send(mx) == ("success", True)
+        mx.load("mta-sts-policy-not-found")  # another policy: the same port
+        assert mx.mta_sts is not None
+        assert mx.mta_sts.port == port
+        assert Sender().send(mx) == ("sts-policy-fetch-error", True)
+        mx.load("sink")
+        assert mx.mta_sts is None
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((mx.host, port), timeout=2)
+
+
 # profile -> (curl's exit code, what its output shows)
 CURL_SEES = {
     "mta-sts-valid": (0, "mode: enforce"),
