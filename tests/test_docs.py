@@ -75,8 +75,11 @@ def test_every_catalog_profile_is_in_the_readme() -> None:
 
 def test_only_the_stale_cache_profile_has_no_postfix_verdict() -> None:
     # A profile without a verdict has a README cell no relay proves; there is one,
-    # and its cell says what fakemx's DNS journal shows instead of an error.
-    unproven = [p.name for p in catalog() if p not in proven()]
+    # and its cell says what fakemx's DNS journal shows instead of an error. The
+    # MTA-STS profiles are proven by tests/test_mtasts.py's RFC 8461 sender and curl
+    # instead: no MTA-STS-enforcing relay runs here (postfix-mta-sts-resolver's
+    # dependencies are missing).
+    unproven = [p.name for p in catalog() if p not in proven() and p.mta_sts is None]
     assert unproven == ["4.4.312-mx-changed-stale-cache"]
 
 
