@@ -396,6 +396,7 @@ def installed_wheel_runs(wheel: Path, tmp_path: Path) -> None:
                    check=True, timeout=300)
     fakemx_command = str(venv / "bin" / "fakemx")
     env = clean_env(FAKEMX_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("PYTHONPATH", None)  # the venv's own fakemx, not a source tree's
     where = subprocess.run([str(venv / "bin" / "python"), "-c",
                             "import fakemx.profiles as p; print(p.__file__, p.catalog_paths()"
                             ".__next__())"], capture_output=True, text=True, cwd=tmp_path,
