@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from fakemx import config
+from fakemx.cli import diagnose
 from fakemx.cli.offline import (
     _ca,
     _check,
@@ -209,6 +210,8 @@ def _parser() -> argparse.ArgumentParser:
     explain = sub.add_parser("explain", help="what a code or profile means: causes, fixes")
     explain.add_argument("query", help="a code such as 4.4.316, or a profile name")
     explain.set_defaults(run=_explain)
+
+    diagnose.configure(sub.add_parser("diagnose", help=diagnose.HELP))
 
     check = sub.add_parser("check", help="validate profile files")
     check.add_argument("files", nargs="+", type=Path)

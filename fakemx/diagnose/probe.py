@@ -41,6 +41,7 @@ class Session:
         self.steps = steps
         self.timeouts = options.timeouts
         self.previous = "connect"  # the last step that got a reply
+        self.opened: list[socket.socket] = []  # every socket (TLS ones too), closed at the end
 
     def add(self, name: str, severity: Severity, line: str, finding: Finding | None = None,
             reply: Reply | None = None, **facts: object) -> None:
@@ -53,22 +54,25 @@ class Session:
             f"{ip}:{self.options.target.port}"
 
     def run(self) -> None:
-        sock = self.connect()
-        if sock is None:
-            return
-        wire = Wire(sock)
         try:
-            self.converse(wire)
+            sock = self.connect()
+            if sock is not None:
+                self.converse(Wire(sock))
         except Stop:
             pass
         finally:
-            wire.sock.close()
+            for sock in self.opened:
+                sock.close()
+
+    def keep(self, sock: socket.socket) -> socket.socket:
+        self.opened.append(sock)
+        return sock
 
     def connect(self) -> socket.socket | None:
         seconds = self.timeouts.connect_seconds
         try:
-            sock = socket.create_connection((self.address.ip, self.options.target.port),
-                                            timeout=seconds)
+            sock = self.keep(socket.create_connection(
+                (self.address.ip, self.options.target.port), timeout=seconds))
         except ConnectionRefusedError:
             self.add("connect", Severity.FAIL, f"{self.where}: connection refused (RST to the"
                      " SYN: nothing listens, or a firewall rejects)", Finding.CONNECT_REFUSED)
@@ -177,10 +181,11 @@ class Session:
     def _speaks_implicit_tls(self) -> bool:
         seconds = self.timeouts.reply_seconds
         try:
-            sock = socket.create_connection((self.address.ip, self.options.target.port),
-                                            timeout=self.timeouts.connect_seconds)
-            with tlsprobe.handshake(sock, tlsprobe.lenient_context(), None, seconds) as tls:
-                Wire(tls).reply(seconds)
+            sock = self.keep(socket.create_connection(
+                (self.address.ip, self.options.target.port),
+                timeout=self.timeouts.connect_seconds))
+            tls = self.keep(tlsprobe.handshake(sock, tlsprobe.lenient_context(), None, seconds))
+            Wire(tls).reply(seconds)
         except (OSError, Silent, Ended, Garbled):
             return False
         self.add("greeting", Severity.INFO, "a TLS handshake on the first byte works and is"
@@ -233,7 +238,8 @@ class Session:
         """The handshake and the EHLO after it (where a TLS 1.3 server's alert arrives)."""
         seconds = self.timeouts.reply_seconds
         try:
-            tls = tlsprobe.handshake(sock, context, self.server_name(), seconds)
+            tls = self.keep(tlsprobe.handshake(sock, context, self.server_name(), seconds))
+            assert isinstance(tls, ssl.SSLSocket)
             reply = Wire(tls).command(f"EHLO {self.options.helo}", seconds)
         except (OSError, Ended, Silent) as exc:
             cause: BaseException = exc
@@ -266,8 +272,8 @@ class Session:
     def open_starttls(self) -> socket.socket:
         """A new connection up to STARTTLS answered 220 (for the follow-up handshakes)."""
         seconds = self.timeouts.reply_seconds
-        sock = socket.create_connection((self.address.ip, self.options.target.port),
-                                        timeout=self.timeouts.connect_seconds)
+        sock = self.keep(socket.create_connection(
+            (self.address.ip, self.options.target.port), timeout=self.timeouts.connect_seconds))
         wire = Wire(sock)
         try:
             wire.reply(seconds)
@@ -312,8 +318,9 @@ class Session:
         seconds = self.timeouts.reply_seconds
         try:
             sock = self.open_starttls()
-            with tlsprobe.handshake(sock, tlsprobe.lenient_context(), None, seconds) as tls:
-                der = tls.getpeercert(binary_form=True)
+            tls = self.keep(tlsprobe.handshake(sock, tlsprobe.lenient_context(), None, seconds))
+            assert isinstance(tls, ssl.SSLSocket)
+            der = tls.getpeercert(binary_form=True)
         except (OSError, Silent, Ended, Garbled) as exc:
             self.add("certificate", Severity.INFO, f"could not fetch it unverified: {exc}")
             return

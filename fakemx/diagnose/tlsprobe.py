@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,9 @@ def lenient_context(version: str | None = None, ciphers: str = EVERY_CIPHER) -> 
     context.verify_mode = ssl.CERT_NONE
     context.set_ciphers(ciphers)
     if version is not None:
-        context.minimum_version = context.maximum_version = VERSIONS[version]
+        with warnings.catch_warnings():  # TLS 1.0 and 1.1 are deprecated: that is the point
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.minimum_version = context.maximum_version = VERSIONS[version]
     return context
 
 
@@ -131,7 +134,7 @@ def explain_failure(first: Failure, found: list[Offer]) -> Failure:
     if first.finding not in (Finding.TLS_ALERT, Finding.TLS_PROTOCOL_VERSION):
         return first
     accepted = [o for o in found if o.cipher is not None]
-    summary = "; ".join(f"TLS {o.version}: {o.cipher or 'refused'}" for o in found)
+    summary = "; ".join(f"TLS {o.version}: {o.cipher or o.problem}" for o in found)
     if not accepted:
         return Failure(Finding.TLS_ALERT, f"{first.text}; the server accepts no version and no"
                        f" cipher at all ({summary})", first.reason)

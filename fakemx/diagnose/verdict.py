@@ -60,6 +60,7 @@ _TABLE: dict[Finding, tuple[str, tuple[str, ...], str]] = {
     Finding.BANNER_MASKED: ("4.4.318", ("4.4.318-firewall-smtp-inspection",),
                             "The banner is masked"),
     Finding.SIZE_LIMIT: ("5.3.4", ("5.3.4-message-too-large",), "A size limit"),
+    Finding.DNS_IMPLICIT_MX: ("4.4.312", ("4.4.312-no-mx-implicit-a",), "No MX record"),
 }
 
 # OpenSSL's X509_V_ERR_* codes -> the catalog profiles that cause them.
@@ -87,6 +88,7 @@ _CONDITIONS: dict[Finding, str] = {
     Finding.CERT_REVOKED: "for a relay that checks the CRL or OCSP",
     Finding.BANNER_MASKED: "an inspecting firewall rewrites the session",
     Finding.SIZE_LIMIT: "for a message larger than the SIZE the server advertises",
+    Finding.DNS_IMPLICIT_MX: "if the domain's own address is no mail server",
 }
 
 NEVER_PROBED = ("DATA and the message: diagnose never sends one, so failures at DATA, in the"

@@ -1,0 +1,129 @@
+"""``fakemx diagnose`` against fakemx serving each catalog profile names that profile.
+
+fakemx's catalog is diagnose's test oracle: for every profile, a real fakemx on
+loopback serves it (the 4.4.312 family behind fakemx's own DNS, reached with
+``--resolver``), ``fakemx diagnose --json`` probes it through the command line,
+and the verdict must name the profile's code and, where the evidence can tell,
+the profile itself. A profile whose failure needs what diagnose never does
+(send DATA, make traffic, use a sender) must instead be reported healthy with
+that gap named under "not probed", so new profiles are classified, not skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from fakemx import FakeMX
+from fakemx.cli import main
+from fakemx.diagnose.verdict import NEVER_PROBED, NO_TRAFFIC
+from fakemx.model import Profile
+from fakemx.profiles import catalog, load_profile
+from fakemx.stages import Stage
+
+TIMEOUT = 2.5  # each connect, reply, handshake and DNS query the probe waits for
+SLOW = 0.4  # answers slower than this are reported as slow
+DELAY = 1.0  # what the slow profiles' delays are scaled to: between SLOW and TIMEOUT
+# Durations in profiles are minutes; scaled so a stall or a greylist window outlasts the probe.
+TIME_SCALE = 0.001
+
+# Profiles whose delay must land between SLOW and TIMEOUT: scaled to DELAY; and the MX that
+# changes after 60 s at real time, so the probe meets the old MX (loopback), not the new one
+# (192.0.2.25: no traffic may leave loopback).
+SCALES = {"4.4.312-slow": DELAY / 30.0, "4.4.7-slow-greeting": DELAY / 600.0,
+          "4.4.312-mx-changed-stale-cache": 1.0}
+
+# Stages diagnose never reaches: it sends no DATA.
+NEVER_REACHED = {Stage.DATA, Stage.BODY, Stage.END_OF_DATA}
+# Conditions one probe session cannot meet: they need traffic, or a sender.
+TRAFFIC = ("sessions", "messages", "recipients", "concurrent_above", "sender_domain")
+
+# Evidence that is the same on the wire: the verdict may name the other profile.
+# rst-after-greeting: the RST can overtake the end of the TCP handshake on loopback, and
+# the greeting before it is then lost (RST discards unread data): the client sees what
+# rst-after-connect gives.
+SAME_EVIDENCE = {"4.4.318-rst-after-greeting": {"4.4.318-rst-after-connect"}}
+
+
+def unseen(profile: Profile) -> str | None:
+    """Why diagnose cannot meet this profile's failure, or None if it can."""
+    if profile.name == "4.4.312-mx-changed-stale-cache":
+        return "stale cache"
+    failing = [r for r in profile.rules if r.action_key not in ("accept", "mask_banner")]
+    if failing and all(rule.stage in NEVER_REACHED for rule in failing):
+        return NEVER_PROBED
+    if failing and all(any(getattr(rule.when, key) is not None for key in TRAFFIC)
+                       for rule in failing):
+        return NO_TRAFFIC
+    return None
+
+
+def diagnose_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    capsys.readouterr()
+    status = main(["diagnose", *args, "--json", "--timeout", str(TIMEOUT),
+                   "--dns-timeout", str(TIMEOUT), "--slow", str(SLOW)])
+    out = capsys.readouterr().out
+    return status, json.loads(out)
+
+
+def run_against(profile: Profile, capsys: pytest.CaptureFixture[str]
+                ) -> tuple[int, dict[str, Any]]:
+    scale = SCALES.get(profile.name, TIME_SCALE)
+    postfix = profile.about.postfix if profile.about else None
+    local = (postfix.local_part if postfix and postfix.local_part else "bob")
+    helo = "localhost" if postfix is not None and postfix.bad_helo else "relay.example.net"
+    with FakeMX(profile, time_scale=scale) as mx:
+        common = ("--rcpt", f"{local}@example.test", "--helo", helo, "--ca", str(mx.ca_path))
+        if mx.dns is not None:
+            # The zone's MX hosts are not the name in fakemx's certificate: encrypt only.
+            return diagnose_json(capsys, f"example.test:{mx.port}", "--mx-lookup",
+                                 "--resolver", f"{mx.dns.host}:{mx.dns.port}",
+                                 "--tls", "require", *common)
+        return diagnose_json(capsys, f"127.0.0.1:{mx.port}", *common)
+
+
+def named(verdict: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """Every code and every catalog profile the verdict names."""
+    advice = verdict["also"] + verdict["conditions"]
+    codes = {verdict["code"], *(a["code"] for a in advice)}
+    profiles = {*verdict["profiles"], *(n for a in advice for n in a["profiles"])}
+    return codes, profiles
+
+
+@pytest.mark.parametrize("name", [p.name for p in catalog()])
+def test_diagnose_names_each_catalog_profile(name: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    profile = load_profile(name)
+    assert profile.about is not None
+    status, report = run_against(profile, capsys)
+    verdict = report["verdict"]
+    codes, profiles = named(verdict)
+    gap = unseen(profile)
+    if gap == "stale cache":
+        # A stale cache lives in the relay's resolver; a fresh probe sees the new answer's
+        # TTL, which is how long a change takes to reach relays.
+        assert verdict["code"] == "2.0.0"
+        assert any("TTL 3600 s" in step["line"] for step in report["steps"]), report["steps"]
+        return
+    if gap is not None:
+        assert (status, verdict["code"]) == (0, "2.0.0"), verdict
+        assert gap in verdict["not_probed"]
+        return
+    assert profile.about.code in codes, (verdict["code"], verdict["evidence"])
+    if profile.about.code.startswith("2"):  # the positive controls: nothing failed
+        assert (status, verdict["code"]) == (0, "2.0.0")
+        assert not [s for s in report["steps"] if s["severity"] == "fail"]
+        return
+    allowed = {name} | SAME_EVIDENCE.get(name, set())
+    assert allowed & profiles, (profiles, verdict["evidence"])
+    assert status == (0 if verdict["code"] == "2.0.0" else 1)
+
+
+def test_the_positive_control_is_healthy_with_every_step_ok(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    status, report = run_against(load_profile("sink"), capsys)
+    assert (status, report["verdict"]["code"]) == (0, "2.0.0")
+    assert [s["name"] for s in report["steps"] if s["severity"] == "ok"] == [
+        "connect", "greeting", "ehlo", "starttls", "tls", "certificate", "mail", "rcpt", "quit"]
