@@ -122,6 +122,7 @@ def offers(open_starttls: Opener, timeout: float,
             with handshake(sock, lenient_context(version), None, timeout) as tls:
                 cipher = tls.cipher()
                 found.append(Offer(version, cipher[0] if cipher else "?"))
+                tls.sendall(b"QUIT\r\n")  # a polite end; the reply does not matter
         except Exception as exc:
             found.append(Offer(version, None, classify(exc, timeout).text))
         finally:

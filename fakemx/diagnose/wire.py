@@ -106,9 +106,10 @@ def _complete(data: bytes) -> tuple[Reply, bytes] | None:
     rest = data
     while b"\r\n" in rest or b"\n" in rest:
         raw, _, rest = rest.partition(b"\n")
-        found = _LINE.match(raw.rstrip(b"\r"))
+        line = raw.rstrip(b"\r")
+        found = _LINE.match(line)
         if found is None:
-            raise Garbled(f"not an SMTP reply line: {raw[:80]!r}")
+            raise Garbled(f"not an SMTP reply line: {line[:80]!r}")
         code = int(found[1])
         lines.append(found[3].decode("utf-8", "replace"))
         if found[2] == b" ":
