@@ -208,7 +208,11 @@ def _parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=_list)
 
     explain = sub.add_parser("explain", help="what a code or profile means: causes, fixes")
-    explain.add_argument("query", help="a code such as 4.4.316, or a profile name")
+    explain.add_argument("query", nargs="?", help="a code such as 4.4.316, or a profile name")
+    explain.add_argument("--log", metavar="FILE|-", default=None,
+                         help="name the code and fixes of each failure in a relay's log or a"
+                              " bounce (Postfix, Exim, an Exchange NDR, nodemailer, smtplib);"
+                              " - reads stdin")
     explain.set_defaults(run=_explain)
 
     diagnose.configure(sub.add_parser("diagnose", help=diagnose.HELP))

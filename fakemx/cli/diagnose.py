@@ -10,6 +10,7 @@ import argparse
 import ipaddress
 import re
 import socket
+import sys
 from pathlib import Path
 
 from fakemx.config import _positive
@@ -140,3 +141,20 @@ def resolver(text: str) -> tuple[str, int]:
         raise FakeMXError(f"--resolver {text!r}: give the DNS server's IP address, e.g."
                           " 127.0.0.1:5300")
     return host, port
+
+
+def explain_log(source: str) -> int:
+    """``fakemx explain --log FILE|-``: 0 when a failure was named, 1 when none was found."""
+    from fakemx import logread
+
+    if source == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        try:
+            lines = Path(source).read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError as exc:
+            raise FakeMXError(f"--log {source}: cannot read: {exc.strerror or exc} (give a log"
+                              " file, or - for stdin)") from None
+    explained = list(logread.explain_lines(lines))
+    print(logread.render(explained, lines))
+    return 0 if explained else 1

@@ -101,6 +101,15 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    if args.log is not None:
+        if args.query is not None:
+            raise FakeMXError(f"explain: give a code or profile, or --log, not both (got"
+                              f" {args.query!r} and --log {args.log})")
+        from fakemx.cli.diagnose import explain_log
+
+        return explain_log(args.log)
+    if args.query is None:
+        raise FakeMXError("explain: give a code such as 4.4.316, a profile name, or --log FILE")
     known: dict[str, str] = catalog_cache.view(_catalog_view)["explain"]
     if args.query in known:
         print(known[args.query])

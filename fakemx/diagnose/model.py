@@ -73,10 +73,14 @@ class Finding(StrEnum):
 
 @dataclass(frozen=True)
 class Reply:
-    """One SMTP reply as received: the code and each line's text (after ``NNN-``/``NNN ``)."""
+    """One SMTP reply as received: the code and each line's text (after ``NNN-``/``NNN ``).
+
+    ``partial``: a copy from a log, on one line and perhaps cut short.
+    """
 
     code: int
     lines: tuple[str, ...]
+    partial: bool = False
 
     @property
     def text(self) -> str:

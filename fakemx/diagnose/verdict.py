@@ -18,6 +18,7 @@ from fakemx.actions import Drop
 from fakemx.diagnose.model import Advice, Finding, Options, Reply, Severity, Step, Verdict
 from fakemx.model import Profile, Stall
 from fakemx.model import Reply as RuleReply
+from fakemx.stages import Stage
 
 # finding -> the code, the catalog profiles that show the same evidence, a title of its own
 _TABLE: dict[Finding, tuple[str, tuple[str, ...], str]] = {
@@ -122,6 +123,10 @@ def decide(steps: Sequence[Step], options: Options, catalog: Sequence[Profile],
         code, names, title, also = _refusal(failed, catalog, codes)
     elif finding is Finding.CLOSED:
         names = _closed_like(failed, catalog)
+    elif finding is Finding.REPLY_TIMEOUT:
+        names = _stalled_like(failed, catalog) or names
+        stalled = [profiles[n].about for n in names if n in profiles]
+        code = next((about.code for about in stalled if about is not None), code)
     elif finding is Finding.CERT_INVALID:
         names = _VERIFY_CODES.get(_int(failed.facts.get("verify_code")), ())
     elif finding is Finding.CONNECT_RESET:
@@ -191,13 +196,23 @@ def _refusal(step: Step, catalog: Sequence[Profile], codes: Mapping[str, Mapping
     if step.name == "greeting" and code != "4.4.317":
         also = (Advice("4.4.317", "a connector reports a refused greeting as cannot connect"),)
     kind = "temporary" if reply.code < 500 else "permanent"
-    return code, (), f"The server refuses at {step.name} ({kind}: {reply.code})", also
+    where = "" if step.name == ANY_STAGE else f" at {step.name}"
+    title = codes[code]["reply"] if code in codes else f"The server refuses{where}"
+    return code, (), f"{title} ({kind}: {reply.code})", also
+
+
+# Where the evidence does not say at which stage (a log line without "in reply to").
+ANY_STAGE = "any"
+
+
+def _at(rule_stage: object, step: str) -> bool:
+    return step == ANY_STAGE or str(rule_stage) == step
 
 
 def _replies_at(profile: Profile, step: str) -> list[RuleReply]:
     found: list[RuleReply] = []
     for rule in profile.rules:
-        if str(rule.stage) != step:
+        if not _at(rule.stage, step):
             continue
         action = rule.action
         if isinstance(action, RuleReply):
@@ -208,7 +223,12 @@ def _replies_at(profile: Profile, step: str) -> list[RuleReply]:
 
 
 def _sends(template: RuleReply, reply: Reply) -> bool:
-    return template.code == reply.code and _pattern(template.text).fullmatch(reply.text) is not None
+    if template.code != reply.code:
+        return False
+    if reply.partial:  # a log's copy: on one line, perhaps cut short: match its start
+        text = " ".join(reply.text.split())
+        return _pattern(" ".join(template.text.split())).match(text) is not None
+    return _pattern(template.text).fullmatch(reply.text) is not None
 
 
 @cache
@@ -218,11 +238,24 @@ def _pattern(text: str) -> re.Pattern[str]:
     return re.compile(".*?".join(re.escape(part) for part in parts), re.DOTALL)
 
 
+def _stalled_like(step: Step, catalog: Sequence[Profile]) -> tuple[str, ...]:
+    """Catalog profiles that stall where this session waited in vain."""
+    stages = {"connect", "greeting"} if step.name == "greeting" else {step.name}
+    return tuple(p.name for p in catalog
+                 if any(isinstance(r.action, Stall) and str(r.stage) in stages
+                        for r in p.rules))
+
+
 def _closed_like(step: Step, catalog: Sequence[Profile]) -> tuple[str, ...]:
-    """Catalog profiles that end the session where this one ended, the same way."""
+    """Catalog profiles that end the session where this one ended, the same way.
+
+    ``how`` None (a log that does not say FIN or RST) matches both.
+    """
     how, previous = step.facts.get("how"), step.facts.get("previous")
     # fakemx drops *instead of* a stage's reply; a drop at connect is met awaiting the greeting
     stages = {"connect", "greeting"} if step.name == "greeting" else {step.name}
+    if step.name == ANY_STAGE:
+        stages = {str(stage) for stage in Stage}
     found = []
     for profile in catalog:
         for rule in profile.rules:
@@ -230,10 +263,10 @@ def _closed_like(step: Step, catalog: Sequence[Profile]) -> tuple[str, ...]:
             if isinstance(action, Stall) and action.then is not None:
                 action = action.then.action or action
             if isinstance(action, RuleReply):
-                hit = action.close is not None and str(action.close) == how \
+                hit = action.close is not None and how in (None, str(action.close)) \
                     and str(rule.stage) == previous
             else:
-                hit = isinstance(action, Drop) and str(action.how) == how \
+                hit = isinstance(action, Drop) and how in (None, str(action.how)) \
                     and str(rule.stage) in stages
             if hit and profile.name not in found:
                 found.append(profile.name)
