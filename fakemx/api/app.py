@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from fakemx import __version__
 from fakemx.api import errors as api_errors
+from fakemx.api.diagnosing import DiagnoseRequest, Diagnosis, diagnosis
 from fakemx.api.events import EventHub
 from fakemx.api.guard import Guard
 from fakemx.api.models import (
@@ -69,6 +70,7 @@ WEB_DIR = Path(__file__).resolve().parent / "web"
 _WEB_FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/web/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/web/diagnose.js": ("diagnose.js", "text/javascript; charset=utf-8"),
     "/web/style.css": ("style.css", "text/css; charset=utf-8"),
     "/web/favicon.svg": ("favicon.svg", "image/svg+xml"),
 }
@@ -247,6 +249,11 @@ def _control_routes(registry: Servers, hub: EventHub) -> APIRouter:
                 summary="The root certificate relays must trust (the first server's state dir)")
     def ca() -> Response:
         return Response(registry.all[0].ca_pem, media_type="application/x-pem-file")
+
+    @router.post("/servers/{name}/diagnose",
+                 summary="`fakemx diagnose` against this server: the steps and the verdict")
+    async def diagnose_server(mx: Server, request: DiagnoseRequest | None = None) -> Diagnosis:
+        return await diagnosis(mx, request or DiagnoseRequest())
 
     @router.get("/version", summary="fakemx's version and how many servers run")
     def version() -> Version:
