@@ -44,7 +44,10 @@ TRAFFIC = ("sessions", "messages", "recipients", "concurrent_above", "sender_dom
 # rst-after-greeting: the RST can overtake the end of the TCP handshake on loopback, and
 # the greeting before it is then lost (RST discards unread data): the client sees what
 # rst-after-connect gives.
-SAME_EVIDENCE = {"4.4.318-rst-after-greeting": {"4.4.318-rst-after-connect"}}
+# fin-after-greeting: when the FIN reaches the probe just after it sent EHLO, the kernel
+# answers EHLO with an RST, and the probe sees what rst-after-greeting gives.
+SAME_EVIDENCE = {"4.4.318-rst-after-greeting": {"4.4.318-rst-after-connect"},
+                 "4.4.318-fin-after-greeting": {"4.4.318-rst-after-greeting"}}
 
 
 def unseen(profile: Profile) -> str | None:

@@ -15,13 +15,19 @@ from fakemx.store import Store, export_messages
 PACKAGE = Path(__file__).resolve().parent.parent / "fakemx"
 
 
-def test_fakemx_has_no_code_that_connects_out() -> None:
-    """No SMTP client and no outgoing connection anywhere in the package: it cannot relay.
+PROBE = PACKAGE / "diagnose"  # `fakemx diagnose`: the one part that connects out
 
-    The one connect() is the blackhole listener's filler, to fakemx's own socket.
+
+def test_fakemx_has_no_code_that_connects_out() -> None:
+    """No SMTP client and no outgoing connection in the server: it cannot relay.
+
+    The one connect() is the blackhole listener's filler, to fakemx's own socket;
+    the probe (fakemx/diagnose) is checked by the next test.
     """
     outgoing = []
     for path in PACKAGE.rglob("*.py"):
+        if PROBE in path.parents:
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import | ast.ImportFrom):
                 names = [alias.name for alias in node.names]
@@ -35,6 +41,28 @@ def test_fakemx_has_no_code_that_connects_out() -> None:
                 if owner != "sqlite3":  # opening the store is not a network connection
                     outgoing.append(f"{path.name}: {owner}.{node.attr}")
     assert outgoing == ["listener.py: filler.connect"], outgoing
+
+
+def test_the_probe_sends_no_message() -> None:
+    """Every command fakemx/diagnose writes is EHLO, STARTTLS, MAIL FROM:<>, RCPT TO or QUIT.
+
+    Read from the code: each string (or f-string's start) given to a send, sendall,
+    command or expect call. The recipient cannot smuggle a DATA in: --rcpt and the
+    API refuse whitespace (tests/test_diagnose.py, tests/test_diagnose_api.py).
+    """
+    sent: set[str] = set()
+    for path in PROBE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("send", "sendall", "command", "expect")):
+                continue
+            for argument in node.args:
+                first = argument.values[0] if isinstance(argument, ast.JoinedStr) else argument
+                if isinstance(first, ast.Constant) and isinstance(first.value, str | bytes):
+                    text = first.value.decode() if isinstance(first.value, bytes) else first.value
+                    if text[:1].isupper():
+                        sent.add(text.split(" ")[0].split(":")[0].strip())
+    assert sent == {"EHLO", "STARTTLS", "MAIL", "RCPT", "QUIT"}, sent
 
 
 def test_profile_text_is_data_not_code() -> None:

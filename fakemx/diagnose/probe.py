@@ -91,15 +91,14 @@ class Session:
         return None
 
     def converse(self, wire: Wire) -> None:
-        greeting = self.expect(wire, "greeting", None)
+        greeting = self.expect(wire, "greeting", None, quiet=True)
         if _MASKED.search(greeting.text):
-            self.add("greeting", Severity.WARN, f"banner masked: {greeting} (an inspecting"
-                     " firewall rewrites the session)", Finding.BANNER_MASKED, greeting)
+            self.add("greeting", Severity.WARN, f"{greeting}: the banner is masked (an"
+                     " inspecting firewall rewrites the session)", Finding.BANNER_MASKED,
+                     greeting)
+        elif self.steps[-1].name != "greeting":  # not already reported as slow
+            self.add("greeting", Severity.OK, str(greeting), reply=greeting)
         extensions = self.ehlo(wire)
-        size = extensions.get("SIZE", "")
-        if size.isdigit() and int(size):
-            self.add("ehlo", Severity.INFO, f"SIZE {size}: messages over {int(size):,} bytes"
-                     " are refused (552 5.3.4)", Finding.SIZE_LIMIT, size=int(size))
         if self.options.tls is not TlsPolicy.NONE:
             wire = self.starttls(wire, extensions)
         elif "STARTTLS" in extensions:
@@ -119,8 +118,11 @@ class Session:
             keyword, _, value = line.partition(" ")
             extensions[keyword.upper()] = value
         shown = ", ".join(f"{k} {v}".strip() for k, v in extensions.items()) or "none"
+        size = extensions.get("SIZE", "")
+        limit = int(size) if size.isdigit() and int(size) else None  # SIZE 0: no limit
         self.add("ehlo", Severity.OK, f"EHLO {self.options.helo}: {reply.code}, extensions:"
-                 f" {shown}", reply=reply, extensions=sorted(extensions))
+                 f" {shown}", Finding.SIZE_LIMIT if limit else None, reply,
+                 extensions=sorted(extensions), size=limit)
         return extensions
 
     def expect(self, wire: Wire, name: str, command: str | None, quiet: bool = False) -> Reply:
@@ -164,6 +166,8 @@ class Session:
             return
         when = f"before the {name} reply" if name != "quit" else \
             f"after the {self.previous} reply (before answering QUIT)"
+        if name != "quit" and how == "fin" and self.previous != "connect":
+            when = f"after the {self.previous} reply, or before the {name} reply"
         self.add(name, Severity.FAIL, f"connection {end} by the server {when}",
                  Finding.CLOSED, how=how, stage=name, previous=self.previous)
 
@@ -220,6 +224,7 @@ class Session:
             self.tls_failed(failure or tlsprobe.Failure(Finding.TLS_ALERT, "no TLS"))
             raise Stop
         tls, reply = done
+        self.previous = "ehlo"  # the EHLO inside TLS
         version, cipher = tls.version() or "?", (tls.cipher() or ("?",))[0]
         checked = "verified" if verified else "not verified (--tls require)"
         self.add("tls", Severity.OK, f"TLS established: {version}, {cipher}; certificate"

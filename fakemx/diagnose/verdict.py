@@ -88,7 +88,7 @@ _CONDITIONS: dict[Finding, str] = {
     Finding.CERT_INVALID: "for a relay that verifies the certificate",
     Finding.CERT_REVOKED: "for a relay that checks the CRL or OCSP",
     Finding.BANNER_MASKED: "an inspecting firewall rewrites the session",
-    Finding.SIZE_LIMIT: "for a message larger than the SIZE the server advertises",
+    Finding.SIZE_LIMIT: "for a message over the size the server advertises (SIZE)",
     Finding.DNS_IMPLICIT_MX: "if the domain's own address is no mail server",
 }
 
@@ -137,6 +137,8 @@ def decide(steps: Sequence[Step], options: Options, catalog: Sequence[Profile],
                        ("4.4.7-slow-greeting",)),)
     known = [profiles[n] for n in names if n in profiles]
     about = known[0].about if known else None
+    # A condition the verdict already names (the masked banner of the firewall) is not repeated.
+    conditions = tuple(c for c in conditions if not set(c.profiles) & set(names))
     info = codes.get(code, {})
     if code.startswith("4") and code != "4.4.7" and not any(a.code == "4.4.7" for a in also):
         also += (_TEMPORARY,)
@@ -165,7 +167,9 @@ def _condition(step: Step, profiles: Mapping[str, Profile]) -> Advice:
     code, names, _ = _TABLE[step.finding]
     if step.finding is Finding.CERT_INVALID:
         names = _VERIFY_CODES.get(_int(step.facts.get("verify_code")), ())
-    return Advice(code, f"{_CONDITIONS[step.finding]}: {step.line}",
+    size = step.facts.get("size")
+    said = f": {size:,} bytes" if isinstance(size, int) else f": {step.line}"
+    return Advice(code, f"{_CONDITIONS[step.finding]}{said}",
                   tuple(n for n in names if n in profiles))
 
 
@@ -264,7 +268,7 @@ def _closed_like(step: Step, catalog: Sequence[Profile]) -> tuple[str, ...]:
                 action = action.then.action or action
             if isinstance(action, RuleReply):
                 hit = action.close is not None and how in (None, str(action.close)) \
-                    and str(rule.stage) == previous
+                    and str(rule.stage) == previous and action.code < 400  # then it closed
             else:
                 hit = isinstance(action, Drop) and how in (None, str(action.how)) \
                     and str(rule.stage) in stages

@@ -51,6 +51,15 @@ class Wire:
         self.seconds = 0.0
 
     def send(self, line: str) -> None:
+        # A server that closed after its last reply would answer this command with the
+        # kernel's RST: notice its FIN first (plain sockets; a TLS one cannot peek).
+        if not isinstance(self.sock, ssl.SSLSocket) and not self._pending:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+            try:
+                if readable and self.sock.recv(1, socket.MSG_PEEK) == b"":
+                    raise Ended("fin")
+            except ConnectionResetError:
+                raise Ended("rst") from None
         try:
             self.sock.sendall(line.encode("ascii", "replace") + b"\r\n")
         except (ConnectionResetError, BrokenPipeError):
