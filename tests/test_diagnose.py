@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,6 +107,18 @@ def test_a_refused_port_exits_1_and_json_carries_the_steps(
     assert report["verdict"]["healthy"] is False
     assert [s["name"] for s in report["steps"]] == ["dns", "connect"]
     assert report["steps"][-1]["finding"] == "connect_refused"
+
+
+def test_the_command_runs_as_a_process_over_ipv6() -> None:
+    with FakeMX(host="::1") as mx:
+        done = subprocess.run(
+            [sys.executable, "-m", "fakemx", "diagnose", f"[::1]:{mx.port}", "--ca",
+             str(mx.ca_path), "--json", *QUICK], capture_output=True, text=True, timeout=60,
+            check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["target"] == {"name": "::1", "port": mx.port, "mx_lookup": False}
+    assert report["verdict"]["code"] == "2.0.0"
 
 
 @contextmanager

@@ -7,7 +7,6 @@ for a usage error (as every fakemx command).
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import re
 import socket
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from fakemx.config import _positive
 from fakemx.diagnose import Options, Target, Timeouts, TlsPolicy, diagnose, render
+from fakemx.diagnose.model import is_address
 from fakemx.errors import FakeMXError
 
 _DEFAULTS = Timeouts()
@@ -88,8 +88,8 @@ def options(args: argparse.Namespace) -> Options:
     if any(char.isspace() or not char.isprintable() for char in helo):
         raise FakeMXError(f"--helo {helo!r}: not a host name (use one word such as"
                           " relay.example.net)")
-    mx_lookup = args.mx_lookup if args.mx_lookup is not None else not _is_ip(name)
-    if mx_lookup and _is_ip(name):
+    mx_lookup = args.mx_lookup if args.mx_lookup is not None else not is_address(name)
+    if mx_lookup and is_address(name):
         raise FakeMXError(f"--mx-lookup {name}: an address has no MX (leave out --mx-lookup,"
                           " or give a domain)")
     return Options(
@@ -102,14 +102,6 @@ def options(args: argparse.Namespace) -> Options:
         timeouts=Timeouts(dns_seconds=args.dns_timeout, connect_seconds=args.timeout,
                           reply_seconds=args.timeout, slow_seconds=args.slow),
     )
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _split(text: str, what: str, default_port: int) -> tuple[str, int]:
@@ -137,7 +129,7 @@ def target(text: str) -> tuple[str, int]:
 
 def resolver(text: str) -> tuple[str, int]:
     host, port = _split(text, "--resolver", 53)
-    if not _is_ip(host):
+    if not is_address(host):
         raise FakeMXError(f"--resolver {text!r}: give the DNS server's IP address, e.g."
                           " 127.0.0.1:5300")
     return host, port

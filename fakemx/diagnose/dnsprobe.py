@@ -7,7 +7,6 @@ What a relay's resolver would turn into ``450 4.4.312`` becomes a FAIL step.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import time
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
-from fakemx.diagnose.model import Finding, Options, Severity, Step
+from fakemx.diagnose.model import Finding, Options, Severity, Step, is_address
 
 MAX_CNAME_HOPS = 8  # a resolver gives up on longer chains as it does on loops
 
@@ -42,14 +41,6 @@ class _Answer:
     problem: str = ""
     seconds: float = 0.0
     chain: list[str] = field(default_factory=list)  # CNAMEs followed
-
-
-def is_address(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 class Lookup:

@@ -6,6 +6,7 @@ Plain frozen dataclasses: the probe (``probe.py``) makes steps, a pure function
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,15 @@ from enum import StrEnum
 from pathlib import Path
 
 SMTP_PORT = 25
+
+
+def is_address(name: str) -> bool:
+    """An IP address (no DNS lookup needed), not a name."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 class Severity(StrEnum):
