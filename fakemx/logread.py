@@ -51,6 +51,8 @@ _CERT = (
 
 # Symptoms without an SMTP reply, most specific first.
 _SYMPTOMS = (
+    (r"status=expired|QUEUE\.Expired|message expired|retry timeout exceeded",
+     Finding.QUEUE_EXPIRED),
     (r"does not accept mail \(nullMX\)|indicated no SMTP service", Finding.DNS_NULL_MX),
     (r"[Nn]ame server loop|CNAME loop", Finding.DNS_CNAME_LOOP),
     (r"MX records point to non-existent hosts", Finding.DNS_NO_ADDRESS),

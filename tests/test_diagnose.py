@@ -87,6 +87,7 @@ def test_tls_none_skips_starttls_and_require_reports_the_certificate_without_fai
         status, out, _ = run(capsys, where, "--ca", str(mx.ca_path), "--tls", "none")
         assert status == 0, out
         assert "skip starttls" in out
+        assert "sends: EHLO, QUIT; never DATA" in out
         status, out, _ = run(capsys, where, "--ca", str(mx.ca_path), "--tls", "require")
         assert status == 0, out
         assert "warn tls" in out

@@ -136,7 +136,8 @@ def test_smtplib_errors_from_real_runs(capsys: pytest.CaptureFixture[str],
         assert name in answers[number][1], (errors[number - 1], answers[number])
 
 
-# In the formats their documentation shows (no Exim, Exchange or Node.js on this machine).
+# In the formats their documentation shows (no Exim, Exchange or Node.js on this machine;
+# Postfix's expiry takes its maximal_queue_lifetime, a day at least).
 DOCUMENTED = [
     ("2026-11-30 17:00:00 1tGxyz-000123-AB == bob@example.test R=dnslookup T=remote_smtp"
      " defer (111): Connection refused", "4.4.316"),
@@ -149,6 +150,8 @@ DOCUMENTED = [
      " MAIL FROM:<>", "4.4.318"),
     ("2026-11-30 17:00:00 1tGxyz-000123-AB == bob@example.test R=dnslookup T=remote_smtp"
      " defer (-53): retry time not reached for any host after a long failure period", None),
+    ("Nov 30 17:00:05 relay postfix/qmgr[12]: 4F2A4: from=<>, status=expired, returned to"
+     " sender", "4.4.7"),
     ("Remote Server returned '450 4.4.316 Connection refused [Message=Socket error code 10061]'",
      "4.4.316"),
     ("Remote Server returned '550 4.4.7 QUEUE.Expired; message expired'", "4.4.7"),

@@ -78,7 +78,7 @@ class Finding(StrEnum):
     CERT_INVALID = "cert_invalid"  # the certificate does not verify: ``verify_code`` says why
     CERT_REVOKED = "cert_revoked"
     SIZE_LIMIT = "size_limit"
-    DANE_UNSUPPORTED = "dane_unsupported"
+    QUEUE_EXPIRED = "queue_expired"  # from a log: the relay gave up retrying
 
 
 @dataclass(frozen=True)

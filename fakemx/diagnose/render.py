@@ -7,7 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from fakemx.clientbytes import shown
-from fakemx.diagnose.model import Report, Severity
+from fakemx.diagnose.model import Options, Report, Severity, TlsPolicy
 
 _MARKS = {Severity.OK: "ok  ", Severity.INFO: "info", Severity.WARN: "warn",
           Severity.FAIL: "FAIL", Severity.SKIP: "skip"}
@@ -18,9 +18,7 @@ def text(report: Report) -> str:
     how = "MX lookup" if target.mx_lookup else "host"
     lines = [f"fakemx diagnose {target.name} (port {target.port}, {how}, --tls {options.tls})",
              f"  {options.timeouts.describe()}",
-             "  sends: EHLO, STARTTLS, QUIT" + (f", MAIL FROM:<> and RCPT TO:<{options.rcpt}>"
-                                                 if options.rcpt else "")
-             + "; never DATA, never a message", ""]
+             f"  sends: {sends(options)}; never DATA, never a message", ""]
     width = max((len(step.name) for step in report.steps), default=0)
     for step in report.steps:
         # Server bytes are shown escaped: a hostile server writes no terminal controls here.
@@ -43,6 +41,14 @@ def text(report: Report) -> str:
     lines.append("  not probed:")
     lines += [f"    - {item}" for item in verdict.not_probed]
     return "\n".join(lines)
+
+
+def sends(options: Options) -> str:
+    """The commands the probe writes, in order."""
+    commands = ["EHLO"] + (["STARTTLS"] if options.tls is not TlsPolicy.NONE else [])
+    if options.rcpt:
+        commands += ["MAIL FROM:<>", f"RCPT TO:<{options.rcpt}>"]
+    return ", ".join([*commands, "QUIT"])
 
 
 def as_json(report: Report) -> str:

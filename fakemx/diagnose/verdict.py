@@ -62,6 +62,7 @@ _TABLE: dict[Finding, tuple[str, tuple[str, ...], str]] = {
                             "The banner is masked"),
     Finding.SIZE_LIMIT: ("5.3.4", ("5.3.4-message-too-large",), "A size limit"),
     Finding.DNS_IMPLICIT_MX: ("4.4.312", ("4.4.312-no-mx-implicit-a",), "No MX record"),
+    Finding.QUEUE_EXPIRED: ("4.4.7", (), "The message expired in the queue"),
 }
 
 # OpenSSL's X509_V_ERR_* codes -> the catalog profiles that cause them.
