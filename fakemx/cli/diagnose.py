@@ -84,7 +84,8 @@ def options(args: argparse.Namespace) -> Options:
     if args.rcpt is not None and not _ADDRESS.match(args.rcpt):
         raise FakeMXError(f"--rcpt {args.rcpt!r}: not a mail address (use local@domain,"
                           " without <> or spaces)")
-    helo = args.helo or socket.getfqdn() or "localhost"
+    # gethostname, not getfqdn: a reverse lookup could wait on DNS before any timeout applies
+    helo = args.helo or socket.gethostname() or "localhost"
     if any(char.isspace() or not char.isprintable() for char in helo):
         raise FakeMXError(f"--helo {helo!r}: not a host name (use one word such as"
                           " relay.example.net)")
