@@ -42,6 +42,8 @@ THROUGH_POSTFIX = {
     "4.4.317-starttls-not-offered": "e",
     "4.4.317-handshake-alert": "e",
     "4.7.320-expired": "v",
+    "4.4.315-no-greeting": "p",
+    "5.7.1-reject-client-ip": "p",
 }
 
 
