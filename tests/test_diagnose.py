@@ -37,6 +37,13 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return status, captured.out, captured.err
 
 
+def against(capsys: pytest.CaptureFixture[str], profile: str, *args: str) -> tuple[int, str]:
+    """``fakemx diagnose`` against fakemx serving ``profile``: the status and the output."""
+    with FakeMX(profile) as mx:
+        status, out, _ = run(capsys, f"127.0.0.1:{mx.port}", *args)
+    return status, out
+
+
 # region what goes on the wire ----------------------------------------------------------
 
 
@@ -70,8 +77,7 @@ def test_with_rcpt_it_sends_the_null_sender_and_the_recipient_then_quit(
 
 def test_every_step_is_one_line_and_the_timeouts_are_stated(
         capsys: pytest.CaptureFixture[str]) -> None:
-    with FakeMX("4.4.317-greeting-421") as mx:
-        status, out, _ = run(capsys, f"127.0.0.1:{mx.port}")
+    status, out = against(capsys, "4.4.317-greeting-421")
     assert status == 1
     assert "timeouts: DNS 2 s per query, connect 2 s, each reply 2 s" in out
     assert "FAIL greeting  421 4.3.2 mx.fakemx.test Service not available" in out
@@ -96,6 +102,26 @@ def test_tls_none_skips_starttls_and_require_reports_the_certificate_without_fai
         status, out, _ = run(capsys, where, "--ca", str(mx.ca_path))
         assert status == 1
         assert "verdict: 4.7.320 " in out
+
+
+def test_a_server_without_esmtp_gets_helo_and_offers_no_starttls(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with FakeMX("helo-only-server") as mx:
+        status, out, _ = run(capsys, f"127.0.0.1:{mx.port}", "--ca", str(mx.ca_path))
+        sent = [e.text.split()[0] for e in mx.sessions[0].events if e.kind == "client"]
+    assert sent == ["EHLO", "HELO"], sent  # then it stops: --tls verify needs STARTTLS
+    assert status == 1
+    assert "warn ehlo      EHLO " in out
+    assert "ok   ehlo      HELO " in out
+    assert "verdict: 4.4.317 An old server: 502 5.5.1 to EHLO, 250 to HELO" in out
+
+
+def test_another_protocols_server_is_named_after_the_probe_speaks_first(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    status, out = against(capsys, "4.4.318-http-server-on-port")
+    assert status == 1
+    assert "the answer to EHLO is not SMTP: not an SMTP reply line: b'HTTP/1.1 400" in out
+    assert "like catalog profiles: 4.4.318-http-server-on-port, 4.4.318-ssh-server" in out
 
 
 def test_a_refused_port_exits_1_and_json_carries_the_steps(

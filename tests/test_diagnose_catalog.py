@@ -18,7 +18,7 @@ import pytest
 
 from fakemx import FakeMX
 from fakemx.cli import main
-from fakemx.diagnose.verdict import NEVER_PROBED, NO_TRAFFIC
+from fakemx.diagnose.verdict import NEVER_PROBED, NO_DANE, NO_TRAFFIC
 from fakemx.model import Profile
 from fakemx.profiles import catalog, load_profile
 from fakemx.stages import Stage
@@ -29,11 +29,13 @@ DELAY = 1.0  # what the slow profiles' delays are scaled to: between SLOW and TI
 # Durations in profiles are minutes; scaled so a stall or a greylist window outlasts the probe.
 TIME_SCALE = 0.001
 
-# Profiles whose delay must land between SLOW and TIMEOUT: scaled to DELAY; and the MX that
+# Profiles whose delay must land between SLOW and TIMEOUT: scaled to DELAY; the MX that
 # changes after 60 s at real time, so the probe meets the old MX (loopback), not the new one
 # (192.0.2.25: no traffic may leave loopback).
 SCALES = {"4.4.312-slow": DELAY / 30.0, "4.4.7-slow-greeting": DELAY / 600.0,
-          "4.4.312-mx-changed-stale-cache": 1.0}
+          "4.4.312-mx-changed-stale-cache": 1.0,
+          # nginx closes a silent connection after 60 s: the probe speaks first, long before
+          "4.4.318-http-server-on-port": 1.0}
 
 # Stages diagnose never reaches: it sends no DATA.
 NEVER_REACHED = {Stage.DATA, Stage.BODY, Stage.END_OF_DATA}
@@ -50,10 +52,21 @@ SAME_EVIDENCE = {"4.4.318-rst-after-greeting": {"4.4.318-rst-after-connect"},
                  "4.4.318-fin-after-greeting": {"4.4.318-rst-after-greeting"}}
 
 
+# The probe's TLS policy, where the verdict under test is a relay's that does not require TLS:
+# an old server without ESMTP offers no STARTTLS (with --tls verify: 4.4.317, its condition).
+TLS = {"helo-only-server": "none"}
+
+
 def unseen(profile: Profile) -> str | None:
     """Why diagnose cannot meet this profile's failure, or None if it can."""
     if profile.name == "4.4.312-mx-changed-stale-cache":
         return "stale cache"
+    postfix = profile.about.postfix if profile.about else None
+    zone = profile.dns
+    if profile.mta_sts is not None or (postfix is not None and postfix.tls in (
+            "dane", "dane-only")) or (zone is not None and (zone.dnssec is not None or any(
+                r.type == "TLSA" for r in zone.records))):
+        return NO_DANE
     failing = [r for r in profile.rules if r.action_key not in ("accept", "mask_banner")]
     if failing and all(rule.stage in NEVER_REACHED for rule in failing):
         return NEVER_PROBED
@@ -84,7 +97,8 @@ def run_against(profile: Profile, capsys: pytest.CaptureFixture[str]
             return diagnose_json(capsys, f"example.test:{mx.port}", "--mx-lookup",
                                  "--resolver", f"{mx.dns.host}:{mx.dns.port}",
                                  "--tls", "require", *common)
-        return diagnose_json(capsys, f"127.0.0.1:{mx.port}", *common)
+        return diagnose_json(capsys, f"127.0.0.1:{mx.port}", "--tls",
+                             TLS.get(profile.name, "verify"), *common)
 
 
 def named(verdict: dict[str, Any]) -> tuple[set[str], set[str]]:
@@ -109,6 +123,9 @@ def test_diagnose_names_each_catalog_profile(name: str,
         # TTL, which is how long a change takes to reach relays.
         assert verdict["code"] == "2.0.0"
         assert any("TTL 3600 s" in step["line"] for step in report["steps"]), report["steps"]
+        return
+    if gap == NO_DANE:  # what the probe finds without DANE or MTA-STS may be anything
+        assert gap in verdict["not_probed"]
         return
     if gap is not None:
         assert (status, verdict["code"]) == (0, "2.0.0"), verdict

@@ -76,8 +76,8 @@ def options(args: argparse.Namespace) -> Options:
     """The command line as ``Options``; a one-line FakeMXError for what cannot work."""
     name, port = target(args.target)
     if TlsPolicy(args.tls) is TlsPolicy.DANE:
-        raise FakeMXError("--tls dane: not available yet: it needs DNSSEC-validated TLSA"
-                          " records, which fakemx's DNS does not serve yet (use --tls verify)")
+        raise FakeMXError("--tls dane: not available yet: diagnose does not look up TLSA"
+                          " records or validate DNSSEC (use --tls verify)")
     if args.ca is not None and not args.ca.is_file():
         raise FakeMXError(f"--ca {args.ca}: no such file (give a PEM file of CA certificates,"
                           " e.g. from `fakemx ca --out FILE`)")

@@ -79,6 +79,8 @@ class Finding(StrEnum):
     CERT_REVOKED = "cert_revoked"
     SIZE_LIMIT = "size_limit"
     QUEUE_EXPIRED = "queue_expired"  # from a log: the relay gave up retrying
+    NOT_SMTP = "not_smtp"  # another protocol's server on the port (HTTP, SSH, ...)
+    HELO_ONLY = "helo_only"  # EHLO refused, HELO accepted: no ESMTP, so no STARTTLS
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,18 @@ class Session:
         self.expect(wire, "quit", "QUIT")
 
     def ehlo(self, wire: Wire) -> dict[str, str]:
-        reply = self.expect(wire, "ehlo", f"EHLO {self.options.helo}", quiet=True)
+        try:
+            reply = self.expect(wire, "ehlo", f"EHLO {self.options.helo}", quiet=True)
+        except Stop:
+            last = self.steps[-1]
+            if last.reply is None or last.reply.code not in (500, 502):
+                raise
+            # RFC 5321 4.1.4: a server that does not know EHLO gets HELO, as relays do.
+            self.steps[-1] = Step("ehlo", Severity.WARN, f"{last.line}: an SMTP server without"
+                                  " ESMTP (no extensions, so no STARTTLS)", Finding.HELO_ONLY,
+                                  last.reply)
+            self.expect(wire, "ehlo", f"HELO {self.options.helo}")
+            return {}
         extensions = {}
         for line in reply.lines[1:]:
             keyword, _, value = line.partition(" ")
@@ -141,8 +152,8 @@ class Session:
                          Finding.REPLY_TIMEOUT, stage=name)
             raise Stop from None
         except Garbled as exc:
-            self.add(name, Severity.FAIL, f"not SMTP: {exc}", Finding.CLOSED, how="garbled",
-                     stage=name)
+            self.add(name, Severity.FAIL, f"not SMTP: {exc}", Finding.NOT_SMTP,
+                     said=exc.line, stage=name)
             raise Stop from None
         said = f"{command}: {reply}" if command else str(reply)
         if reply.code >= 400 or (name == "greeting" and reply.code != 220):
@@ -178,6 +189,17 @@ class Session:
                      " the port speaks TLS from the first byte (SMTPS, RFC 8314): a relay"
                      " using plain SMTP and STARTTLS times out", Finding.GREETING_TIMEOUT)
             return
+        # A relay waits in silence; the probe then speaks first, to see whether another
+        # protocol's server (nginx waits for a request) answers the line.
+        try:
+            wire.command(f"EHLO {self.options.helo}", seconds)
+        except Garbled as exc:
+            self.add("greeting", Severity.FAIL, f"no greeting within {seconds:g} s, and the"
+                     f" answer to EHLO is not SMTP: {exc}", Finding.NOT_SMTP, said=exc.line,
+                     stage="greeting")
+            return
+        except (Ended, Silent, OSError):
+            pass
         self.add("greeting", Severity.FAIL, f"no greeting within {seconds:g} s (RFC 5321"
                  " 4.5.3.2.1: relays wait up to 5 minutes; raise --timeout to see if it"
                  " comes)", Finding.GREETING_TIMEOUT)

@@ -36,7 +36,8 @@ _TABLE: dict[Finding, tuple[str, tuple[str, ...], str]] = {
     Finding.DNS_CNAME_LOOP: ("4.4.312", ("4.4.312-cname-loop",), "CNAME loop"),
     Finding.CONNECT_REFUSED: ("4.4.316", ("4.4.316-connection-refused",), "Connection refused"),
     Finding.CONNECT_TIMEOUT: ("4.4.315", ("4.4.315-connect-timeout",), "Connect timed out"),
-    Finding.CONNECT_RESET: ("4.4.318", ("4.4.318-rst-after-connect",),
+    Finding.CONNECT_RESET: ("4.4.318", ("4.4.318-rst-after-connect",
+                                        "4.4.318-firewall-allow-list"),
                             "Connection reset right after connect"),
     Finding.GREETING_TIMEOUT: ("4.4.315", ("4.4.315-no-greeting",), "No greeting"),
     Finding.GREETING_SLOW: ("4.4.7", ("4.4.7-slow-greeting",), "Slow greeting"),
@@ -63,6 +64,9 @@ _TABLE: dict[Finding, tuple[str, tuple[str, ...], str]] = {
     Finding.SIZE_LIMIT: ("5.3.4", ("5.3.4-message-too-large",), "A size limit"),
     Finding.DNS_IMPLICIT_MX: ("4.4.312", ("4.4.312-no-mx-implicit-a",), "No MX record"),
     Finding.QUEUE_EXPIRED: ("4.4.7", (), "The message expired in the queue"),
+    Finding.NOT_SMTP: ("4.4.318", (), "Another protocol's server answers on the mail port"),
+    Finding.HELO_ONLY: ("4.4.317", ("helo-only-server",), "No ESMTP: the server knows only"
+                        " HELO, so it offers no STARTTLS"),
 }
 
 # OpenSSL's X509_V_ERR_* codes -> the catalog profiles that cause them.
@@ -91,6 +95,7 @@ _CONDITIONS: dict[Finding, str] = {
     Finding.BANNER_MASKED: "an inspecting firewall rewrites the session",
     Finding.SIZE_LIMIT: "for a message over the size the server advertises (SIZE)",
     Finding.DNS_IMPLICIT_MX: "if the domain's own address is no mail server",
+    Finding.HELO_ONLY: "for a relay that requires TLS",
 }
 
 NEVER_PROBED = ("DATA and the message: diagnose never sends one, so failures at DATA, in the"
@@ -98,6 +103,7 @@ NEVER_PROBED = ("DATA and the message: diagnose never sends one, so failures at 
 NO_TRAFFIC = ("limits that need traffic (rates, concurrent connections, counts of messages or"
               " recipients) and rules on the sender address (the probe's sender is <>)")
 NO_RCPT = "MAIL FROM and RCPT TO: pass --rcpt ADDR to probe a recipient"
+NO_DANE = "DANE (TLSA records, DNSSEC) and MTA-STS policies: not probed yet"
 
 _TEMPORARY = Advice("4.4.7", "if every retry meets it until the message expires (1-2 days)")
 
@@ -105,7 +111,7 @@ _TEMPORARY = Advice("4.4.7", "if every retry meets it until the message expires 
 def decide(steps: Sequence[Step], options: Options, catalog: Sequence[Profile],
            codes: Mapping[str, Mapping[str, Any]]) -> Verdict:
     profiles = {p.name: p for p in catalog}
-    not_probed = (NEVER_PROBED, NO_TRAFFIC) + (() if options.rcpt else (NO_RCPT,))
+    not_probed = (NEVER_PROBED, NO_TRAFFIC, NO_DANE) + (() if options.rcpt else (NO_RCPT,))
     failed = next((s for s in steps if s.severity is Severity.FAIL), None)
     conditions = tuple(_condition(s, profiles) for s in steps
                        if s.finding in _CONDITIONS and s.severity is not Severity.FAIL)
@@ -115,9 +121,10 @@ def decide(steps: Sequence[Step], options: Options, catalog: Sequence[Profile],
                        tuple(healthy.get("causes", ())), tuple(healthy.get("fixes", ())),
                        conditions=conditions, not_probed=not_probed)
     finding = failed.finding
-    if finding is Finding.STARTTLS_NOT_OFFERED and any(
-            s.finding is Finding.BANNER_MASKED for s in steps):
-        finding = Finding.FIREWALL_INSPECTION
+    if finding is Finding.STARTTLS_NOT_OFFERED:  # why not: a firewall, or no ESMTP at all
+        for cause in (Finding.BANNER_MASKED, Finding.HELO_ONLY):
+            if any(s.finding is cause for s in steps):
+                finding = {Finding.BANNER_MASKED: Finding.FIREWALL_INSPECTION}.get(cause, cause)
     code, names, title = _TABLE.get(finding, ("4.4.318", (), str(finding)))
     also: tuple[Advice, ...] = ()
     if finding is Finding.REPLY_REFUSED and failed.reply is not None:
@@ -130,9 +137,8 @@ def decide(steps: Sequence[Step], options: Options, catalog: Sequence[Profile],
         code = next((about.code for about in stalled if about is not None), code)
     elif finding is Finding.CERT_INVALID:
         names = _VERIFY_CODES.get(_int(failed.facts.get("verify_code")), ())
-    elif finding is Finding.CONNECT_RESET:
-        also = (Advice("4.4.316", "if a firewall resets clients outside its allow-list: try"
-                       " from an allowed address", ("4.4.316-firewall-allow-list",)),)
+    elif finding is Finding.NOT_SMTP:
+        names = _other_server_like(failed, catalog)
     elif finding is Finding.GREETING_TIMEOUT:
         also = (Advice("4.4.7", "if the greeting comes, but later than relays wait",
                        ("4.4.7-slow-greeting",)),)
@@ -241,6 +247,14 @@ def _pattern(text: str) -> re.Pattern[str]:
     """A rule's reply text as a pattern: each ``{placeholder}`` stands for any text."""
     parts = re.split(r"\{[a-z_]+\}", text)
     return re.compile(".*?".join(re.escape(part) for part in parts), re.DOTALL)
+
+
+def _other_server_like(step: Step, catalog: Sequence[Profile]) -> tuple[str, ...]:
+    """Catalog profiles that put another protocol's server on the port, that protocol first."""
+    said = str(step.facts.get("said", "")).upper()
+    found = [(str(getattr(r.action, "protocol", "")), p.name) for p in catalog for r in p.rules
+             if getattr(r.action, "protocol", None) is not None]
+    return tuple(name for protocol, name in sorted(found, key=lambda f: f[0].upper() not in said))
 
 
 def _stalled_like(step: Step, catalog: Sequence[Profile]) -> tuple[str, ...]:

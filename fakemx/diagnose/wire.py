@@ -39,7 +39,11 @@ class Silent(Exception):
 
 
 class Garbled(Exception):
-    """Bytes that are not an SMTP reply."""
+    """Bytes that are not an SMTP reply; ``line`` is the first such line."""
+
+    def __init__(self, message: str, line: str = "") -> None:
+        self.line = line
+        super().__init__(message)
 
 
 class Wire:
@@ -118,7 +122,8 @@ def _complete(data: bytes) -> tuple[Reply, bytes] | None:
         line = raw.rstrip(b"\r")
         found = _LINE.match(line)
         if found is None:
-            raise Garbled(f"not an SMTP reply line: {line[:80]!r}")
+            raise Garbled(f"not an SMTP reply line: {line[:80]!r}",
+                          line[:200].decode("utf-8", "replace"))
         code = int(found[1])
         lines.append(found[3].decode("utf-8", "replace"))
         if found[2] == b" ":
