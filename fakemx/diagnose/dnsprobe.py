@@ -21,6 +21,7 @@ import dns.rdatatype
 import dns.resolver
 
 from fakemx.diagnose.model import Finding, Options, Severity, Step, is_address
+from fakemx.errors import FakeMXError
 
 MAX_CNAME_HOPS = 8  # a resolver gives up on longer chains as it does on loops
 
@@ -50,7 +51,11 @@ class Lookup:
         if options.resolver is not None:
             self.server, self.port = options.resolver
         else:
-            system = dns.resolver.Resolver()  # reads /etc/resolv.conf
+            try:
+                system = dns.resolver.Resolver()  # reads /etc/resolv.conf
+            except dns.resolver.NoResolverConfiguration:
+                raise FakeMXError("no DNS server in /etc/resolv.conf (pass --resolver IP, e.g."
+                                  " --resolver 1.1.1.1)") from None
             self.server, self.port = str(system.nameservers[0]), 53
         self.timeout = options.timeouts.dns_seconds
         self.slow = options.timeouts.slow_seconds
