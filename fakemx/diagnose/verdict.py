@@ -105,6 +105,10 @@ NO_TRAFFIC = ("limits that need traffic (rates, concurrent connections, counts o
 NO_RCPT = "MAIL FROM and RCPT TO: pass --rcpt ADDR to probe a recipient"
 NO_DANE = "DANE (TLSA records, DNSSEC) and MTA-STS policies: not probed yet"
 
+# Evidence earlier in the session that explains a missing STARTTLS.
+_WHY_NO_STARTTLS = {Finding.BANNER_MASKED: Finding.FIREWALL_INSPECTION,
+                    Finding.HELO_ONLY: Finding.HELO_ONLY}
+
 _TEMPORARY = Advice("4.4.7", "if every retry meets it until the message expires (1-2 days)")
 
 
@@ -122,9 +126,8 @@ def decide(steps: Sequence[Step], options: Options, catalog: Sequence[Profile],
                        conditions=conditions, not_probed=not_probed)
     finding = failed.finding
     if finding is Finding.STARTTLS_NOT_OFFERED:  # why not: a firewall, or no ESMTP at all
-        for cause in (Finding.BANNER_MASKED, Finding.HELO_ONLY):
-            if any(s.finding is cause for s in steps):
-                finding = {Finding.BANNER_MASKED: Finding.FIREWALL_INSPECTION}.get(cause, cause)
+        finding = next((_WHY_NO_STARTTLS[s.finding] for s in steps
+                        if s.finding in _WHY_NO_STARTTLS), finding)
     code, names, title = _TABLE.get(finding, ("4.4.318", (), str(finding)))
     also: tuple[Advice, ...] = ()
     if finding is Finding.REPLY_REFUSED and failed.reply is not None:
