@@ -16,7 +16,18 @@ if TYPE_CHECKING:
     from fakemx.errors import FakeMXError, ListenError, ProfileError, UnknownProfileError
     from fakemx.incidents import Incident, ServerSideError
     from fakemx.journal import Event, Outcome, Session, StoredMessage
-    from fakemx.model import About, PostfixVerdict, Profile, Reply, Rule, Stall, Then, Tls, When
+    from fakemx.model import (
+        About,
+        EximVerdict,
+        PostfixVerdict,
+        Profile,
+        Reply,
+        Rule,
+        Stall,
+        Then,
+        Tls,
+        When,
+    )
     from fakemx.profiles import catalog, load_profile, profile_from_data
     from fakemx.server import FakeMX
     from fakemx.stages import ListenerState, Stage, TlsMode
@@ -28,6 +39,7 @@ _WHERE = {
     "Break": "timeline",
     "BreakKind": "timeline",
     "Event": "journal",
+    "EximVerdict": "model",
     "FakeMX": "server",
     "FakeMXError": "errors",
     "Incident": "incidents",
@@ -60,6 +72,7 @@ __all__ = [
     "Break",
     "BreakKind",
     "Event",
+    "EximVerdict",
     "FakeMX",
     "FakeMXError",
     "Incident",

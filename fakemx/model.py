@@ -44,6 +44,8 @@ from fakemx.edge_actions import (
 )
 from fakemx.mtasts.model import MtaSts
 from fakemx.stages import ListenerState, Stage, TlsMode
+from fakemx.verdicts import EximVerdict as EximVerdict  # re-exported: fakemx.EximVerdict
+from fakemx.verdicts import Need, SmtplibVerdict
 from fakemx.verdicts import PostfixVerdict as PostfixVerdict  # re-exported: fakemx.PostfixVerdict
 
 
@@ -264,7 +266,13 @@ class Rule(_Strict):
 
 
 class About(_Strict):
-    """The catalog entry: what the profile teaches and what a relay reports."""
+    """The catalog entry: what the profile teaches and what a relay reports.
+
+    ``postfix``, ``exim`` and ``smtplib`` say what each reports (fakemx.verdicts,
+    each held to it by a test); ``needs`` names the sender settings without
+    which the profile does not fail (a TLS floor, TLS required, ...:
+    fakemx.verdicts.NEEDS).
+    """
 
     code: Annotated[str, Field(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]
     title: str
@@ -273,6 +281,9 @@ class About(_Strict):
     causes: list[str] = []
     fixes: list[str] = []
     postfix: PostfixVerdict | None = None
+    exim: EximVerdict | None = None
+    smtplib: SmtplibVerdict | None = None
+    needs: list[Need] = []
 
 
 class Tls(_Strict):

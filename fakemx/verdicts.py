@@ -1,8 +1,12 @@
-"""What a real Postfix relay logs for a catalog profile: ``[about.postfix]``.
+"""What real relays and a real client report for a catalog profile.
 
-The catalog documents what a relay will say, and tests/e2e holds every profile
-to it with a private Postfix instance (tests/postfix.py). Data only: the test
-reads these fields, fakemx itself never does.
+``[about.postfix]`` is what Postfix logs, ``[about.exim]`` what Exim logs and
+``[about.smtplib]`` what Python's smtplib (with ``ssl.create_default_context``,
+OpenSSL underneath) raises. They differ, and users meet all three, so the
+catalog documents each and the tests hold every profile to each: tests/e2e
+with a private Postfix (tests/postfix.py) and a private Exim (tests/exim.py),
+tests/test_smtplib_verdicts.py with smtplib. Data only: the tests read these
+fields, the doors show them, fakemx's server never does.
 """
 
 from __future__ import annotations
@@ -13,10 +17,73 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Status = Literal["sent", "deferred", "bounced"]
 Dsn = Annotated[str, Field(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]
+# The relay's TLS policy for the probe, named by Postfix's levels (Exim's settings:
+# tests/exim.py): may = TLS when offered (Postfix: a failed handshake defers; Exim:
+# retried in clear), encrypt = TLS required, verify = required and verified against
+# fakemx's CA, implicit = SMTPS and verified.
+# dane, dane-only: Postfix's smtp_tls_security_level for a relay resolving through a
+# validating resolver (tests/test_dane_postfix.py; Postfix only).
+RelayTls = Literal["may", "encrypt", "verify", "implicit", "dane", "dane-only"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class Probe(_Strict):
+    """The probe message a verdict is about, and the traffic before it.
+
+    The probe goes from ``sender`` to ``local_part@...`` (with ``recipients =
+    N`` above 1: to ``local_part1`` ... ``local_partN``, in one message), with
+    the sender's normal EHLO name or, with ``bad_helo``,
+    ``localhost.localdomain``; ``hold_connections`` other sessions are held
+    open meanwhile. ``warm_up_messages`` messages are sent first, one after
+    the other, and each must be accepted; fakemx's clock stands still from
+    their start until the probe's first verdict, so a rate window ("5/60s",
+    0.6 s at time_scale 0.01) holds them all however slow the machine is.
+    ``sent_recipients``: the first N recipients of the probe are accepted, and
+    only the others get the verdict (a recipient limit).
+    """
+
+    sender: str = ""
+    local_part: str = "bob"
+    recipients: Annotated[int, Field(ge=1, le=50)] = 1  # Postfix sends up to 50 in one message
+    sent_recipients: Annotated[int, Field(ge=0)] = 0
+    warm_up_messages: Annotated[int, Field(ge=0, le=100)] = 0
+    bad_helo: bool = False
+    hold_connections: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _some_recipient_gets_the_verdict(self) -> Probe:
+        if self.sent_recipients >= self.recipients:
+            raise ValueError(f"sent_recipients ({self.sent_recipients}) must be below"
+                             f" recipients ({self.recipients}): some recipient must get"
+                             " the verdict")
+        return self
+
+    @property
+    def local_parts(self) -> list[str]:
+        """The probe's recipients' local parts, in the order the message names them."""
+        if self.recipients == 1:
+            return [self.local_part]
+        return [f"{self.local_part}{n}" for n in range(1, self.recipients + 1)]
+
+
+class RelayProbe(Probe):
+    """A relay's verdict: the probe's first delivery attempt, and what follows.
+
+    ``tls`` is the relay's TLS policy (see ``RelayTls``); the relay's timeouts
+    are scaled by 0.01 like the profile (300 s -> 3 s). ``log``: a substring of
+    another log line about fakemx (the verification cause, a TLS detail).
+    ``sent_on_attempt``: the later attempt that is accepted (greylisting by
+    count, intermittent failure); ``eventually_sent``: accepted on some later
+    attempt (greylisting by time, a rate window that has passed).
+    """
+
+    tls: RelayTls = "may"
+    log: str = ""
+    sent_on_attempt: Annotated[int, Field(ge=2)] | None = None
+    eventually_sent: bool = False
 
 
 class PostfixAttempt(_Strict):
@@ -27,63 +94,105 @@ class PostfixAttempt(_Strict):
     reason: str
 
 
-class PostfixVerdict(_Strict):
-    """What a real Postfix relay logs for this profile (asserted by tests/e2e).
+class PostfixVerdict(RelayProbe):
+    """What a real Postfix (Debian's 3.7, OpenSSL) logs for this profile (tests/e2e).
 
-    ``status``, ``dsn`` and ``reason`` (a substring; ``{host}`` stands for the
-    relay's name for fakemx, ``127.0.0.1[127.0.0.1]``) describe the first
-    delivery attempt of the probe message, made with
-    ``smtp_tls_security_level`` set to ``tls`` (``implicit``: SMTPS,
-    ``smtp_tls_wrappermode`` with ``verify``) and Postfix's timeouts scaled by
-    0.01 like the profile.
-
-    The probe goes from ``sender`` to ``local_part@...`` (with ``recipients =
-    N`` above 1: to ``local_part1`` ... ``local_partN``, in one message), with
-    the relay's normal EHLO name or, with ``bad_helo``,
-    ``localhost.localdomain``; ``hold_connections`` other sessions are held
-    open meanwhile. ``warm_up_messages`` messages are relayed first, one after
-    the other, and each must be sent; fakemx's clock stands still from its
-    start until the probe's first verdict, so a rate window ("5/60s", 0.6 s at
-    this scale) holds them all however slow the machine is, and runs again for
-    the retries. ``sent_recipients``: the first N recipients of the probe are
-    sent at its first attempt, and only the others get status, dsn and reason
-    (a recipient limit).
-
-    ``sent_on_attempt``: the later attempt that is accepted (greylisting by
-    count, intermittent failure, a rate window that has passed);
-    ``eventually_sent``: accepted on some later attempt (greylisting by time).
+    ``status``, ``dsn`` and ``reason`` (a substring of the ``status=... (...)``
+    text; ``{host}`` stands for ``127.0.0.1[127.0.0.1]``) describe the first
+    delivery attempt of the probe, made with ``smtp_tls_security_level = tls``
+    (``implicit``: ``smtp_tls_wrappermode`` with ``verify``).
     """
 
     status: Status
     dsn: Dsn
     reason: str
-    # dane, dane-only: smtp_tls_security_level for a relay resolving through a validating
-    # resolver (tests/test_dane_postfix.py)
-    tls: Literal["may", "encrypt", "verify", "implicit", "dane", "dane-only"] = "may"
-    log: str = ""  # a substring of another log line about fakemx, e.g. the verification cause
-    sender: str = ""
-    local_part: str = "bob"
-    recipients: Annotated[int, Field(ge=1, le=50)] = 1  # Postfix sends up to 50 in one message
-    sent_recipients: Annotated[int, Field(ge=0)] = 0
-    warm_up_messages: Annotated[int, Field(ge=0, le=100)] = 0
-    bad_helo: bool = False
-    hold_connections: Annotated[int, Field(ge=0)] = 0
-    sent_on_attempt: Annotated[int, Field(ge=2)] | None = None
-    eventually_sent: bool = False
     # e.g. an RST right after the handshake can overtake it: then connect() itself fails
     alternatives: list[PostfixAttempt] = []
 
+
+class EximAttempt(_Strict):
+    """Another verdict the same profile may get from Exim, when the wire allows a race."""
+
+    status: Status
+    reason: str
+
+
+class EximVerdict(RelayProbe):
+    """What a real Exim (Debian's 4.96, GnuTLS) logs for this profile (tests/e2e).
+
+    ``status`` is the mainlog's mark for the probe's first attempt (``=>``
+    sent, ``==`` deferred, ``**`` bounced) and ``reason`` a pattern found in
+    the rest of that line: ``*`` matches anything (the ``SIZE=`` Exim adds to
+    MAIL FROM, the recipient), ``{host}`` stands for ``127.0.0.1
+    [127.0.0.1]``. Exim logs no DSN. ``tls``: ``may`` is Exim's default smtp
+    transport (TLS when offered, a failed verification only logged as
+    ``CV=no``, a failed handshake retried in clear); ``encrypt`` sets
+    ``hosts_require_tls = *``; ``verify`` also ``tls_verify_hosts = *``;
+    ``implicit`` is ``protocol = smtps`` with both. ``by_default``: what
+    Exim's default transport does instead, for a verdict whose ``tls`` is
+    stricter (it hides TLS failures: it sends anyway).
+    """
+
+    status: Status
+    reason: str
+    alternatives: list[EximAttempt] = []
+
     @model_validator(mode="after")
-    def _some_recipient_gets_the_verdict(self) -> PostfixVerdict:
-        if self.sent_recipients >= self.recipients:
-            raise ValueError(f"sent_recipients ({self.sent_recipients}) must be below"
-                             f" recipients ({self.recipients}): some recipient must get"
-                             " status, dsn and reason")
+    def _no_dane(self) -> EximVerdict:
+        if self.tls in ("dane", "dane-only"):
+            raise ValueError("the Exim harness has no DANE route: give tls = may, encrypt,"
+                             " verify or implicit")
+        return self
+    by_default: EximAttempt | None = None
+
+    @model_validator(mode="after")
+    def _default_only_when_stricter(self) -> EximVerdict:
+        if self.by_default is not None and self.tls == "may":
+            raise ValueError("by_default is what Exim's default transport does instead: give it"
+                             " only with tls = encrypt, verify or implicit")
         return self
 
-    @property
-    def local_parts(self) -> list[str]:
-        """The probe's recipients' local parts, in the order the message names them."""
-        if self.recipients == 1:
-            return [self.local_part]
-        return [f"{self.local_part}{n}" for n in range(1, self.recipients + 1)]
+
+class SmtplibVerdict(Probe):
+    """What Python's smtplib sees: ``smtplib.SMTP(...).sendmail(...)`` with
+    ``ssl.create_default_context()`` trusting fakemx's CA (OpenSSL's checks and
+    the system's security level), a 3 s timeout (the relays' scaled one).
+
+    ``tls``: ``may`` calls ``starttls()`` when the EHLO reply offers it,
+    ``required`` always calls it, ``implicit`` uses ``SMTP_SSL``. ``raises``
+    is the exception's class name (``""``: none, the message was sent or some
+    recipients refused); ``code`` its SMTP code, or the first refused
+    recipient's (None: no SMTP reply, e.g. a reset or a TLS error);
+    ``message`` a substring of ``str(exception)`` or of the refused reply.
+    """
+
+    tls: Literal["may", "required", "implicit"] = "may"
+    raises: str = ""
+    code: Annotated[int, Field(ge=200, le=599)] | None = None
+    message: str = ""
+    # races on the wire, as for the relays: "ExceptionName: message"
+    alternatives: list[str] = []
+
+
+# The sender settings a conditional profile needs to fail, and what each relay and
+# client does by default (what the e2e tests and tests/test_smtplib_verdicts.py show).
+Need = Literal["tls-required", "tls-verified", "tls-1.2-floor", "tls-1.2-ceiling",
+               "revocation-checking", "key-size-policy", "mx-lookup"]
+
+NEEDS: dict[Need, str] = {
+    "tls-required": "the sender requires TLS (Postfix smtp_tls_security_level = encrypt or"
+                    " verify, Exim hosts_require_tls); by default both send in clear instead",
+    "tls-verified": "the sender verifies the certificate (Postfix smtp_tls_security_level ="
+                    " verify, Exim tls_verify_hosts; smtplib with create_default_context does);"
+                    " by default both relays deliver anyway (Exim logs CV=no)",
+    "tls-1.2-floor": "the sender refuses TLS below 1.2 (OpenSSL's default: Postfix, smtplib);"
+                     " Exim with GnuTLS still speaks TLS 1.0 and 1.1",
+    "tls-1.2-ceiling": "the sender is limited to TLS 1.2 (e.g. an old OpenSSL or Postfix's"
+                       " smtp_tls_protocols = <=TLSv1.2); today's relays and smtplib speak 1.3",
+    "revocation-checking": "the sender checks the CRL or OCSP named in the certificate;"
+                           " Postfix, Exim and smtplib do not by default",
+    "key-size-policy": "the sender enforces a minimum key size (Debian's OpenSSL security level"
+                       " 2: smtplib); Postfix and Exim accept a 1024-bit RSA key",
+    "mx-lookup": "the sender looks up the MX itself (Postfix without a bracketed relayhost, Exim"
+                 " dnslookup router); via a smart host the smart host reports it instead",
+}

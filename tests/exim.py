@@ -22,6 +22,7 @@ dot's 10 min -> 6 s) and it retries every second.
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -54,10 +55,10 @@ def why_no_exim() -> str | None:
     if os.geteuid() != 0:
         return "a private Exim instance needs root (Exim honours -C only for root)"
     try:
-        import pwd
         pwd.getpwnam(EXIM_USER)
     except KeyError:
-        return f"the user {EXIM_USER}, compiled into Debian's Exim, is missing (scripts/test adds it)"
+        return (f"the user {EXIM_USER}, compiled into Debian's Exim, is missing"
+                " (scripts/test adds it)")
     version = subprocess.run([str(binary), "-C", "/dev/null", "-bV"], capture_output=True,
                              text=True, timeout=30, check=False)
     if "Exim version" not in version.stdout:
@@ -87,6 +88,7 @@ local_interfaces = <; 127.0.0.1.0
 keep_environment =
 log_selector = +tls_certificate_verified +tls_peerdn +outgoing_port +received_recipients
 message_size_limit = 0
+tls_advertise_hosts =
 timeout_frozen_after = 1h
 
 begin routers
@@ -128,12 +130,14 @@ TRANSPORT = """\
 {extra}
 """
 
-# One delivery attempt to one recipient: => sent, == deferred, ** bounced.
+_MESSAGE_ID = re.compile(r"\b[0-9A-Za-z]{6}-[0-9A-Za-z]{6,}-[0-9A-Za-z]{2}\b")
+# One delivery attempt to one recipient: => (and ->) sent, == deferred, ** bounced.
 _ATTEMPT = re.compile(
     r"^\S+ \S+ (?P<mid>[0-9A-Za-z]{6}-[0-9A-Za-z]{6,}-[0-9A-Za-z]{2}) "
-    r"(?P<mark>=>|==|\*\*) (?P<rcpt>\S+)(?: <[^>]*>)? (?P<rest>.*)$"
+    r"(?P<mark>=>|->|==|\*\*) (?P<rcpt>\S+)(?: <[^>]*>)? (?P<rest>.*)$"
 )
-_STATUS = {"=>": "sent", "==": "deferred", "**": "bounced"}
+# "->": another recipient sent in the same SMTP transaction as the "=>" one.
+_STATUS = {"=>": "sent", "->": "sent", "==": "deferred", "**": "bounced"}
 # Not an attempt: the queue runner skipping a message whose retry time has not come.
 _NOT_AN_ATTEMPT = ("retry time not reached",)
 
@@ -215,8 +219,7 @@ class PrivateExim:
 
     def drop_queue(self) -> None:
         """Delete every queued message and the retry hints, so nothing reaches the next test."""
-        listed = self._run("-bpi")
-        ids = listed.stdout.split()
+        ids = _MESSAGE_ID.findall(self._run("-bp").stdout)
         if ids:
             self._run("-Mrm", *ids)
         for hints in (self.root / "spool" / "db").glob("*"):

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from exim import PrivateExim, why_no_exim
 from postfix import PrivatePostfix
 
 from fakemx.tls.certs import CA_FILE, load_or_create_ca
@@ -29,6 +30,22 @@ def relay(fakemx_state: Path) -> Iterator[PrivatePostfix]:
         pytest.skip("a private Postfix instance needs root to start its master")
     root = Path(tempfile.mkdtemp(prefix="fakemx-postfix-", dir="/tmp"))
     instance = PrivatePostfix(root, fakemx_state / CA_FILE)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def exim(fakemx_state: Path) -> Iterator[PrivateExim]:
+    """A private Exim instance, started once per test process (per xdist worker)."""
+    why_not = why_no_exim()
+    if why_not is not None:
+        pytest.skip(why_not)
+    root = Path(tempfile.mkdtemp(prefix="fakemx-exim-", dir="/tmp"))
+    instance = PrivateExim(root, fakemx_state / CA_FILE)
     instance.start()
     try:
         yield instance

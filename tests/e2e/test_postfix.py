@@ -1,65 +1,22 @@
 """Every catalog profile through a real relay: Postfix's verdict is the one the profile declares.
 
 The profile's ``[about.postfix]`` says what Postfix logs (status, DSN, reason),
-so the catalog documents what a relay will say and this test holds it to that.
-fakemx runs every profile at time_scale 0.01 and the relay's timeouts are
-scaled the same way (300 s -> 3 s), so "slower than the relay's timeout" keeps
-its meaning. A verdict may ask for earlier traffic (``warm_up_messages``) and a
-probe to several recipients (``recipients``), so a rate or a recipient limit is
-proven through Postfix too.
+so the catalog documents what a relay will say and this test holds it to that
+(the probe itself: tests/e2e/probing.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import time
 from pathlib import Path
 
 import pytest
 from postfix import PrivatePostfix, Verdict
-from wire import connect, read_reply
+from probing import Attempt, probe, relay_profiles
 
-from fakemx import FakeMX, PostfixVerdict, Profile
-from fakemx.profiles import catalog
+from fakemx import PostfixVerdict, Profile
 from fakemx.verdicts import PostfixAttempt
 
-TIME_SCALE = 0.01
 HOST = "127.0.0.1[127.0.0.1]"
-BODY = "\n".join(f"line {n:04d} " + "x" * 60 for n in range(64))  # ~4.5 KB
-
-
-class PausedClock:
-    """fakemx's clock, standing still until ``run()``, then running on from where it stood.
-
-    The warm-up messages and the probe's first attempt all happen at one
-    instant for fakemx's rate windows, however slow the machine (a "5/60s"
-    window is 0.6 s at this scale); Postfix's retries then see time pass.
-    """
-
-    def __init__(self) -> None:
-        self._stood = time.monotonic()
-        self._resumed: float | None = None
-
-    def __call__(self) -> float:
-        if self._resumed is None:
-            return self._stood
-        return self._stood + time.monotonic() - self._resumed
-
-    def run(self) -> None:
-        if self._resumed is None:
-            self._resumed = time.monotonic()
-
-
-def relay_profiles() -> list[Profile]:
-    # DNS profiles need the relay to resolve through fakemx: tests/test_dns_postfix.py.
-    return [p for p in catalog() if getattr(p, "dns", None) is None]
-
-
-def domain(expected: PostfixVerdict, port: int) -> str:
-    prefix = "h" if expected.bad_helo else {
-        "may": "p", "verify": "v", "encrypt": "e", "implicit": "w"
-    }[expected.tls]
-    return f"{prefix}{port}.test"
 
 
 @pytest.mark.parametrize("profile", relay_profiles(), ids=lambda p: p.name)
@@ -67,54 +24,13 @@ def test_postfix_verdict(profile: Profile, relay: PrivatePostfix, fakemx_state: 
     assert profile.about is not None
     expected = profile.about.postfix
     assert expected is not None, f"{profile.name}: declare [about.postfix] (what Postfix logs)"
-    clock = PausedClock()
-    with FakeMX(profile, state_dir=fakemx_state, time_scale=TIME_SCALE, clock=clock) as mx, \
-            contextlib.ExitStack() as held:
-        for _ in range(expected.hold_connections):
-            sock = held.enter_context(connect(mx.host, mx.port))
-            assert read_reply(sock).startswith(b"220")
-        to = domain(expected, mx.port)
-        for n in range(1, expected.warm_up_messages + 1):  # one after the other, each sent
-            warm_up = relay.wait_verdict(relay.send(f"warm{n}@{to}", BODY, expected.sender))
-            assert [v.status for v in warm_up] == ["sent"], (n, warm_up)
-        recipients = [f"{local_part}@{to}" for local_part in expected.local_parts]
-        message_id = relay.send(recipients, BODY, sender=expected.sender)
-        firsts = [relay.wait_verdict(message_id, recipient=r)[0] for r in recipients]
-        clock.run()
-        passed, limited = firsts[:expected.sent_recipients], firsts[expected.sent_recipients:]
-        assert [v.status for v in passed] == ["sent"] * len(passed), firsts
-        accepted: list[PostfixVerdict | PostfixAttempt] = [expected, *expected.alternatives]
-        for first in limited:
-            assert any(matches(first, v.status, v.dsn, v.reason) for v in accepted), (
-                first, accepted)
-        if expected.log:
-            about_fakemx = relay.lines_about(mx.port)
-            assert any(expected.log in line for line in about_fakemx), about_fakemx
-        if expected.sent_on_attempt is None and not expected.eventually_sent:
-            return
-        later = [eventually_sent(relay, message_id, v.recipient, expected) for v in limited]
-        assert all(len(attempts) == len(later[0]) for attempts in later), later
-        # fakemx saw every attempt: one session each (the warm-ups' first), counted per
-        # client address, and stored each recipient of the probe once.
-        tries = expected.warm_up_messages + len(later[0])
-        mx.wait_for(messages=expected.warm_up_messages + 1 + bool(passed))
-        assert [s.attempt for s in mx.sessions] == list(range(1, tries + 1))
-        stored = [r for m in mx.messages[expected.warm_up_messages:] for r in m.rcpt_tos]
-        assert sorted(stored) == sorted(recipients), stored
+    accepted: list[PostfixVerdict | PostfixAttempt] = [expected, *expected.alternatives]
 
+    def declared(first: Attempt) -> bool:
+        assert isinstance(first, Verdict)
+        return any(matches(first, v.status, v.dsn, v.reason) for v in accepted)
 
-def eventually_sent(relay: PrivatePostfix, message_id: str, recipient: str,
-                    expected: PostfixVerdict) -> list[Verdict]:
-    """Every attempt to ``recipient`` until it is sent: deferred ones, then the sent one."""
-    attempts = relay.wait_verdict(message_id, count=expected.sent_on_attempt or 2,
-                                  recipient=recipient)
-    while attempts[-1].status != "sent" and len(attempts) < 10:
-        attempts = relay.wait_verdict(message_id, count=len(attempts) + 1, recipient=recipient)
-    assert attempts[-1].status == "sent", attempts
-    assert all(v.status == "deferred" for v in attempts[:-1]), attempts
-    if expected.sent_on_attempt is not None:
-        assert len(attempts) == expected.sent_on_attempt, attempts
-    return attempts
+    probe(profile, relay, fakemx_state, expected, declared)
 
 
 def matches(verdict: Verdict, status: str, dsn: str, reason: str) -> bool:
