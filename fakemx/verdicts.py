@@ -130,7 +130,10 @@ class EximVerdict(RelayProbe):
     ``hosts_require_tls = *``; ``verify`` also ``tls_verify_hosts = *``;
     ``implicit`` is ``protocol = smtps`` with both. ``by_default``: what
     Exim's default transport does instead, for a verdict whose ``tls`` is
-    stricter (it hides TLS failures: it sends anyway).
+    stricter (it hides TLS failures: it sends anyway). For a DNS profile the
+    verdict is Exim's own MX lookup (a ``dnslookup`` router,
+    tests/test_dns_exim.py), where Postfix's comes from a relayhost looked up
+    through DNS.
     """
 
     status: Status

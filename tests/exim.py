@@ -29,7 +29,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,10 +131,22 @@ TRANSPORT = """\
 """
 
 _MESSAGE_ID = re.compile(r"\b[0-9A-Za-z]{6}-[0-9A-Za-z]{6,}-[0-9A-Za-z]{2}\b")
+# For a router that finds fakemx itself (an MX lookup): port 25, Exim's TLS defaults.
+MX_TRANSPORT = """\
+mx_smtp:
+  driver = smtp
+  tls_verify_certificates = {ca_file}
+  connect_timeout = 3s
+  command_timeout = 3s
+  data_timeout = 3s
+  final_timeout = 6s
+
+"""
+
 # One delivery attempt to one recipient: => (and ->) sent, == deferred, ** bounced.
 _ATTEMPT = re.compile(
     r"^\S+ \S+ (?P<mid>[0-9A-Za-z]{6}-[0-9A-Za-z]{6,}-[0-9A-Za-z]{2}) "
-    r"(?P<mark>=>|->|==|\*\*) (?P<rcpt>\S+)(?: <[^>]*>)? (?P<rest>.*)$"
+    r"(?P<mark>=>|->|==|\*\*) (?P<rcpt>[^\s:]+):?(?: <[^>]*>)? (?P<rest>.*)$"
 )
 # "->": another recipient sent in the same SMTP transaction as the "=>" one.
 _STATUS = {"=>": "sent", "->": "sent", "==": "deferred", "**": "bounced"}
@@ -153,10 +165,15 @@ class Verdict:
 
 
 class PrivateExim:
-    """A private instance under ``root``; ``prefix`` runs every Exim command under it."""
+    """A private instance under ``root``; ``prefix`` runs every Exim command under it.
+
+    ``router`` replaces the routing by recipient domain to a port (e.g. a
+    dnslookup router that looks the MX up, to the ``mx_smtp`` transport: Exim's
+    defaults on port 25).
+    """
 
     def __init__(self, root: Path, ca_file: Path, *, prefix: Sequence[str] = (),
-                 configure: str | None = None, values: Mapping[str, str] | None = None) -> None:
+                 router: str | None = None) -> None:
         binary = exim_binary()
         assert binary is not None, why_no_exim()
         self.binary = binary
@@ -165,8 +182,7 @@ class PrivateExim:
         self.log = root / "log" / "mainlog"
         self._ca_file = ca_file
         self._prefix = list(prefix)
-        self._configure = configure
-        self._values = dict(values or {})
+        self._router = router
 
     def start(self) -> None:
         for sub in ("spool", "log"):
@@ -177,13 +193,12 @@ class PrivateExim:
         ca_file = self.root / "ca.pem"
         shutil.copyfile(self._ca_file, ca_file)
         ca_file.chmod(0o644)
-        values = {"exim": str(self.binary), "root": str(self.root),
-                  "ca_file": str(ca_file), **self._values}
+        values = {"exim": str(self.binary), "root": str(self.root), "ca_file": str(ca_file)}
         transports = "".join(TRANSPORT.format(letter=letter, extra=extra, **values)
                              for letter, extra in TRANSPORTS.items())
-        routers = "".join(ROUTER.format(letter=letter) for letter in TRANSPORTS)
-        text = (self._configure or CONFIGURE).format(transports=transports, routers=routers,
-                                                     **values)
+        transports += MX_TRANSPORT.format(**values)
+        routers = self._router or "".join(ROUTER.format(letter=letter) for letter in TRANSPORTS)
+        text = CONFIGURE.format(transports=transports, routers=routers, **values)
         self.config.write_text(text)
         checked = self._run("-bV")
         assert checked.returncode == 0, checked.stdout + checked.stderr

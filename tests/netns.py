@@ -5,7 +5,8 @@ The namespace has only a loopback interface and its own /etc/resolv.conf
 /etc/resolv.conf for the processes it starts), so the machine's resolver is
 never touched and fakemx may take ports 25 and 53. Used by
 tests/test_dns_postfix.py (Postfix resolving through fakemx's DNS) and
-tests/test_dane_postfix.py (through a validating unbound in front of it).
+tests/test_dane_postfix.py (through a validating unbound in front of it), and
+tests/test_dns_exim.py (Exim looking the MX up through fakemx's DNS).
 """
 
 from __future__ import annotations
@@ -32,17 +33,36 @@ IP = shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin")
 READY_SECONDS = 20.0
 
 
-def why_not() -> str | None:
-    """Why a namespace with Postfix cannot run here, or None."""
+# The healthy control of the DNS tests: the MX points at fakemx, which accepts the message.
+HEALTHY_PROFILE = """
+[dns]
+[[dns.records]]
+name = "example.test"
+type = "MX"
+value = "10 mx.example.test"
+[[dns.records]]
+name = "mx.example.test"
+type = "A"
+value = "{fakemx}"
+"""
+
+
+def why_no_namespace() -> str | None:
+    """Why a network namespace cannot be made here, or None."""
     if sys.platform != "linux":
         return "network namespaces are Linux only"
     if os.geteuid() != 0:
-        return "creating a network namespace and starting Postfix need root"
+        return "creating a network namespace and starting a relay need root"
     if IP is None:
         return "`ip` is missing (Debian package iproute2; scripts/test installs it)"
+    return None
+
+
+def why_not() -> str | None:
+    """Why a namespace with Postfix cannot run here, or None."""
     if POSTFIX is None:
         return "Postfix is missing (Debian package postfix; scripts/test installs it)"
-    return None
+    return why_no_namespace()
 
 
 def run(*args: str, timeout: float = 15) -> subprocess.CompletedProcess[str]:

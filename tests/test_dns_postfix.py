@@ -47,19 +47,6 @@ RELAY_PROFILES = [
     "4.4.312-truncated-tcp-refused",
 ]
 
-# The healthy control: the MX points at fakemx, which accepts the message.
-HEALTHY_PROFILE = """
-[dns]
-[[dns.records]]
-name = "example.test"
-type = "MX"
-value = "10 mx.example.test"
-[[dns.records]]
-name = "mx.example.test"
-type = "A"
-value = "{fakemx}"
-"""
-
 # The relay's only route is its relayhost, looked up as an MX through fakemx's DNS.
 DNS_SETTINGS = {
     "relayhost": DOMAIN,
@@ -111,7 +98,7 @@ def test_healthy_mx_delivers_into_fakemx(relay: PrivatePostfix, netns: str,
                                          tmp_path: Path) -> None:
     """Positive control: the MX lookup through fakemx's DNS leads Postfix to fakemx."""
     profile = tmp_path / "dns-healthy.toml"
-    profile.write_text(HEALTHY_PROFILE)
+    profile.write_text(ns.HEALTHY_PROFILE)
     state = tmp_path / "state"
     with fakemx_in(netns, str(profile), state):
         verdict = relay.wait_verdict(relay.send(f"bob@{DOMAIN}"), timeout=VERDICT_SECONDS)[0]

@@ -1,0 +1,113 @@
+"""A second real relay resolving through fakemx's DNS: Exim in a network namespace.
+
+The namespace (tests/netns.py) has only loopback and its own resolv.conf
+pointing at fakemx's DNS on 127.0.0.2:53. A private Exim (tests/exim.py) runs
+in it with one router, Exim's ``dnslookup``: it looks up the MX of
+``example.test`` itself, as a relay without a smart host does. Where Postfix's
+verdicts (tests/test_dns_postfix.py) come from a relayhost looked up through
+DNS, Exim's show what MX routing does: a missing domain bounces at once.
+
+Each DNS profile that declares ``[about.exim]`` is held to it here.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import netns as ns
+import pytest
+from exim import PrivateExim, why_no_exim
+
+from fakemx.profiles import catalog, load_profile
+from fakemx.tls.certs import CA_FILE, load_or_create_ca
+
+# The stale cache needs a caching resolver, which Exim is not (tests/test_dns.py).
+# The 4.4.312 family (the DANE and MTA-STS profiles need a validating resolver or a
+# policy fetcher: tests/test_dane_postfix.py, tests/test_mtasts.py).
+RELAY_PROFILES = [p.name for p in catalog() if p.name.startswith("4.4.312-")
+                  and p.name != "4.4.312-mx-changed-stale-cache"]
+
+# The only route: the MX of example.test, looked up through fakemx's DNS (no_more: a
+# domain it cannot route is not passed on, as in Debian's default configuration).
+FAKEMX_IP = "127.0.0.2"
+DOMAIN = "example.test"
+VERDICT_SECONDS = 30.0
+MX_ROUTER = f"""\
+mx:
+  driver = dnslookup
+  domains = {DOMAIN}
+  transport = mx_smtp
+  self = send
+  no_more
+
+"""
+
+
+def _why_not() -> str | None:
+    return why_no_exim() or ns.why_no_namespace()
+
+
+pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
+
+
+@pytest.fixture(scope="module")
+def netns() -> Iterator[str]:
+    """A namespace whose resolver is fakemx's DNS server."""
+    with ns.namespace(f"nameserver {FAKEMX_IP}\noptions timeout:1 attempts:1\n") as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+def relay(netns: str) -> Iterator[PrivateExim]:
+    """A private Exim whose every process lives in the namespace."""
+    root = Path(tempfile.mkdtemp(prefix="fakemx-dns-exim-", dir="/tmp"))
+    load_or_create_ca(root / "fakemx")
+    instance = PrivateExim(root, root / "fakemx" / CA_FILE,
+                           prefix=[str(ns.IP), "netns", "exec", netns], router=MX_ROUTER)
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_healthy_mx_delivers_into_fakemx(relay: PrivateExim, netns: str, tmp_path: Path) -> None:
+    """Positive control: Exim's MX lookup through fakemx's DNS leads it to fakemx."""
+    profile = tmp_path / "dns-healthy.toml"
+    profile.write_text(ns.HEALTHY_PROFILE)
+    state = tmp_path / "state"
+    try:
+        with ns.fakemx_in(netns, str(profile), state, FAKEMX_IP):
+            verdict = relay.wait_verdict(relay.send(f"bob@{DOMAIN}"), timeout=VERDICT_SECONDS)[0]
+    finally:
+        relay.drop_queue()
+    assert verdict.status == "sent", verdict
+    assert f"R=mx T=mx_smtp H=mx.{DOMAIN} [{FAKEMX_IP}]" in verdict.reason, verdict
+    assert ns.stored_messages(state) == 1
+
+
+@pytest.mark.parametrize("name", RELAY_PROFILES)
+def test_exim_verdict_through_fakemx_dns(
+    name: str, relay: PrivateExim, netns: str, tmp_path: Path
+) -> None:
+    about = load_profile(name).about
+    assert about is not None
+    assert about.exim is not None, f"{name}: declare [about.exim]"
+    expected = about.exim
+    state = tmp_path / "state"
+    try:
+        with ns.fakemx_in(netns, name, state, FAKEMX_IP):
+            verdict = relay.wait_verdict(relay.send(f"bob@{DOMAIN}"),
+                                         timeout=VERDICT_SECONDS)[0]
+    finally:
+        relay.drop_queue()
+    assert verdict.status == expected.status, verdict
+    assert re.search(r"\S*".join(map(re.escape, expected.reason.split("*"))), verdict.reason), (
+        verdict, expected.reason)
+    # Mail that was sent went to fakemx; any other verdict left nothing there.
+    assert ns.stored_messages(state) == (1 if expected.status == "sent" else 0)
