@@ -162,18 +162,19 @@ class SmtplibVerdict(Probe):
     the system's security level), a 3 s timeout (the relays' scaled one).
 
     ``tls``: ``may`` calls ``starttls()`` when the EHLO reply offers it,
-    ``required`` always calls it, ``implicit`` uses ``SMTP_SSL``. ``raises``
-    is the exception's class name (``""``: none, the message was sent or some
-    recipients refused); ``code`` its SMTP code, or the first refused
-    recipient's (None: no SMTP reply, e.g. a reset or a TLS error);
+    ``required`` always calls it, ``implicit`` uses ``SMTP_SSL``. ``result``
+    is ``sent``, ``refused`` (``sendmail`` returned refused recipients) or the
+    class name of the exception raised; ``code`` its SMTP code, or the first
+    refused recipient's (none: no SMTP reply, e.g. a reset or a TLS error);
     ``message`` a substring of ``str(exception)`` or of the refused reply.
+    ``alternatives``: other outcomes a race on the wire allows, each
+    ``"Result: message"``.
     """
 
     tls: Literal["may", "required", "implicit"] = "may"
-    raises: str = ""
+    result: str
     code: Annotated[int, Field(ge=200, le=599)] | None = None
     message: str = ""
-    # races on the wire, as for the relays: "ExceptionName: message"
     alternatives: list[str] = []
 
 
