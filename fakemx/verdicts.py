@@ -178,25 +178,29 @@ class SmtplibVerdict(Probe):
     alternatives: list[str] = []
 
 
-# The sender settings a conditional profile needs to fail, and what each relay and
-# client does by default (what the e2e tests and tests/test_smtplib_verdicts.py show).
+# The sender settings a conditional profile needs to fail, and what Postfix, Exim and
+# smtplib do without them: each claim is what their verdicts say (tests/test_verdicts.py
+# checks the verdicts agree with it).
 Need = Literal["tls-required", "tls-verified", "tls-1.2-floor", "tls-1.2-ceiling",
                "revocation-checking", "key-size-policy", "mx-lookup"]
 
 NEEDS: dict[Need, str] = {
-    "tls-required": "the sender requires TLS (Postfix smtp_tls_security_level = encrypt or"
-                    " verify, Exim hosts_require_tls); by default both send in clear instead",
+    "tls-required": "the sender requires TLS (Postfix smtp_tls_security_level = encrypt,"
+                    " Exim hosts_require_tls, smtplib calling starttls() itself); Exim's"
+                    " default transport sends the message in clear instead",
     "tls-verified": "the sender verifies the certificate (Postfix smtp_tls_security_level ="
-                    " verify, Exim tls_verify_hosts; smtplib with create_default_context does);"
-                    " by default both relays deliver anyway (Exim logs CV=no)",
-    "tls-1.2-floor": "the sender refuses TLS below 1.2 (OpenSSL's default: Postfix, smtplib);"
-                     " Exim with GnuTLS still speaks TLS 1.0 and 1.1",
-    "tls-1.2-ceiling": "the sender is limited to TLS 1.2 (e.g. an old OpenSSL or Postfix's"
-                       " smtp_tls_protocols = <=TLSv1.2); today's relays and smtplib speak 1.3",
+                    " verify, Exim tls_verify_hosts; smtplib with create_default_context()"
+                    " always does); Exim's default transport delivers anyway and logs CV=no",
+    "tls-1.2-floor": "the sender refuses TLS below 1.2: Postfix and smtplib (OpenSSL's"
+                     " defaults) do; Exim (GnuTLS) speaks TLS 1.1 and delivers",
+    "tls-1.2-ceiling": "the sender speaks TLS 1.2 at most (e.g. Postfix smtp_tls_protocols ="
+                       " <=TLSv1.2); Postfix, Exim and smtplib as shipped speak TLS 1.3 and"
+                       " deliver",
     "revocation-checking": "the sender checks the CRL or OCSP named in the certificate;"
-                           " Postfix, Exim and smtplib do not by default",
-    "key-size-policy": "the sender enforces a minimum key size (Debian's OpenSSL security level"
-                       " 2: smtplib); Postfix and Exim accept a 1024-bit RSA key",
-    "mx-lookup": "the sender looks up the MX itself (Postfix without a bracketed relayhost, Exim"
-                 " dnslookup router); via a smart host the smart host reports it instead",
+                           " Postfix, Exim and smtplib do not by default, and deliver",
+    "key-size-policy": "the sender refuses a 1024-bit RSA key: smtplib does (Debian's OpenSSL"
+                       " security level 2); Postfix and Exim deliver",
+    "mx-lookup": "the sender looks the domain up in DNS: Exim's dnslookup router bounces a"
+                 " missing domain, a null MX and an MX without address at once, where Postfix"
+                 " with a relayhost looked up through DNS defers them (4.3.5)",
 }

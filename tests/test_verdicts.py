@@ -1,0 +1,104 @@
+"""The per-relay verdicts and the settings a conditional profile needs agree.
+
+``[about] needs`` names what a sender must be set to do for the profile to
+fail (fakemx.verdicts.NEEDS says what Postfix, Exim and smtplib do without
+it); each claim there is checked here against the verdicts the relay and
+client tests hold every profile to, so the text cannot drift from the proof.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fakemx import Profile
+from fakemx.profiles import catalog
+from fakemx.verdicts import NEEDS, EximVerdict, PostfixVerdict, SmtplibVerdict
+
+
+def verdicts(profile: Profile) -> tuple[PostfixVerdict, EximVerdict, SmtplibVerdict | None]:
+    about = profile.about
+    assert about is not None
+    assert about.postfix is not None, profile.name
+    assert about.exim is not None, f"{profile.name}: declare [about.exim]"
+    return about.postfix, about.exim, about.smtplib
+
+
+# The stale-cache profile needs a caching resolver, which neither relay is (tests/test_dns.py).
+WITHOUT_RELAY = {"4.4.312-mx-changed-stale-cache"}
+
+
+def relayed() -> list[Profile]:
+    return [p for p in catalog() if p.name not in WITHOUT_RELAY]
+
+
+def needing(need: str) -> list[Profile]:
+    return [p for p in relayed() if p.about is not None and need in p.about.needs]
+
+
+def test_every_profile_declares_every_verdict() -> None:
+    for profile in relayed():
+        _, _, smtplib = verdicts(profile)
+        assert (smtplib is None) == (profile.dns is not None), profile.name
+
+
+@pytest.mark.parametrize("need", ["tls-required", "tls-verified"])
+def test_exims_default_transport_delivers_what_a_strict_relay_refuses(need: str) -> None:
+    assert needing(need)
+    for profile in needing(need):
+        postfix, exim, smtplib = verdicts(profile)
+        assert exim.tls != "may", profile.name
+        if exim.status == "sent":  # Exim delivers even when strict (a TLS floor, ...)
+            continue
+        assert postfix.status != "sent", profile.name
+        assert exim.by_default is not None, profile.name
+        assert exim.by_default.status == "sent", profile.name
+        assert smtplib is not None
+        assert smtplib.result != "sent", profile.name
+    # and the other way round: where Exim hides a TLS failure, the profile says so
+    for profile in relayed():
+        _, exim, _ = verdicts(profile)
+        if exim.by_default is not None:
+            assert profile.about is not None
+            assert {"tls-required", "tls-verified"} & set(profile.about.needs), profile.name
+
+
+def test_tls_floor_only_openssl_refuses() -> None:
+    for profile in needing("tls-1.2-floor"):
+        postfix, exim, smtplib = verdicts(profile)
+        assert (postfix.status, exim.status) == ("deferred", "sent"), profile.name
+        assert smtplib is not None
+        assert smtplib.result not in ("sent", "refused"), profile.name
+
+
+@pytest.mark.parametrize("need", ["tls-1.2-ceiling", "revocation-checking"])
+def test_no_default_sender_refuses(need: str) -> None:
+    assert needing(need)
+    for profile in needing(need):
+        postfix, exim, smtplib = verdicts(profile)
+        assert smtplib is not None
+        assert (postfix.status, exim.status, smtplib.result) == ("sent", "sent", "sent"), \
+            profile.name
+
+
+def test_key_size_only_smtplib_refuses() -> None:
+    assert needing("key-size-policy")
+    for profile in needing("key-size-policy"):
+        postfix, exim, smtplib = verdicts(profile)
+        assert (postfix.status, exim.status) == ("sent", "sent"), profile.name
+        assert smtplib is not None
+        assert smtplib.result == "SSLCertVerificationError", profile.name
+
+
+def test_mx_lookup_is_where_exim_bounces_and_postfix_defers() -> None:
+    assert [p.name for p in needing("mx-lookup")] == [
+        p.name for p in relayed() if p.dns is not None]
+    bounced = [p for p in needing("mx-lookup") if verdicts(p)[1].status == "bounced"]
+    assert bounced
+    for profile in bounced:
+        postfix, _, _ = verdicts(profile)
+        assert (postfix.status, postfix.dsn) == ("deferred", "4.3.5"), profile.name
+
+
+def test_every_need_is_explained() -> None:
+    used = {need for p in catalog() if p.about is not None for need in p.about.needs}
+    assert used == set(NEEDS)
