@@ -204,3 +204,14 @@ NEEDS: dict[Need, str] = {
                  " missing domain, a null MX and an MX without address at once, where Postfix"
                  " with a relayhost looked up through DNS defers them (4.3.5)",
 }
+
+# The needs as a table column says them.
+NEED_LABELS: dict[Need, str] = {
+    "tls-required": "TLS required",
+    "tls-verified": "certificate verified",
+    "tls-1.2-floor": "TLS 1.2 floor",
+    "tls-1.2-ceiling": "TLS 1.2 ceiling",
+    "revocation-checking": "revocation checked",
+    "key-size-policy": "key-size policy",
+    "mx-lookup": "MX lookup",
+}

@@ -8,9 +8,12 @@ client tests hold every profile to, so the text cannot drift from the proof.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fakemx import Profile
+from fakemx.explain import relays_table
 from fakemx.profiles import catalog
 from fakemx.verdicts import NEEDS, EximVerdict, PostfixVerdict, SmtplibVerdict
 
@@ -22,6 +25,8 @@ def verdicts(profile: Profile) -> tuple[PostfixVerdict, EximVerdict, SmtplibVerd
     assert about.exim is not None, f"{profile.name}: declare [about.exim]"
     return about.postfix, about.exim, about.smtplib
 
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # The stale-cache profile needs a caching resolver, which neither relay is (tests/test_dns.py).
 WITHOUT_RELAY = {"4.4.312-mx-changed-stale-cache"}
@@ -102,3 +107,14 @@ def test_mx_lookup_is_where_exim_bounces_and_postfix_defers() -> None:
 def test_every_need_is_explained() -> None:
     used = {need for p in catalog() if p.about is not None for need in p.about.needs}
     assert used == set(NEEDS)
+
+
+def test_docs_relay_table_is_generated_from_profiles() -> None:
+    text = (ROOT / "docs" / "real-relay.md").read_text()
+    start, end = "<!-- relays:start -->\n", "<!-- relays:end -->"
+    assert start in text, "docs/real-relay.md lacks the relays markers"
+    assert end in text, "docs/real-relay.md lacks the relays markers"
+    table = text.split(start, 1)[1].split(end, 1)[0].strip()
+    assert table == relays_table(), "regenerate it: fakemx list --relays"
+    for need, explained in NEEDS.items():
+        assert explained in text, f"docs/real-relay.md: explain {need} as NEEDS does"

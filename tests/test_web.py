@@ -81,6 +81,9 @@ def test_page_shows_sessions_live_and_switches_scenarios(
     page.click("#switch-button")
     expect(page.locator("#scenario-profile")).to_have_text("4.4.7-defer-rcpt")
     expect(page.locator("#notice")).to_contain_text("now plays 4.4.7-defer-rcpt")
+    # what each sender reports, from the profile's [about.postfix], [about.exim], [about.smtplib]
+    expect(page.locator("#scenario table.reports th")).to_have_text(["Postfix", "Exim", "smtplib"])
+    expect(page.locator("#scenario table.reports")).to_contain_text("SMTPRecipientsRefused 450")
 
     with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
         send(sink)

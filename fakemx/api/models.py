@@ -153,6 +153,12 @@ class MessageOut(MessageSummary):
     attachments: list[str]
 
 
+class SenderReport(BaseModel):
+    sender: str  # Postfix, Exim, smtplib
+    setting: str  # the sender's setting the verdict was proven with
+    says: str
+
+
 class CatalogEntry(BaseModel):
     """A catalog profile as ``fakemx list --json`` shows it, plus its teaching text."""
 
@@ -166,6 +172,8 @@ class CatalogEntry(BaseModel):
     causes: list[str]
     fixes: list[str]
     postfix_reason: str | None  # what a real Postfix logs, from [about.postfix]
+    reports: list[SenderReport]  # what Postfix, Exim and smtplib report (fakemx explain)
+    needs: list[str]  # the sender settings without which the profile does not fail
 
 
 class CatalogExplanation(CatalogEntry):

@@ -205,6 +205,8 @@ def _parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="list the catalog")
     listing.add_argument("--json", action="store_true", help="a JSON array of objects")
     listing.add_argument("--markdown", action="store_true", help="the README's table")
+    listing.add_argument("--relays", action="store_true",
+                         help="what Postfix, Exim and smtplib report, as a Markdown table")
     listing.set_defaults(run=_list)
 
     explain = sub.add_parser("explain", help="what a code or profile means: causes, fixes")

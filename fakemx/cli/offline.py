@@ -82,6 +82,7 @@ def _catalog_view() -> dict[str, Any]:
     queries = [p.name for p in profiles] + list(reference.codes())
     return {"entries": [reference.entry(p) for p in profiles],
             "markdown": reference.markdown_table(),
+            "relays": reference.relays_table(),
             "explain": {query: reference.explain(query) for query in queries}}
 
 
@@ -89,6 +90,9 @@ def _list(args: argparse.Namespace) -> int:
     view = catalog_cache.view(_catalog_view)
     if args.markdown:
         print(view["markdown"])
+        return 0
+    if args.relays:
+        print(view["relays"])
         return 0
     entries: list[dict[str, Any]] = view["entries"]
     if args.json:

@@ -111,7 +111,10 @@ function renderScenario() {
   if (!server) { card.replaceChildren(h("p", { class: "muted" }, "No server.")); return; }
   const about = server.about;
   const codeInfo = about ? state.codes.get(about.code) : null;
-  const postfix = about?.postfix;
+  // What Postfix, Exim and smtplib report, and the settings the profile needs to fail.
+  const entry = state.catalog.get(server.profile);
+  const reports = entry?.reports || [];
+  const needs = entry?.needs || [];
   card.replaceChildren(
     h("div", { class: "scenario-head" },
       h("span", { class: `badge big ${codeClass(server.code)}` }, server.code || "custom"),
@@ -126,9 +129,12 @@ function renderScenario() {
     about ? h("dl", { class: "facts" },
       h("dt", {}, "The relay should report"),
       h("dd", { class: "relay-sees" }, about.relay_sees),
-      postfix ? h("dt", {}, "Postfix logs") : null,
-      postfix ? h("dd", { class: "mono" }, `status=${postfix.status} (${postfix.dsn}) `,
-        postfix.reason) : null,
+      reports.length ? h("dt", {}, "What each sender reports") : null,
+      reports.length ? h("dd", {}, h("table", { class: "reports" }, reports.map((r) =>
+        h("tr", {}, h("th", {}, r.sender), h("td", { class: "small muted" }, r.setting),
+          h("td", { class: "mono small" }, r.says))))) : null,
+      needs.length ? h("dt", {}, "It fails only for a sender with") : null,
+      needs.length ? h("dd", { class: "needs" }, needs.join(", ")) : null,
       about.ndr ? h("dt", {}, "The sender finally gets") : null,
       about.ndr ? h("dd", { class: "mono" }, about.ndr) : null,
       codeInfo ? h("dt", {}, `What ${about.code} means`) : null,
