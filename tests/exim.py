@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from probing import LoggedRelay, alive
+
 # scripts/test unpacks exim4-daemon-light here (FAKEMX_EXIM_DIR overrides it); a
 # machine with Debian's exim4 installed the ordinary way has /usr/sbin/exim4.
 EXIM_DIR = Path(os.environ.get("FAKEMX_EXIM_DIR", "/var/cache/fakemx/exim4"))
@@ -164,7 +166,7 @@ class Verdict:
     recipient: str = ""
 
 
-class PrivateExim:
+class PrivateExim(LoggedRelay[Verdict]):
     """A private instance under ``root``; ``prefix`` runs every Exim command under it.
 
     ``router`` replaces the routing by recipient domain to a port (e.g. a
@@ -214,9 +216,9 @@ class PrivateExim:
         pid = int(pid_file.read_text().split()[0] or 0) if pid_file.exists() else 0
         if pid:
             os.kill(pid, signal.SIGTERM)  # only the daemon we started, by its pid
-        while pid and _alive(pid) and time.monotonic() < deadline + 10:
+        while pid and alive(pid) and time.monotonic() < deadline + 10:
             time.sleep(0.05)
-        if pid and _alive(pid):
+        if pid and alive(pid):
             os.kill(pid, signal.SIGKILL)
 
     def send(self, recipient: str | Sequence[str], body: str = "fakemx probe",
@@ -260,19 +262,6 @@ class PrivateExim:
             found.append(Verdict(exim_id, _STATUS[m["mark"]], m["rest"], m["rcpt"]))
         return found
 
-    def wait_verdict(self, message_id: str, count: int = 1, timeout: float = 60,
-                     recipient: str | None = None) -> list[Verdict]:
-        """Poll the mainlog until ``count`` delivery attempts (to ``recipient``) are logged."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.verdicts(message_id, recipient)
-            if len(found) >= count:
-                return found
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no verdict {count} for {message_id}; mainlog tail:\n"
-                                   f"{self._text()[-3000:]}")
-            time.sleep(0.05)
-
     def lines_about(self, port: int) -> list[str]:
         """Mainlog lines that name fakemx's address (TLS details come on lines of their own)."""
         needle = f"[127.0.0.1]:{port}"
@@ -283,10 +272,3 @@ class PrivateExim:
                               input=input, capture_output=True, text=True, timeout=60,
                               check=False)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

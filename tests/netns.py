@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from probing import AttemptT, LoggedRelay
 
 from fakemx.store import Store
 
@@ -32,6 +33,12 @@ POSTFIX = shutil.which("postfix", path="/usr/sbin:/sbin:/usr/bin")
 IP = shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin")
 READY_SECONDS = 20.0
 
+
+# The DNS tests: fakemx on 127.0.0.2 (a relay takes 127.0.0.1 for itself), its DNS the
+# namespace's resolver, mail for example.test.
+FAKEMX_IP = "127.0.0.2"
+DOMAIN = "example.test"
+VERDICT_SECONDS = 30.0
 
 # The healthy control of the DNS tests: the MX points at fakemx, which accepts the message.
 HEALTHY_PROFILE = """
@@ -155,3 +162,40 @@ def stored_messages(state_dir: Path) -> int:
         return len(list(store.messages()))
     finally:
         store.close()
+
+
+def in_namespace(netns: str) -> list[str]:
+    """The command prefix that runs a program inside ``netns``."""
+    assert IP is not None
+    return [IP, "netns", "exec", netns]
+
+
+def resolving_through_fakemx() -> Iterator[str]:
+    """A namespace whose resolver is fakemx's DNS server (a DNS test module makes it its
+    fixture: ``netns = pytest.fixture(scope="module", name="netns")(...)``)."""
+    # One try of one second: resolver failures show up fast (glibc's default is 5 s x 2).
+    with namespace(f"nameserver {FAKEMX_IP}\noptions timeout:1 attempts:1\n") as name:
+        yield name
+
+
+def first_verdict(relay: LoggedRelay[AttemptT], netns: str, profile: str,
+                  state_dir: Path) -> AttemptT:
+    """fakemx plays ``profile`` in the namespace; the relay's first attempt to deliver a
+    message to bob@example.test (the queue is emptied after, so no retry reaches the
+    next test)."""
+    try:
+        with fakemx_in(netns, profile, state_dir, FAKEMX_IP):
+            return relay.wait_verdict(relay.send(f"bob@{DOMAIN}"), timeout=VERDICT_SECONDS)[0]
+    finally:
+        relay.drop_queue()
+
+
+def healthy_verdict(relay: LoggedRelay[AttemptT], netns: str,
+                    tmp_path: Path) -> tuple[AttemptT, int]:
+    """The positive control: the MX points at fakemx, which accepts the message. The
+    relay's first verdict, and how many messages fakemx stored."""
+    profile = tmp_path / "dns-healthy.toml"
+    profile.write_text(HEALTHY_PROFILE)
+    state = tmp_path / "state"
+    verdict = first_verdict(relay, netns, str(profile), state)
+    return verdict, stored_messages(state)

@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from probing import LoggedRelay, alive
+
 POSTFIX = shutil.which("postfix") or shutil.which("postfix", path="/usr/sbin:/sbin")
 SENDMAIL = "/usr/sbin/sendmail"
 
@@ -160,7 +162,7 @@ class _TransportLookup(socketserver.StreamRequestHandler):
             self.wfile.flush()
 
 
-class PrivatePostfix:
+class PrivatePostfix(LoggedRelay[Verdict]):
     """A private instance under ``root``.
 
     ``settings`` override main.cf (e.g. a relayhost resolved through DNS);
@@ -214,9 +216,9 @@ class PrivatePostfix:
         pid_file = self.root / "queue" / "pid" / "master.pid"
         pid = int(pid_file.read_text().split()[0] or 0) if pid_file.exists() else 0
         deadline = time.monotonic() + 10
-        while pid and _alive(pid) and time.monotonic() < deadline:
+        while pid and alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)  # poll: the master exits once its children have
-        if pid and _alive(pid):
+        if pid and alive(pid):
             os.kill(pid, signal.SIGKILL)  # only the master we started, by its pid
 
     def send(self, recipient: str | Sequence[str], body: str = "fakemx probe",
@@ -257,19 +259,6 @@ class PrivatePostfix:
             if m and m["qid"] == queue_id and recipient in (None, m["rcpt"])
         ]
 
-    def wait_verdict(self, message_id: str, count: int = 1, timeout: float = 60,
-                     recipient: str | None = None) -> list[Verdict]:
-        """Poll the log until ``count`` delivery attempts (to ``recipient``) are logged."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.verdicts(message_id, recipient)
-            if len(found) >= count:
-                return found
-            if time.monotonic() > deadline:
-                tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-                raise TimeoutError(f"no verdict {count} for {message_id}; log tail:\n{tail}")
-            time.sleep(0.05)
-
     def lines_about(self, port: int) -> list[str]:
         """Log lines that name fakemx's address (TLS verification details carry no queue id)."""
         needle = f"127.0.0.1[127.0.0.1]:{port}"
@@ -280,10 +269,3 @@ class PrivatePostfix:
         return subprocess.run([*self._prefix, *args], input=input, capture_output=True,
                               text=True, timeout=60)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

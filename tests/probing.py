@@ -11,10 +11,13 @@ later attempt is followed until the message is sent.
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from wire import connect, read_reply
 
@@ -41,6 +44,69 @@ class Relay(Protocol):
                      recipient: str | None = ...) -> Sequence[Attempt]: ...
     def lines_about(self, port: int) -> list[str]: ...
     def drop_queue(self) -> None: ...
+
+
+AttemptT = TypeVar("AttemptT", bound=Attempt)
+
+
+class LoggedRelay(Generic[AttemptT]):
+    """The part both harnesses share: poll the relay's log for a message's attempts."""
+
+    log: Path
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def send(self, recipient: str | Sequence[str], body: str = "fakemx probe",
+             sender: str = "") -> str:
+        raise NotImplementedError
+
+    def drop_queue(self) -> None:
+        raise NotImplementedError
+
+    def verdicts(self, message_id: str, recipient: str | None = None) -> list[AttemptT]:
+        raise NotImplementedError
+
+    def wait_verdict(self, message_id: str, count: int = 1, timeout: float = 60,
+                     recipient: str | None = None) -> list[AttemptT]:
+        """Poll the log until ``count`` delivery attempts (to ``recipient``) are logged."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.verdicts(message_id, recipient)
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+                raise TimeoutError(f"no verdict {count} for {message_id}; log tail:\n{tail}")
+            time.sleep(0.05)
+
+
+RelayT = TypeVar("RelayT", bound=LoggedRelay)  # type: ignore[type-arg]
+
+
+@contextlib.contextmanager
+def started(make: Callable[[Path], RelayT], prefix: str) -> Iterator[RelayT]:
+    """A private relay instance in a fresh directory under /tmp, stopped and removed after."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    instance = make(root)
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def alive(pid: int) -> bool:
+    """Is the process (one the harness started, by its pid) still there?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class PausedClock:

@@ -13,14 +13,13 @@ Each DNS profile that declares ``[about.exim]`` is held to it here.
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import netns as ns
 import pytest
 from exim import PrivateExim, why_no_exim
+from probing import started
 
 from fakemx.profiles import catalog, load_profile
 from fakemx.tls.certs import CA_FILE, load_or_create_ca
@@ -33,13 +32,10 @@ RELAY_PROFILES = [p.name for p in catalog() if p.name.startswith("4.4.312-")
 
 # The only route: the MX of example.test, looked up through fakemx's DNS (no_more: a
 # domain it cannot route is not passed on, as in Debian's default configuration).
-FAKEMX_IP = "127.0.0.2"
-DOMAIN = "example.test"
-VERDICT_SECONDS = 30.0
 MX_ROUTER = f"""\
 mx:
   driver = dnslookup
-  domains = {DOMAIN}
+  domains = {ns.DOMAIN}
   transport = mx_smtp
   self = send
   no_more
@@ -52,43 +48,27 @@ def _why_not() -> str | None:
 
 
 pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
-
-
-@pytest.fixture(scope="module")
-def netns() -> Iterator[str]:
-    """A namespace whose resolver is fakemx's DNS server."""
-    with ns.namespace(f"nameserver {FAKEMX_IP}\noptions timeout:1 attempts:1\n") as name:
-        yield name
+netns = pytest.fixture(scope="module", name="netns")(ns.resolving_through_fakemx)
 
 
 @pytest.fixture(scope="module")
 def relay(netns: str) -> Iterator[PrivateExim]:
     """A private Exim whose every process lives in the namespace."""
-    root = Path(tempfile.mkdtemp(prefix="fakemx-dns-exim-", dir="/tmp"))
-    load_or_create_ca(root / "fakemx")
-    instance = PrivateExim(root, root / "fakemx" / CA_FILE,
-                           prefix=[str(ns.IP), "netns", "exec", netns], router=MX_ROUTER)
-    try:
-        instance.start()
+    def make(root: Path) -> PrivateExim:
+        load_or_create_ca(root / "fakemx")
+        return PrivateExim(root, root / "fakemx" / CA_FILE, prefix=ns.in_namespace(netns),
+                           router=MX_ROUTER)
+
+    with started(make, "fakemx-dns-exim-") as instance:
         yield instance
-    finally:
-        instance.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_healthy_mx_delivers_into_fakemx(relay: PrivateExim, netns: str, tmp_path: Path) -> None:
     """Positive control: Exim's MX lookup through fakemx's DNS leads it to fakemx."""
-    profile = tmp_path / "dns-healthy.toml"
-    profile.write_text(ns.HEALTHY_PROFILE)
-    state = tmp_path / "state"
-    try:
-        with ns.fakemx_in(netns, str(profile), state, FAKEMX_IP):
-            verdict = relay.wait_verdict(relay.send(f"bob@{DOMAIN}"), timeout=VERDICT_SECONDS)[0]
-    finally:
-        relay.drop_queue()
+    verdict, stored = ns.healthy_verdict(relay, netns, tmp_path)
     assert verdict.status == "sent", verdict
-    assert f"R=mx T=mx_smtp H=mx.{DOMAIN} [{FAKEMX_IP}]" in verdict.reason, verdict
-    assert ns.stored_messages(state) == 1
+    assert f"R=mx T=mx_smtp H=mx.{ns.DOMAIN} [{ns.FAKEMX_IP}]" in verdict.reason, verdict
+    assert stored == 1
 
 
 @pytest.mark.parametrize("name", RELAY_PROFILES)
@@ -100,12 +80,7 @@ def test_exim_verdict_through_fakemx_dns(
     assert about.exim is not None, f"{name}: declare [about.exim]"
     expected = about.exim
     state = tmp_path / "state"
-    try:
-        with ns.fakemx_in(netns, name, state, FAKEMX_IP):
-            verdict = relay.wait_verdict(relay.send(f"bob@{DOMAIN}"),
-                                         timeout=VERDICT_SECONDS)[0]
-    finally:
-        relay.drop_queue()
+    verdict = ns.first_verdict(relay, netns, name, state)
     assert verdict.status == expected.status, verdict
     assert re.search(r"\S*".join(map(re.escape, expected.reason.split("*"))), verdict.reason), (
         verdict, expected.reason)

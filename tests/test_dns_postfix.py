@@ -16,21 +16,15 @@ Each DNS profile that declares ``[about.postfix]`` is held to it here.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import netns as ns
 import pytest
 from postfix import PrivatePostfix
+from probing import started
 
 from fakemx.profiles import load_profile
-
-FAKEMX_IP = "127.0.0.2"
-DOMAIN = "example.test"
-VERDICT_SECONDS = 30.0
 
 # The profiles a relay is held to (each declares [about.postfix]); the stale-cache
 # profile needs a caching resolver, which Postfix is not: tests/test_dns.py.
@@ -49,7 +43,7 @@ RELAY_PROFILES = [
 
 # The relay's only route is its relayhost, looked up as an MX through fakemx's DNS.
 DNS_SETTINGS = {
-    "relayhost": DOMAIN,
+    "relayhost": ns.DOMAIN,
     "smtp_host_lookup": "dns",
     "disable_dns_lookups": "no",
     "smtp_tls_security_level": "none",
@@ -61,50 +55,25 @@ DNS_SETTINGS = {
 
 
 pytestmark = pytest.mark.skipif(ns.why_not() is not None, reason=ns.why_not() or "")
-
-
-@pytest.fixture(scope="module")
-def netns() -> Iterator[str]:
-    """A namespace whose resolver is fakemx's DNS server."""
-    # One try of one second: resolver failures show up fast (glibc's default is 5 s x 2).
-    with ns.namespace(f"nameserver {FAKEMX_IP}\noptions timeout:1 attempts:1\n") as name:
-        yield name
+netns = pytest.fixture(scope="module", name="netns")(ns.resolving_through_fakemx)
 
 
 @pytest.fixture(scope="module")
 def relay(netns: str) -> Iterator[PrivatePostfix]:
     """A private Postfix whose every process lives in the namespace."""
-    assert ns.IP is not None
-    root = Path(tempfile.mkdtemp(prefix="fakemx-dns-postfix-", dir="/tmp"))
-    instance = PrivatePostfix(root, settings=DNS_SETTINGS, prefix=[ns.IP, "netns", "exec", netns],
-                              routed=False)
-    try:
-        instance.start()
+    with started(lambda root: PrivatePostfix(root, settings=DNS_SETTINGS,
+                                             prefix=ns.in_namespace(netns), routed=False),
+                 "fakemx-dns-postfix-") as instance:
         yield instance
-    finally:
-        instance.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@contextmanager
-def fakemx_in(netns: str, profile: str, state_dir: Path) -> Iterator[None]:
-    """``fakemx serve PROFILE`` inside the namespace: SMTP on :25, DNS on :53."""
-    with ns.fakemx_in(netns, profile, state_dir, FAKEMX_IP):
-        yield
-
 
 
 def test_healthy_mx_delivers_into_fakemx(relay: PrivatePostfix, netns: str,
                                          tmp_path: Path) -> None:
     """Positive control: the MX lookup through fakemx's DNS leads Postfix to fakemx."""
-    profile = tmp_path / "dns-healthy.toml"
-    profile.write_text(ns.HEALTHY_PROFILE)
-    state = tmp_path / "state"
-    with fakemx_in(netns, str(profile), state):
-        verdict = relay.wait_verdict(relay.send(f"bob@{DOMAIN}"), timeout=VERDICT_SECONDS)[0]
+    verdict, stored = ns.healthy_verdict(relay, netns, tmp_path)
     assert (verdict.status, verdict.dsn) == ("sent", "2.0.0"), verdict
-    assert verdict.relay == f"mx.{DOMAIN}[{FAKEMX_IP}]:25", verdict
-    assert ns.stored_messages(state) == 1
+    assert verdict.relay == f"mx.{ns.DOMAIN}[{ns.FAKEMX_IP}]:25", verdict
+    assert stored == 1
 
 
 @pytest.mark.parametrize("name", RELAY_PROFILES)
@@ -116,12 +85,7 @@ def test_postfix_verdict_through_fakemx_dns(
     assert about.postfix is not None, f"{name}: declare [about.postfix]"
     expected = about.postfix
     state = tmp_path / "state"
-    try:
-        with fakemx_in(netns, name, state):
-            verdict = relay.wait_verdict(relay.send(f"bob@{DOMAIN}"),
-                                         timeout=VERDICT_SECONDS)[0]
-    finally:
-        relay.drop_queue()
+    verdict = ns.first_verdict(relay, netns, name, state)
     assert (verdict.status, verdict.dsn) == (expected.status, expected.dsn), verdict
     assert expected.reason in verdict.reason, verdict
     # Mail that was sent went to fakemx; any other verdict left nothing there.

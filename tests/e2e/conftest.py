@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from exim import PrivateExim, why_no_exim
 from postfix import PrivatePostfix
+from probing import started
 
 from fakemx.tls.certs import CA_FILE, load_or_create_ca
 
@@ -28,14 +29,9 @@ def relay(fakemx_state: Path) -> Iterator[PrivatePostfix]:
         pytest.skip("Debian's postfix package is not installed (scripts/test installs it)")
     if os.geteuid() != 0:
         pytest.skip("a private Postfix instance needs root to start its master")
-    root = Path(tempfile.mkdtemp(prefix="fakemx-postfix-", dir="/tmp"))
-    instance = PrivatePostfix(root, fakemx_state / CA_FILE)
-    instance.start()
-    try:
+    with started(lambda root: PrivatePostfix(root, fakemx_state / CA_FILE),
+                 "fakemx-postfix-") as instance:
         yield instance
-    finally:
-        instance.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -44,11 +40,6 @@ def exim(fakemx_state: Path) -> Iterator[PrivateExim]:
     why_not = why_no_exim()
     if why_not is not None:
         pytest.skip(why_not)
-    root = Path(tempfile.mkdtemp(prefix="fakemx-exim-", dir="/tmp"))
-    instance = PrivateExim(root, fakemx_state / CA_FILE)
-    instance.start()
-    try:
+    with started(lambda root: PrivateExim(root, fakemx_state / CA_FILE),
+                 "fakemx-exim-") as instance:
         yield instance
-    finally:
-        instance.stop()
-        shutil.rmtree(root, ignore_errors=True)
