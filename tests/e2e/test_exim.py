@@ -5,7 +5,7 @@ the first attempt and a pattern in the rest of that line), as
 ``[about.postfix]`` says what Postfix logs: the two relays differ (Exim
 bounces at once on a 554 greeting, speaks TLS 1.0, sends in clear after a
 failed handshake by default), and the catalog documents both. The probe is
-the one tests/e2e/test_postfix.py sends (tests/e2e/probing.py).
+the one tests/e2e/test_postfix.py sends (tests/probing.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from exim import PrivateExim, Verdict
 from probing import Attempt, probe, relay_profiles
 
-from fakemx import EximVerdict, Profile
+from fakemx import EximVerdict, FakeMX, Profile, load_profile
 from fakemx.verdicts import EximAttempt
 
 HOST = "127.0.0.1 [127.0.0.1]"
@@ -61,3 +61,22 @@ def test_exim_default_tls_hides_the_failure(profile: Profile, exim: PrivateExim,
     assert by_default is not None
     expected = profile.about.exim.model_copy(update={"tls": "may"})
     probe(profile, exim, fakemx_state, expected, declared(by_default))
+
+
+@pytest.mark.parametrize("name", ["4.4.318-fin-during-body", "4.4.318-rst-during-body"])
+def test_a_short_message_meets_the_body_drop(name: str, exim: PrivateExim,
+                                            fakemx_state: Path) -> None:
+    """The body drops fire on the first bytes: a message of a hundred bytes through Exim
+    gets the declared verdict too, and nothing is stored."""
+    profile = load_profile(name)
+    assert profile.about is not None
+    expected = profile.about.exim
+    assert expected is not None
+    try:
+        with FakeMX(profile, state_dir=fakemx_state) as mx:
+            first = exim.wait_verdict(exim.send(f"bob@p{mx.port}.test", "A short message."))[0]
+            mx.wait_for(ended=1)
+    finally:
+        exim.drop_queue()
+    assert declared(expected, *expected.alternatives)(first), (first, expected)
+    assert not mx.messages

@@ -2,7 +2,7 @@
 
 The profile's ``[about.postfix]`` says what Postfix logs (status, DSN, reason),
 so the catalog documents what a relay will say and this test holds it to that
-(the probe itself: tests/e2e/probing.py).
+(the probe itself: tests/probing.py).
 """
 
 from __future__ import annotations
