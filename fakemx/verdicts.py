@@ -173,7 +173,7 @@ class SmtplibVerdict(Probe):
 
     tls: Literal["may", "required", "implicit"] = "may"
     result: str
-    code: Annotated[int, Field(ge=200, le=599)] | None = None
+    code: Annotated[int, Field(ge=-1, le=599)] | None = None  # -1: smtplib read no code
     message: str = ""
     alternatives: list[str] = []
 
