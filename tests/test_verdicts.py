@@ -8,11 +8,13 @@ client tests hold every profile to, so the text cannot drift from the proof.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from fakemx import Profile
+from fakemx.cli import main
 from fakemx.explain import relays_table
 from fakemx.profiles import catalog
 from fakemx.verdicts import NEEDS, EximVerdict, PostfixVerdict, SmtplibVerdict
@@ -118,3 +120,22 @@ def test_docs_relay_table_is_generated_from_profiles() -> None:
     assert table == relays_table(), "regenerate it: fakemx list --relays"
     for need, explained in NEEDS.items():
         assert explained in text, f"docs/real-relay.md: explain {need} as NEEDS does"
+
+
+def test_the_doors_show_every_senders_report(capsys: pytest.CaptureFixture[str]) -> None:
+    """fakemx explain, list --json and list --relays show the three verdicts and the needs."""
+    assert main(["explain", "4.7.320-weak-rsa-1024"]) == 0
+    text = capsys.readouterr().out
+    assert "Postfix (smtp_tls_security_level = verify): sent 2.0.0" in text
+    assert "Exim (hosts_require_tls, tls_verify_hosts): sent: X=TLS1.3:... CV=yes" in text
+    assert "smtplib (starttls()): SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED]" \
+        in text
+    assert f"key-size policy: {NEEDS['key-size-policy']}" in text
+    assert main(["list", "--json"]) == 0
+    entries = {e["name"]: e for e in json.loads(capsys.readouterr().out)}
+    greeting = entries["4.4.317-greeting-554"]
+    assert [r["sender"] for r in greeting["reports"]] == ["Postfix", "Exim", "smtplib"]
+    assert greeting["reports"][1]["says"].startswith("bounced: ")
+    assert entries["4.4.317-tls-1.0-1.1-only"]["needs"] == ["tls-1.2-floor", "tls-required"]
+    assert main(["list", "--relays"]) == 0
+    assert capsys.readouterr().out.strip() == relays_table()
