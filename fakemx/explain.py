@@ -70,7 +70,11 @@ def reports(profile: Profile) -> list[dict[str, str]]:
     dns = profile.dns is not None
     found: list[dict[str, str]] = []
     if about.postfix is not None:
-        setting = "relayhost looked up through DNS" if dns else _POSTFIX_TLS[about.postfix.tls]
+        tls = about.postfix.tls
+        if tls in ("dane", "dane-only"):
+            setting = f"smtp_tls_security_level = {tls}, a validating resolver"
+        else:
+            setting = "relayhost looked up through DNS" if dns else _POSTFIX_TLS[tls]
         found.append(_report("Postfix", setting, _postfix_says(about.postfix)))
     if about.exim is not None:
         exim = about.exim
