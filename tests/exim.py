@@ -190,8 +190,9 @@ class PrivateExim(LoggedRelay[Verdict]):
         for sub in ("spool", "log"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
             shutil.chown(self.root / sub, EXIM_USER, EXIM_USER)
-        self.root.chmod(0o755)  # the deliveries run as Debian-exim
-        # The deliveries run as Debian-exim, which cannot read fakemx's private state dir.
+        # The deliveries run as Debian-exim: it must reach the spool, and cannot read
+        # fakemx's private state dir, so the CA is copied beside the configuration.
+        self.root.chmod(0o755)
         ca_file = self.root / "ca.pem"
         shutil.copyfile(self._ca_file, ca_file)
         ca_file.chmod(0o644)
