@@ -181,9 +181,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("--mta-sts-port", "FAKEMX_MTA_STS_PORT", port, 0,
            "where a profile's [mta_sts] policy host serves HTTPS, on --host (default 0: any"
            " free port; relays fetch policies from 443)", (SERVE,)),
+    Option("--dns-base-port", "FAKEMX_DNS_BASE_PORT", port, 0,
+           "the DNS exercises' zones, one port each from here, UDP and TCP (default 0:"
+           " any free ports; a relay in front of the lab needs fixed ones)", (LAB,)),
     Option("--dns-host", "FAKEMX_DNS_HOST", text, None,
            "where a profile's [dns] zone is served (default: --host if it is a loopback"
-           " address, else loopback: a public DNS server is a reflector)", (SERVE,),
+           " address, else loopback: a public DNS server is a reflector)", BOTH,
            metavar="ADDRESS"),
     Option("--postfix-transport", "FAKEMX_POSTFIX_TRANSPORT", Path, None,
            "also write a Postfix transport map: <profile>.lab.fakemx.test -> [ADVERTISE]:PORT,"
@@ -193,6 +196,13 @@ OPTIONS: tuple[Option, ...] = (
            " volume a relay mounts without the CA's key", (LAB,), metavar="FILE"),
     Option("--advertise", "FAKEMX_ADVERTISE", text, None,
            "the name relays use to reach the lab (default: --host)", (LAB,), metavar="HOST"),
+    Option("--sheets", "FAKEMX_SHEETS", Path, None,
+           "with --student: where the exercise sheet and the answer key are written"
+           " (default STATE_DIR/classroom)", (LAB,), metavar="DIR"),
+    Option("--student-token", "FAKEMX_STUDENT_TOKEN", text, None,
+           "with --student: the students' API token: the page and read-only API with each"
+           " scenario hidden until the instructor (--api-token) reveals it", (LAB,),
+           metavar="TOKEN"),
 )
 
 

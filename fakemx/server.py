@@ -80,6 +80,8 @@ class FakeMX(ThreadMode):
             and TCP; 0 = a free port), read back as ``mx.dns.port``.
         mta_sts_port: where the profile's ``[mta_sts]`` policy host serves HTTPS (on
             ``host``; 0 = a free port), read back as ``mx.mta_sts.port``.
+        dns_fakemx_address: what ``{fakemx}`` in the zone's A/AAAA records stands
+            for (default ``host``): the lab's address as its relay reaches it.
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class FakeMX(ThreadMode):
         dns_host: str | None = None,
         dns_port: int = 0,
         mta_sts_port: int = 0,
+        dns_fakemx_address: str | None = None,
     ) -> None:
         if not (math.isfinite(time_scale) and time_scale > 0):
             raise FakeMXError(f"FakeMX: time_scale must be a finite number above 0, e.g. 0.01"
@@ -119,6 +122,8 @@ class FakeMX(ThreadMode):
         self._dns_host = dns_host if dns_host is not None else loopback_like(host)
         self._dns_port = dns_port
         self._mta_sts_port = mta_sts_port
+        # What {fakemx} in the zone's records stands for: where relays reach this server.
+        self._dns_fakemx_address = dns_fakemx_address or host
         self.dns: DnsServer | None = None  # started when the profile has a [dns] section
         self.journal = Journal()
         self.incidents = Incidents()  # exceptions inside the server; see check()
@@ -148,8 +153,8 @@ class FakeMX(ThreadMode):
                             incidents=self.incidents)
         running = Running(state, self.host, self._port,
                           TlsServing(lambda: self.state_dir, self.hostname),
-                          DnsPlace(self._dns_host, self._dns_port, self.host, self._clock,
-                                   self._mta_sts_port),
+                          DnsPlace(self._dns_host, self._dns_port, self._dns_fakemx_address,
+                                   self._clock, self._mta_sts_port),
                           self.dns)
         try:
             await running.switch(self._profile, self.seed)

@@ -163,10 +163,11 @@ def test_lab_serves_every_profile(tmp_path: Path) -> None:
             socket.create_connection(rows["4.4.316-connection-refused"], timeout=2)
         with connect(*rows["4.4.317-greeting-421"]) as sock:
             assert read_reply(sock).startswith(b"421 4.3.2")
-        # Each DNS profile's resolver address is listed, and it answers (SERVFAIL here).
+        # Each DNS profile's resolver address is listed, and it answers for the
+        # profile's lab domain, which a relay looks up (SERVFAIL here).
         assert set(resolvers) == {p.name for p in catalog() if p.dns is not None}
         host, port = resolvers["4.4.312-servfail"]
-        query = dns.message.make_query("example.test", "MX")
+        query = dns.message.make_query("4.4.312-servfail.lab.fakemx.test", "MX")
         answer = dns.query.udp(query, host, port=port, timeout=5)
         assert dns.rcode.to_text(answer.rcode()) == "SERVFAIL"
         process.send_signal(signal.SIGTERM)

@@ -13,6 +13,7 @@ from wire import dialogue
 
 from fakemx import FakeMX
 from fakemx.cli import LAB_DOMAIN, _parser, main
+from fakemx.profiles import catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,9 +38,11 @@ def compose_config(tmp_path: Path, token: str | None) -> subprocess.CompletedPro
         pytest.skip("docker-compose (Debian's package) is not installed; scripts/test installs it")
     env_file = tmp_path / "empty.env"
     env_file.write_text("")
-    env = {k: v for k, v in os.environ.items() if k != "FAKEMX_API_TOKEN"}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FAKEMX_API_TOKEN", "FAKEMX_STUDENT_TOKEN")}
     if token is not None:
         env["FAKEMX_API_TOKEN"] = token
+        env["FAKEMX_STUDENT_TOKEN"] = "students-" + token
     return subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"),
                            "--env-file", str(env_file), "config", "-q"],
                           capture_output=True, text=True, timeout=60, env=env)
@@ -54,9 +57,10 @@ def test_compose_needs_a_token_of_the_users_own(tmp_path: Path) -> None:
     """No shared default token: without FAKEMX_API_TOKEN compose refuses to start, saying so."""
     result = compose_config(tmp_path, token=None)
     assert result.returncode != 0
-    assert "set FAKEMX_API_TOKEN" in result.stderr
+    assert "set FAKEMX_" in result.stderr
     environment = compose()["services"]["fakemx"]["environment"]  # type: ignore[index]
     assert environment["FAKEMX_API_TOKEN"].startswith("${FAKEMX_API_TOKEN:?")
+    assert environment["FAKEMX_STUDENT_TOKEN"].startswith("${FAKEMX_STUDENT_TOKEN:?")
     assert "fakemx-lab" not in (ROOT / "docker-compose.yml").read_text()
 
 
@@ -85,8 +89,9 @@ def test_the_relay_gets_the_ca_certificate_but_not_its_key() -> None:
                                                                    "--postfix-transport")}
     assert exported == {f"{share_dir}/ca.pem", f"{share_dir}/postfix-transport"}
     entrypoint = (ROOT / "lab/relay/entrypoint.sh").read_text()
-    assert f"{relay_target}/ca.pem" in entrypoint
-    assert f"{relay_target}/postfix-transport" in entrypoint
+    assert f"share=${{FAKEMX_SHARE:-{relay_target}}}" in entrypoint
+    for name in ("ca.pem", "postfix-transport", "dns-zones"):
+        assert f'"$share/{name}"' in entrypoint
 
 
 def test_every_fakemx_command_exists_in_the_cli() -> None:
@@ -101,6 +106,8 @@ def test_the_compose_command_writes_the_relays_transport_map(tmp_path: Path) -> 
     command = fakemx_command()
     command[command.index("--host") + 1] = "127.0.0.1"
     command[command.index("--base-port") + 1] = "0"
+    command[command.index("--dns-base-port") + 1] = "0"
+    command[command.index("--dns-host") + 1] = "127.0.0.1"
     command[command.index("--state-dir") + 1] = str(tmp_path)
     share = tmp_path / "relay-share"
     share.mkdir()
@@ -108,8 +115,9 @@ def test_the_compose_command_writes_the_relays_transport_map(tmp_path: Path) -> 
     command[command.index("--postfix-transport") + 1] = str(transport)
     command[command.index("--export-ca") + 1] = str(share / "ca.pem")
     command[command.index("--api") + 1] = "127.0.0.1:0"
+    env = {**os.environ, "FAKEMX_STUDENT_TOKEN": "students-token"}
     process = subprocess.Popen(["python3", "-m", "fakemx", *command], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
+                               stderr=subprocess.PIPE, env=env)
     with process:
         assert process.stdout is not None
         for line in iter(process.stdout.readline, b""):
@@ -117,13 +125,17 @@ def test_the_compose_command_writes_the_relays_transport_map(tmp_path: Path) -> 
                 break
         routes = dict(line.split() for line in transport.read_text().splitlines()[1:])
         assert routes[f"sink.{LAB_DOMAIN}"].startswith("smtp:[fakemx]:")
-        assert f"4.4.316-connection-refused.{LAB_DOMAIN}" in routes
+        # Student mode: opaque case names, none of which names its profile.
+        cases = [domain for domain in routes if domain != f"sink.{LAB_DOMAIN}"]
+        assert len(cases) == len(catalog()) - 1
+        assert all(domain.startswith("case-") for domain in cases)
         port = int(routes[f"sink.{LAB_DOMAIN}"].rsplit(":", 1)[1])
         assert dialogue("127.0.0.1", port).code("body") == 250
         process.terminate()
         assert process.wait(timeout=10) == 0
     # The relay's share holds the CA certificate it trusts, and nothing secret.
-    assert sorted(p.name for p in share.iterdir()) == ["ca.pem", "postfix-transport"]
+    assert sorted(p.name for p in share.iterdir()) == ["ca.pem", "dns-zones",
+                                                       "postfix-transport"]
     assert (share / "ca.pem").read_bytes() == (tmp_path / "ca.pem").read_bytes()
     assert b"PRIVATE KEY" not in (share / "ca.pem").read_bytes()
 

@@ -33,25 +33,26 @@ from fakemx.errors import FakeMXError
 __all__ = ["LAB_DOMAIN", "main"]
 
 
-def _serving(name: str) -> Callable[[argparse.Namespace], int]:
-    """A command of fakemx.cli.serving, imported when it runs: the server's modules
-    (aiosmtpd, cryptography, the API) cost most of a second to import, which
+def _serving(name: str, module: str = "fakemx.cli.serving") -> Callable[[argparse.Namespace], int]:
+    """A command of fakemx.cli.serving (or lab), imported when it runs: the server's
+    modules (aiosmtpd, cryptography, the API) cost most of a second to import, which
     `fakemx list` and `explain` must not pay."""
 
     def run(args: argparse.Namespace) -> int:
         command: Callable[[argparse.Namespace], int] = getattr(
-            importlib.import_module("fakemx.cli.serving"), name)
+            importlib.import_module(module), name)
         return command(args)
 
     return run
 
 
-_serve, _lab, _dns = _serving("_serve"), _serving("_lab"), _serving("_dns")
+_serve, _dns = _serving("_serve"), _serving("_dns")
+_lab = _serving("_lab", "fakemx.cli.lab")
 
 
 def __getattr__(name: str) -> Any:
     if name == "LAB_DOMAIN":  # kept importable from here, without importing the server
-        return importlib.import_module("fakemx.cli.serving").LAB_DOMAIN
+        return importlib.import_module("fakemx.classroom").LAB_DOMAIN
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 DEFAULT_DNS_PORT = 5300
@@ -169,6 +170,9 @@ def _parser() -> argparse.ArgumentParser:
 
     lab = sub.add_parser("lab", help="serve every catalog profile, each on its own port")
     config.add_options(lab, config.LAB)
+    lab.add_argument("--student", action="store_true",
+                     help="student mode: cases named case-01 ..., the scenario hidden on the"
+                          " page, an exercise sheet and an answer key written (--sheets)")
     lab.add_argument("--port", type=_lab_has_no_port, help=argparse.SUPPRESS)
     lab.set_defaults(run=_lab)
 

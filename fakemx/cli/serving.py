@@ -7,21 +7,19 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from fakemx.api.server import (
-    MAX_PORT,
     ApiAddress,
     ApiServer,
     check_exposure,
     parse_address,
     token_from,
 )
-from fakemx.cli.offline import _export_ca, _usable_state_dir
+from fakemx.cli.offline import _usable_state_dir
 from fakemx.config import origin
 from fakemx.errors import FakeMXError, ListenError
-from fakemx.model import CertKind, Profile
-from fakemx.profiles import catalog, load_profile
+from fakemx.model import CertKind
+from fakemx.profiles import load_profile
 from fakemx.server import FakeMX
 from fakemx.sessionlog import SessionLog
 from fakemx.store import Store
@@ -117,96 +115,6 @@ def _dns(args: argparse.Namespace) -> int:
 
     asyncio.run(run())
     return 0
-
-
-def _lab(args: argparse.Namespace) -> int:
-    # The healthy sink first, on the base port: the positive control for students.
-    profiles = sorted(catalog(), key=lambda p: p.name != "sink")
-    api = _api_settings(args)
-    last_port = args.base_port + len(profiles) - 1
-    if args.base_port and last_port > MAX_PORT:
-        base = origin(args, "base_port")
-        raise FakeMXError(
-            f"{base} {args.base_port}: the lab needs {len(profiles)} ports, up to"
-            f" {last_port}, above {MAX_PORT} (use {base} {MAX_PORT - len(profiles) + 1}"
-            f" or lower, or {base} 0 for free ports)")
-    _usable_state_dir(args.state_dir, origin(args, "state_dir"))
-    log = SessionLog(args.log_format)
-
-    async def run() -> None:
-        stop = _stop_on_signals()
-        store = _store(args)
-        certs.load_or_create_ca(args.state_dir)  # relays are told to trust STATE_DIR/ca.pem
-        servers: list[tuple[Profile, FakeMX]] = []
-        try:
-            for index, profile in enumerate(profiles):
-                port = args.base_port + index if args.base_port else 0
-                server = FakeMX(profile, host=args.host, port=port, state_dir=args.state_dir,
-                                seed=args.seed, hostname=args.hostname, store=store,
-                                time_scale=args.time_scale,
-                                name=profile.name)
-                server.journal.subscribe(log)
-                try:
-                    await server.start()
-                except ListenError as exc:  # the port came from --base-port, not --port
-                    base = origin(args, "base_port")
-                    raise ListenError(f"{profile.name} ({base} + {index}): "
-                                      f"{_for_option(str(exc), base)}") from None
-                servers.append((profile, server))
-            if args.postfix_transport is not None:
-                _write_postfix_transport(args.postfix_transport, servers,
-                                         args.advertise or args.host)
-            if args.export_ca is not None:
-                _export_ca(args.state_dir, args.export_ca, origin(args, "export_ca"))
-            _print_lab_table(servers, log)
-            async with _api(api, [server for _, server in servers], log):
-                await stop.wait()
-        finally:
-            for _, server in servers:
-                await server.stop()
-            store.close()
-
-    try:
-        asyncio.run(run())
-    finally:
-        log.close()  # the last sessions' lines
-    return 0
-
-
-def _print_lab_table(servers: list[tuple[Profile, FakeMX]], log: SessionLog) -> None:
-    rows = [("ADDRESS", "PROFILE", "CODE", "WHAT THE RELAY SEES")]
-    for profile, server in servers:
-        about = profile.about
-        rows.append((server.address, profile.name, about.code if about else "",
-                     about.relay_sees if about else ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        log.info(" ".join(["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])),
-                           row[3]]))
-    for profile, server in servers:
-        if server.dns is not None:  # a 4.4.312 profile: point the relay's resolver here
-            log.info(f"DNS for {profile.name}: {server.dns.address} (udp+tcp)")
-    log.info(f"fakemx: lab ready, {len(servers)} profiles on {servers[0][1].host}")
-
-
-LAB_DOMAIN = "lab.fakemx.test"
-
-
-def _write_postfix_transport(path: Path, servers: list[tuple[Profile, FakeMX]],
-                             host: str) -> None:
-    """``<profile>.lab.fakemx.test smtp:[host]:port`` for each profile, atomically."""
-    lines = [f"# written by fakemx lab: send to <anyone>@<profile>.{LAB_DOMAIN}"]
-    lines += [f"{profile.name}.{LAB_DOMAIN} smtp:[{host}]:{server.port}"
-              for profile, server in servers]
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text("\n".join(lines) + "\n")
-        tmp.replace(path)
-    except OSError as exc:
-        raise FakeMXError(f"--postfix-transport {path}: cannot write it: {exc.strerror}"
-                          " (choose a file in a directory fakemx can write)") from None
-
-
 
 
 def _for_option(message: str, option: str) -> str:
