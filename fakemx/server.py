@@ -82,6 +82,9 @@ class FakeMX(ThreadMode):
             ``host``; 0 = a free port), read back as ``mx.mta_sts.port``.
         dns_fakemx_address: what ``{fakemx}`` in the zone's A/AAAA records stands
             for (default ``host``): the lab's address as its relay reaches it.
+        attempts_per_sender: count attempts (and greylisting's first-seen time) per
+            client and MAIL FROM sender instead of per client, from the MAIL command
+            on: a classroom's students behind one relay keep their own.
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class FakeMX(ThreadMode):
         dns_port: int = 0,
         mta_sts_port: int = 0,
         dns_fakemx_address: str | None = None,
+        attempts_per_sender: bool = False,
     ) -> None:
         if not (math.isfinite(time_scale) and time_scale > 0):
             raise FakeMXError(f"FakeMX: time_scale must be a finite number above 0, e.g. 0.01"
@@ -124,6 +128,7 @@ class FakeMX(ThreadMode):
         self._mta_sts_port = mta_sts_port
         # What {fakemx} in the zone's records stands for: where relays reach this server.
         self._dns_fakemx_address = dns_fakemx_address or host
+        self._attempts_per_sender = attempts_per_sender
         self.dns: DnsServer | None = None  # started when the profile has a [dns] section
         self.journal = Journal()
         self.incidents = Incidents()  # exceptions inside the server; see check()
@@ -150,7 +155,8 @@ class FakeMX(ThreadMode):
         store = self._shared_store or Store(self.state_dir)
         state = ServerState(name=self._name or "", hostname=self.hostname, profile=self._profile,
                             store=store, journal=self.journal, clock=self._clock,
-                            incidents=self.incidents)
+                            incidents=self.incidents,
+                            attempts_per_sender=self._attempts_per_sender)
         running = Running(state, self.host, self._port,
                           TlsServing(lambda: self.state_dir, self.hostname),
                           DnsPlace(self._dns_host, self._dns_port, self._dns_fakemx_address,

@@ -61,6 +61,9 @@ class ServerState:
     journal: Journal
     clock: Callable[[], float]
     seed: int | None = None
+    # Attempts counted per client address (a relay's retries), or per client and
+    # sender: a classroom's students behind one relay each get their own (the lab).
+    attempts_per_sender: bool = False
     tls_context: ssl.SSLContext | None = None
     incidents: Incidents = field(default_factory=Incidents)  # errors inside the server
     open_sessions: int = 0
@@ -90,6 +93,16 @@ class ServerState:
         self.tally.add(Event.SESSIONS, ((Scope.CLIENT, client_ip), (Scope.SERVER, "")), now,
                        self.counting(self.profile))
         return history.attempts, now - history.first_seen
+
+    def arrive_as(self, client_ip: str, sender: str) -> tuple[int, str]:
+        """Count the session again as an attempt of ``sender`` through ``client_ip``, once
+        its MAIL FROM is known: (attempt number, the key greylisting windows are kept by)."""
+        key = f"{client_ip} {sender.casefold()}"
+        history = self.clients.get(key)
+        if history is None:
+            history = self.clients[key] = ClientHistory(first_seen=self.clock())
+        history.attempts += 1
+        return history.attempts, key
 
     def count(self, event: Event, client_ip: str, sender: str | None,
               counting: CountPlan) -> None:
@@ -131,6 +144,7 @@ class ServerState:
             use.fired += rule is fired
 
     def seconds_since_first(self, client_ip: str) -> float:
+        """Since the first attempt of ``client_ip`` (or of the key ``arrive_as`` gave)."""
         history = self.clients.get(client_ip)
         return 0.0 if history is None else self.clock() - history.first_seen
 

@@ -19,6 +19,7 @@ import httpx
 
 from fakemx import FakeMX
 from fakemx.api.server import ApiServer
+from fakemx.api.views import StudentMode
 from fakemx.store import Store
 
 TIMEOUT_SECONDS = 5.0
@@ -52,6 +53,8 @@ def running_api(
     names: Sequence[str] | None = None,
     token: str | None = None,
     api_host: str = "127.0.0.1",
+    students: StudentMode | None = None,
+    student_token: str | None = None,
 ) -> Iterator[Running]:
     """FakeMX servers (named like the lab's when ``names`` is given, sharing one store)
     and the API over them, all on one loop in a thread."""
@@ -71,7 +74,8 @@ def running_api(
         try:
             for mx in servers:
                 await mx.start()
-            async with ApiServer(servers, host=api_host, port=0, token=token) as api:
+            async with ApiServer(servers, host=api_host, port=0, token=token,
+                                 students=students, student_token=student_token) as api:
                 host = "127.0.0.1" if api_host in ("0.0.0.0", "localhost") else api_host
                 result["running"] = Running(f"http://{host}:{api.address.port}", servers, token)
                 ready.set()

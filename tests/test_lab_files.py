@@ -115,7 +115,8 @@ def test_the_compose_command_writes_the_relays_transport_map(tmp_path: Path) -> 
     command[command.index("--postfix-transport") + 1] = str(transport)
     command[command.index("--export-ca") + 1] = str(share / "ca.pem")
     command[command.index("--api") + 1] = "127.0.0.1:0"
-    env = {**os.environ, "FAKEMX_STUDENT_TOKEN": "students-token"}
+    env = {**os.environ, "FAKEMX_API_TOKEN": "trainer-token",
+           "FAKEMX_STUDENT_TOKEN": "students-token"}
     process = subprocess.Popen(["python3", "-m", "fakemx", *command], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, env=env)
     with process:
@@ -123,6 +124,9 @@ def test_the_compose_command_writes_the_relays_transport_map(tmp_path: Path) -> 
         for line in iter(process.stdout.readline, b""):
             if line.startswith(b"fakemx: lab ready"):
                 break
+        else:
+            assert process.stderr is not None
+            raise AssertionError(process.stderr.read().decode())
         routes = dict(line.split() for line in transport.read_text().splitlines()[1:])
         assert routes[f"sink.{LAB_DOMAIN}"].startswith("smtp:[fakemx]:")
         # Student mode: opaque case names, none of which names its profile.

@@ -16,8 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi import Path as PathParam
+from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from fakemx import __version__
@@ -44,8 +43,10 @@ from fakemx.api.models import (
     SessionPage,
     Version,
 )
+from fakemx.api.readers import Hiding, Server, shown_to, student_routes
 from fakemx.api.views import (
     NotFound,
+    StudentMode,
     catalog_entries,
     catalog_explanation,
     catalog_profile,
@@ -92,7 +93,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     ]
 }
 
-ServerName = Annotated[str, PathParam(description="the server's name (GET /api/servers)")]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="page size")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000, description="items to skip")]
 MAX_UNIX_SECONDS = 1e11  # the year 5138
@@ -125,13 +125,7 @@ def _message_query(
 Search = Annotated[MessageQuery, Depends(_message_query)]
 
 
-def _server(request: Request, name: ServerName) -> FakeMX:
-    registry: Servers = request.app.state.servers
-    return registry.named(name)
 
-
-# A handler parameter of this type is the server named in the path (404 if none).
-Server = Annotated[FakeMX, Depends(_server)]
 
 
 class Servers:
@@ -154,9 +148,14 @@ class Servers:
 
 
 def create_app(
-    servers: Sequence[FakeMX], *, token: str | None = None, loopback_only: bool = True
+    servers: Sequence[FakeMX], *, token: str | None = None, loopback_only: bool = True,
+    students: StudentMode | None = None, student_token: str | None = None,
 ) -> FastAPI:
-    """The API and page over ``servers``; call on the loop the servers run on."""
+    """The API and page over ``servers``; call on the loop the servers run on.
+
+    ``students``: a lab in student mode (what students may not see yet), who read
+    with ``student_token``.
+    """
     registry = Servers(servers)
     hub = EventHub(asyncio.get_running_loop())
     hub.watch(registry.all)
@@ -172,35 +171,41 @@ def create_app(
     )
     app.state.events = hub
     app.state.servers = registry
+    app.state.students = students
     api_errors.install(app)
-    app.include_router(_control_routes(registry, hub))
+    app.include_router(_control_routes(registry, hub, students))
     app.include_router(_journal_routes(registry, hub))
     app.include_router(_catalog_routes())
     _web_routes(app)
-    app.add_middleware(Guard, token=token, loopback_only=loopback_only)
+    app.add_middleware(Guard, token=token, loopback_only=loopback_only,
+                       student_token=student_token if students is not None else None)
     return app
 
 
-def _control_routes(registry: Servers, hub: EventHub) -> APIRouter:
+def _control_routes(registry: Servers, hub: EventHub,
+                    students: StudentMode | None) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["servers"])
 
     def changed(mx: FakeMX) -> ServerInfo:
-        info = server_info(mx)
-        hub.server_changed(info.model_dump(mode="json"))
+        info = server_info(mx, students)
+        hub.server_changed(info.model_dump(mode="json"),
+                           server_info(mx, students, student=True).model_dump(mode="json"))
         return info
 
     @router.get("/servers", summary="The running servers")
-    def list_servers() -> list[ServerInfo]:
-        return [server_info(mx) for mx in registry.all]
+    def list_servers(hiding: Hiding) -> list[ServerInfo]:
+        return [server_info(mx, students, hiding is not None) for mx in registry.all]
 
     @router.get("/servers/{name}", summary="One server")
-    def get_server(mx: Server) -> ServerInfo:
-        return server_info(mx)
+    def get_server(mx: Server, hiding: Hiding) -> ServerInfo:
+        return server_info(mx, students, hiding is not None)
+
+    router.include_router(student_routes(students, changed))
 
     @router.get("/servers/{name}/profile", summary="The running profile, run-time rules first",
                 response_model_exclude_none=True)
-    def get_profile(mx: Server) -> Profile:
-        return mx.profile
+    def get_profile(mx: Server, hiding: Hiding) -> Profile:
+        return shown_to(mx, hiding).profile
 
     @router.put("/servers/{name}/profile", summary="Switch to a catalog or an inline profile")
     async def switch_profile(mx: Server, choice: ProfileChoice) -> ServerInfo:
@@ -210,8 +215,8 @@ def _control_routes(registry: Servers, hub: EventHub) -> APIRouter:
 
     @router.get("/servers/{name}/rules", summary="The running rules, in the order they apply",
                 response_model_exclude_none=True)
-    def list_rules(mx: Server) -> list[RuleOut]:
-        return [rule_out(rule) for rule in mx.profile.rules]
+    def list_rules(mx: Server, hiding: Hiding) -> list[RuleOut]:
+        return [rule_out(rule) for rule in shown_to(mx, hiding).profile.rules]
 
     @router.post("/servers/{name}/rules", status_code=201, response_model_exclude_none=True,
                  summary="Add a rule, checked before the profile's own")
@@ -270,15 +275,18 @@ def _journal_routes(registry: Servers, hub: EventHub) -> APIRouter:
         server: str | None = None,
         client: Annotated[str | None, Query(description="client IP address")] = None,
         outcome: Outcome | None = None,
+        sender: Annotated[str | None, _text("the MAIL FROM contains this (a student's"
+                                            " own address)")] = None,
         limit: Limit = DEFAULT_PAGE_SIZE,
         offset: Offset = 0,
+        hiding: Hiding = None,
     ) -> SessionPage:
         return sessions_page(registry.selected(server), client=client, outcome=outcome,
-                             limit=limit, offset=offset)
+                             limit=limit, offset=offset, sender=sender, hiding=hiding)
 
     @router.get("/sessions/{session_id}", summary="One session with its events")
-    def get_session(session_id: int) -> SessionOut:
-        return find_session(registry.all, session_id)
+    def get_session(session_id: int, hiding: Hiding) -> SessionOut:
+        return find_session(registry.all, session_id, hiding)
 
     deleted: set[int] = set()  # by DELETE /api/messages: no longer shown from memory
 
@@ -325,8 +333,8 @@ def _journal_routes(registry: Servers, hub: EventHub) -> APIRouter:
             "content-disposition": f'attachment; filename="{stored.id}.eml"'})
 
     @router.get("/events", include_in_schema=False)
-    def events() -> StreamingResponse:
-        return StreamingResponse(hub.stream(), media_type="text/event-stream",
+    def events(hiding: Hiding) -> StreamingResponse:
+        return StreamingResponse(hub.stream(hiding), media_type="text/event-stream",
                                  headers={"cache-control": "no-store"})
 
     return router

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from fakemx.api.views import NotFound
+from fakemx.api.views import Hidden, NotFound
 from fakemx.control import UnknownRuleError
 from fakemx.errors import FakeMXError, ProfileError, UnknownProfileError
 
@@ -97,6 +97,8 @@ def _allowed_methods(request: Request) -> list[str]:
 async def _fakemx(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, NotFound | UnknownRuleError):
         return error_response(404, str(exc))
+    if isinstance(exc, Hidden):
+        return error_response(403, str(exc))
     if isinstance(exc, ProfileError | UnknownProfileError):
         return error_response(422, str(exc))
     return error_response(409, str(exc))  # e.g. ListenError: the port was taken meanwhile
@@ -117,6 +119,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(NotFound, _fakemx)
+    app.add_exception_handler(Hidden, _fakemx)
     app.add_exception_handler(FakeMXError, _fakemx)
     app.add_exception_handler(ssl.SSLError, _tls)
     app.add_exception_handler(Exception, _bug)

@@ -13,10 +13,10 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
-from fakemx.api.views import session_out
+from fakemx.api.views import StudentMode, session_out
 from fakemx.journal import Session
 from fakemx.server import FakeMX
 
@@ -40,9 +40,13 @@ def _frame(event: str, data: dict[str, Any]) -> str:
 
 
 class _Subscriber:
-    """One open stream's frames waiting to be sent, bounded in number and in bytes."""
+    """One open stream's frames waiting to be sent, bounded in number and in bytes.
 
-    def __init__(self) -> None:
+    ``hiding``: a student's stream, which gets the student's view of each event.
+    """
+
+    def __init__(self, hiding: StudentMode | None = None) -> None:
+        self.hiding = hiding
         self.frames: deque[str] = deque()
         self.bytes = 0
         self.ended = False
@@ -126,29 +130,48 @@ class EventHub:
         try:
             frame = _frame("session", {"kind": kind,
                                        "session": session_out(session).model_dump(mode="json")})
+            hidden = frame
+            if any(s.hiding is not None and s.hiding.hides(session.server)
+                   for s in self._streams):
+                hidden = _frame("session", {"kind": kind, "session": session_out(
+                    session, hide_profile=True).model_dump(mode="json")})
         except Exception:
             log.exception("fakemx: could not publish a session event")
             return
-        self._publish(frame)
+        self._publish(frame, hidden, session.server)
 
-    def server_changed(self, info: dict[str, Any]) -> None:
-        self._publish(_frame("server", info))
+    def server_changed(self, info: dict[str, Any],
+                       student_info: dict[str, Any] | None = None) -> None:
+        """A server's new state; ``student_info``: what a student's stream gets instead."""
+        full = _frame("server", info)
+        self._publish(full, full if student_info is None else _frame("server", student_info))
 
-    def _publish(self, frame: str) -> None:
+    def _publish(self, frame: str, student_frame: str | None = None,
+                 server: str | None = None) -> None:
+        """``frame`` to every stream; a student's stream gets ``student_frame`` instead
+        (for a session of ``server``: only while that case is hidden)."""
         if self._closed:
             return
+
+        def pick(stream: _Subscriber) -> str:
+            if student_frame is None or stream.hiding is None:
+                return frame
+            if server is not None and not stream.hiding.hides(server):
+                return frame
+            return student_frame
+
         try:
             on_loop = asyncio.get_running_loop() is self._loop
         except RuntimeError:
             on_loop = False
         if on_loop:
-            self._deliver(frame)
+            self._deliver(pick)
         else:  # a server run on another loop (FakeMX in a thread): hop over
-            self._loop.call_soon_threadsafe(self._deliver, frame)
+            self._loop.call_soon_threadsafe(self._deliver, pick)
 
-    def _deliver(self, frame: str) -> None:
+    def _deliver(self, pick: Callable[[_Subscriber], str]) -> None:
         for stream in list(self._streams):
-            if stream.offer(frame):
+            if stream.offer(pick(stream)):
                 self._peak_events = max(self._peak_events, len(stream.frames))
                 self._peak_bytes = max(self._peak_bytes, stream.bytes)
                 continue
@@ -158,9 +181,10 @@ class EventHub:
             log.info("fakemx: an event stream fell %d events behind and was cut off",
                      MAX_QUEUED_EVENTS)
 
-    async def stream(self) -> AsyncIterator[str]:
-        """One client's event stream, until it leaves, falls behind or the hub closes."""
-        stream = _Subscriber()
+    async def stream(self, hiding: StudentMode | None = None) -> AsyncIterator[str]:
+        """One client's event stream, until it leaves, falls behind or the hub closes
+        (``hiding``: a student's, shown what students may see)."""
+        stream = _Subscriber(hiding)
         if self._closed:
             stream.end()
         else:

@@ -10,7 +10,9 @@ One ASGI middleware, checked in this order for every HTTP request:
 3. **Token** (when one is set): ``Authorization: Bearer TOKEN`` (the scheme in
    any case, RFC 7235), compared in constant time, or the cookie
    the page gets by opening ``/?token=TOKEN`` once (a browser cannot add a
-   header to a page load or to EventSource).
+   header to a page load or to EventSource). A lab in student mode also takes
+   the students' token: their requests are marked ``scope["fakemx_role"] =
+   "student"`` (the views hide what is not revealed yet) and may only read.
 4. **Body size**: more than ``max_body_bytes`` is refused with 413, whether the
    length is announced or not.
 
@@ -31,6 +33,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fakemx.api.server import is_loopback
 
 TOKEN_COOKIE = "fakemx_token"
+ROLE = "fakemx_role"  # the scope key: "instructor" (the API token, or none set) or "student"
+STUDENT, INSTRUCTOR = "student", "instructor"
+_READS = ("GET", "HEAD")
 MAX_BODY_BYTES = 256 * 1024
 
 
@@ -56,9 +61,11 @@ class Guard:
         token: str | None,
         loopback_only: bool,
         max_body_bytes: int = MAX_BODY_BYTES,
+        student_token: str | None = None,
     ) -> None:
         self.app = app
         self.token = token
+        self.student_token = student_token
         self.loopback_only = loopback_only
         self.max_body_bytes = max_body_bytes
 
@@ -76,7 +83,12 @@ class Guard:
         if origin is not None and urlsplit(origin).netloc != host:
             await _refuse(send, 403, f"cross-origin request from {origin} refused")
             return
+        scope[ROLE] = INSTRUCTOR
         if self.token is not None and not await self._authorised(scope, headers, send):
+            return
+        if scope[ROLE] == STUDENT and scope["method"] not in _READS:
+            await _refuse(send, 403, "a student's token may only look (the trainer's token"
+                                     " changes the lab)")
             return
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
@@ -95,13 +107,14 @@ class Guard:
         cookie = SimpleCookie(headers.get("cookie", ""))
         if not offered and TOKEN_COOKIE in cookie:
             offered = unquote(cookie[TOKEN_COOKIE].value)
-        if offered and hmac.compare_digest(offered.encode(), self.token.encode()):
+        role = self._role(offered)
+        if role is not None:
+            scope[ROLE] = role
             return True
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         given = query.get("token", [""])[0]
-        if scope["path"] == "/" and given and hmac.compare_digest(given.encode(),
-                                                                  self.token.encode()):
-            cookie_value = quote(self.token, safe="")
+        if scope["path"] == "/" and self._role(given) is not None:
+            cookie_value = quote(given, safe="")
             await send({"type": "http.response.start", "status": 303, "headers": [
                 (b"location", b"/"),
                 (b"set-cookie", f"{TOKEN_COOKIE}={cookie_value}; HttpOnly; SameSite=Strict;"
@@ -114,6 +127,18 @@ class Guard:
                                  " or open /?token=TOKEN in a browser)",
                       [(b"www-authenticate", b'Bearer realm="fakemx"')])
         return False
+
+    def _role(self, offered: str) -> str | None:
+        """Whose token ``offered`` is (compared in constant time), or None."""
+        assert self.token is not None
+        if not offered:
+            return None
+        if hmac.compare_digest(offered.encode(), self.token.encode()):
+            return INSTRUCTOR
+        if self.student_token is not None and hmac.compare_digest(
+                offered.encode(), self.student_token.encode()):
+            return STUDENT
+        return None
 
     async def _call_capped(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the app, cutting off a body that grows past the cap while it streams in."""

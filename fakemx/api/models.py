@@ -9,7 +9,7 @@ plain data with no behaviour; ``fakemx.api.views`` fills them.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -79,6 +79,9 @@ class ServerInfo(BaseModel):
     sessions: int
     messages: int
     about: About | None
+    # A lab in student mode: "hidden" (students see neither profile nor about) or
+    # "revealed" (the trainer revealed it); "" otherwise.
+    students: Literal["", "hidden", "revealed"] = ""
 
 
 class EventOut(BaseModel):
@@ -103,6 +106,7 @@ class SessionOut(BaseModel):
     tls: str | None
     events: list[EventOut]
     message_ids: list[int]
+    sender: str | None = None  # the first MAIL FROM address (a lab's students filter by it)
 
 
 class SessionPage(BaseModel):

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import uvicorn
 
     from fakemx.api.events import EventHub
+    from fakemx.api.views import StudentMode
     from fakemx.server import FakeMX
 
 TOKEN_ENV = "FAKEMX_API_TOKEN"
@@ -151,8 +152,12 @@ class ApiServer:
         port: int = 0,
         token: str | None = None,
         stalled_reader_seconds: float = STALLED_READER_SECONDS,
+        students: StudentMode | None = None,
+        student_token: str | None = None,
     ) -> None:
         self.servers = list(servers)
+        self.students = students  # a lab in student mode: what students may not see yet
+        self.student_token = student_token
         self.stalled_reader_seconds = stalled_reader_seconds
         self.requested = ApiAddress(host, port)
         self.token = token
@@ -189,7 +194,8 @@ class ApiServer:
         from fakemx.api.runner import QuietServer
 
         app = create_app(self.servers, token=self.token,
-                         loopback_only=is_loopback(self.requested.host))
+                         loopback_only=is_loopback(self.requested.host),
+                         students=self.students, student_token=self.student_token)
         self._socket = _bind(self.requested, self.stalled_reader_seconds)
         config = uvicorn.Config(
             app, log_config=None, log_level="warning", access_log=False, lifespan="off",

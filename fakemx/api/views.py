@@ -11,8 +11,10 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Sequence, Set
+from dataclasses import dataclass, field
 from email.message import Message, MIMEPart
 from pathlib import Path
+from typing import Literal
 
 from fakemx import explain as reference
 from fakemx.api.models import (
@@ -42,10 +44,41 @@ class NotFound(LookupError):
     """A server, session, message, profile or code the API does not know (HTTP 404)."""
 
 
-def server_info(mx: FakeMX) -> ServerInfo:
+class Hidden(PermissionError):
+    """What a student may not see yet: the scenario of a case not revealed (HTTP 403)."""
+
+
+@dataclass
+class StudentMode:
+    """A lab in student mode: the servers whose scenario students may not see until the
+    trainer reveals it (``fakemx lab --student``: every case but the healthy sink)."""
+
+    hidden: frozenset[str]
+    revealed: set[str] = field(default_factory=set)
+
+    def hides(self, name: str) -> bool:
+        return name in self.hidden and name not in self.revealed
+
+    def mark(self, name: str) -> Literal["", "hidden", "revealed"]:
+        if name not in self.hidden:
+            return ""
+        return "revealed" if name in self.revealed else "hidden"
+
+
+def server_info(mx: FakeMX, students: StudentMode | None = None,
+                student: bool = False) -> ServerInfo:
+    """The server as the reader may see it: a student sees a hidden case by its name only."""
+    mark = students.mark(mx.name) if students is not None else ""
+    if student and mark == "hidden":
+        return ServerInfo(name=mx.name, address=mx.address, host=mx.host, port=mx.port,
+                          profile=mx.name, code="", title="", listener=mx.listener_state,
+                          tls=mx.profile.tls.mode, inband=False, rules=0,
+                          sessions=len(mx.sessions), messages=len(mx.messages), about=None,
+                          students=mark)
     profile = mx.profile
     about = profile.about
     return ServerInfo(
+        students=mark,
         name=mx.name,
         address=mx.address,
         host=mx.host,
@@ -67,10 +100,26 @@ def rule_out(rule: Rule) -> RuleOut:
     return RuleOut(label=rule.label, rule=rule)
 
 
-def session_out(session: Session) -> SessionOut:
+_MAIL_FROM = re.compile(r"MAIL FROM:\s*<([^>]*)>", re.IGNORECASE)
+
+
+def session_sender(session: Session) -> str | None:
+    """The session's first MAIL FROM address, as the client sent it (escaped)."""
+    for event in session.events:
+        if event.kind == "client":
+            found = _MAIL_FROM.match(event.text)
+            if found:
+                return shown(found[1])
+    return None
+
+
+def session_out(session: Session, hide_profile: bool = False) -> SessionOut:
     # Session.as_dict() is the journal's one serialisation (the store writes it too);
     # shown() escapes what the client sent, which JSON could not encode otherwise.
-    return SessionOut.model_validate(session.shown())
+    record = session.shown()
+    if hide_profile:  # a student's view of a case not revealed: its name, not its profile
+        record["profile"] = session.server
+    return SessionOut.model_validate({**record, "sender": session_sender(session)})
 
 
 def sessions_page(
@@ -80,28 +129,35 @@ def sessions_page(
     outcome: Outcome | None,
     limit: int,
     offset: int,
+    sender: str | None = None,
+    hiding: StudentMode | None = None,
 ) -> SessionPage:
+    """Sessions newest first; ``sender``: only those whose MAIL FROM contains it (any
+    case: a student's own); ``hiding``: a student reads, the hidden cases' profiles go."""
     found = [
         session
         for mx in servers
         for session in mx.sessions
         if (client is None or session.client_ip == client)
         and (outcome is None or session.outcome is outcome)
+        and (sender is None or contains(session_sender(session) or "", sender))
     ]
     found.sort(key=lambda session: session.id, reverse=True)
     return SessionPage(
-        items=[session_out(s) for s in found[offset : offset + limit]],
+        items=[session_out(s, hiding is not None and hiding.hides(s.server))
+               for s in found[offset : offset + limit]],
         total=len(found),
         limit=limit,
         offset=offset,
     )
 
 
-def find_session(servers: Iterable[FakeMX], session_id: int) -> SessionOut:
+def find_session(servers: Iterable[FakeMX], session_id: int,
+                 hiding: StudentMode | None = None) -> SessionOut:
     for mx in servers:
         for session in mx.sessions:
             if session.id == session_id:
-                return session_out(session)
+                return session_out(session, hiding is not None and hiding.hides(mx.name))
     raise NotFound(f"no session {session_id} (since the last reset)")
 
 

@@ -31,6 +31,11 @@ LAB_DOMAIN = classroom.LAB_DOMAIN
 
 def _lab(args: argparse.Namespace) -> int:
     api = _api_settings(args)
+    if args.student and api is not None and api[1] is None:
+        raise FakeMXError(f"{origin(args, 'student')} with {origin(args, 'api')}: the trainer"
+                          " needs a token of their own to reveal scenarios (set"
+                          " --api-token-file or $FAKEMX_API_TOKEN; students get"
+                          " --student-token)")
     _usable_state_dir(args.state_dir, origin(args, "state_dir"))
     lab = classroom.cases(catalog(), student=args.student, state_dir=args.state_dir)
     _check_ports(args, "base_port", len(lab))
@@ -58,7 +63,9 @@ def _lab(args: argparse.Namespace) -> int:
                                 hostname=args.hostname, store=store,
                                 time_scale=args.time_scale, name=case.name,
                                 dns_host=dns_host, dns_port=dns_port,
-                                dns_fakemx_address=advertised)
+                                dns_fakemx_address=advertised,
+                                # students behind the one relay: each their own attempts
+                                attempts_per_sender=args.student)
                 server.journal.subscribe(log)
                 try:
                     await server.start()
@@ -77,7 +84,13 @@ def _lab(args: argparse.Namespace) -> int:
                 for path in classroom.write_sheets(sheets, lab):
                     log.info(f"fakemx: wrote {path}")
             _print_lab_table(servers, log)
-            async with _api(api, [server for _, server in servers], log):
+            students = None
+            if args.student:
+                from fakemx.api.views import StudentMode
+
+                students = StudentMode(frozenset(c.name for c in lab if c.hidden))
+            async with _api(api, [server for _, server in servers], log, students,
+                            args.student_token):
                 await stop.wait()
         finally:
             for _, server in servers:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from fakemx.api.server import (
     ApiAddress,
@@ -24,6 +25,9 @@ from fakemx.server import FakeMX
 from fakemx.sessionlog import SessionLog
 from fakemx.store import Store
 from fakemx.tls import certs
+
+if TYPE_CHECKING:
+    from fakemx.api.views import StudentMode
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -143,14 +147,16 @@ def _api_settings(args: argparse.Namespace) -> tuple[ApiAddress, str | None] | N
 
 @contextlib.asynccontextmanager
 async def _api(
-    settings: tuple[ApiAddress, str | None] | None, servers: list[FakeMX], log: SessionLog
+    settings: tuple[ApiAddress, str | None] | None, servers: list[FakeMX], log: SessionLog,
+    students: StudentMode | None = None, student_token: str | None = None,
 ) -> AsyncIterator[None]:
     """Serve the API over ``servers`` on this loop while the block runs (if asked for)."""
     if settings is None:
         yield
         return
     address, token = settings
-    async with ApiServer(servers, host=address.host, port=address.port, token=token) as api:
+    async with ApiServer(servers, host=address.host, port=address.port, token=token,
+                         students=students, student_token=student_token) as api:
         log.info(f"fakemx: API on {api.url}")
         yield
 

@@ -70,6 +70,7 @@ class SessionCore(AiosmtpdSession):
         self._last_sender = ""
         self._last_recipient = ""
         self._verb = ""  # the command being answered (EHLO or HELO, ...)
+        self._attempt_key: str | None = None  # client and sender, once counted per sender
         self._tally = Tally()  # this session's messages and this message's recipients
 
     # region connection lifetime ------------------------------------------------
@@ -253,6 +254,9 @@ class SessionCore(AiosmtpdSession):
         assert record is not None
         envelope = self.envelope
         sender = sender if sender is not None else getattr(envelope, "mail_from", None)
+        if self.state.attempts_per_sender and sender is not None and self._attempt_key is None:
+            record.attempt, self._attempt_key = self.state.arrive_as(record.client_ip, sender)
+            record.add("fakemx", f"attempt {record.attempt} of this sender")
         rules = self.profile.rules_at(stage)
         keys = tuple(key for rule in rules for key in count_keys(rule.when))
         counts: dict[CountKey, int] = {}
@@ -265,7 +269,8 @@ class SessionCore(AiosmtpdSession):
             stage=stage,
             client_ip=record.client_ip,
             attempt=record.attempt,
-            seconds_since_first_attempt=self.state.seconds_since_first(record.client_ip),
+            seconds_since_first_attempt=self.state.seconds_since_first(
+                self._attempt_key or record.client_ip),
             concurrent=self.state.open_sessions,
             helo=record.helo,
             sender=sender,
