@@ -8,6 +8,7 @@ to docs/web-page.png with FAKEMX_UPDATE_SCREENSHOT=1).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import smtplib
@@ -18,8 +19,10 @@ from typing import TYPE_CHECKING
 import pytest
 from api_harness import Running, running_api, send
 
+from fakemx import FakeMX
+
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import Browser, Page
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -109,3 +112,121 @@ def test_page_shows_sessions_live_and_switches_scenarios(
     assert shot.stat().st_size > 10_000
     if os.environ.get("FAKEMX_UPDATE_SCREENSHOT"):
         shutil.copyfile(shot, DOCS_SCREENSHOT)
+
+
+TRAINER, STUDENTS = "trainer-token", "students-token"
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs `pip install playwright`")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                              args=CHROMIUM_ARGS, timeout=WAIT_MS * 3)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def open_as(browser: Browser, url: str, token: str, errors: list[str]) -> Page:
+    """A page of its own (own cookies) opened with ``token``, as a student or the trainer;
+    its JavaScript errors go to ``errors``."""
+    page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{url}/?token={token}")
+    page.wait_for_url(f"{url}/")
+    return page
+
+
+@pytest.fixture
+def classroom(tmp_path: Path) -> Iterator[Running]:
+    from fakemx.api.views import StudentMode
+
+    names = ["sink", "case-01", "case-02", "case-03"]
+    profiles = ["sink", "4.4.318-rst-after-rcpt", "4.4.7-greylist-attempts",
+                "4.4.316-connection-refused"]
+    students = StudentMode(frozenset(names[1:]))
+    with running_api(tmp_path / "state", profiles, names=names, token=TRAINER,
+                     students=students, student_token=STUDENTS) as running:
+        yield running
+
+
+def send_as(mx: FakeMX, sender: str) -> None:
+    """One message through smtplib, from ``sender``, whatever fakemx does with it."""
+    with contextlib.suppress(smtplib.SMTPException, ConnectionError), \
+            smtplib.SMTP(mx.host, mx.port, timeout=5) as client:
+        client.sendmail(sender, ["bob@case.lab.fakemx.test"], "Subject: exercise\r\n\r\nhi\r\n")
+
+
+def test_student_view_hides_the_answer_and_the_trainer_reveals_it(
+    browser: Browser, classroom: Running, tmp_path: Path
+) -> None:
+    """The 4.4.318 exercise from the page alone: a student sees where the session broke,
+    not the scenario's name, until the trainer reveals it."""
+    from playwright.sync_api import expect
+
+    errors: list[str] = []
+    student = open_as(browser, classroom.url, STUDENTS, errors)
+    student.goto(f"{classroom.url}/#case-01")
+    expect(student.locator("#live")).to_have_text("live")
+    expect(student.locator("#scenario-title")).to_have_text("case-01")
+    expect(student.locator("#scenario-hidden")).to_be_visible()
+    expect(student.locator(".controls")).to_be_hidden()
+    student.fill("#sender-filter", "student07@")
+    student.press("#sender-filter", "Enter")
+
+    case = classroom.server("case-01")
+    send_as(case, "student07@students.lab.fakemx.test")
+    send_as(case, "student08@students.lab.fakemx.test")  # a classmate: not on this page
+    case.wait_for(ended=2)
+    mine = student.locator("#timeline li.session")
+    expect(mine).to_have_count(1)
+    expect(mine.locator(".session-sender")).to_have_text("student07@students.lab.fakemx.test")
+    expect(mine.locator(".ended-by")).to_have_text("fakemx reset (RST) after RCPT")
+    expect(mine.locator(".event.broke .text")).to_contain_text("after RCPT")
+    text = student.locator("body").inner_text()
+    for answer in ("4.4.318-rst-after-rcpt", "Connection was closed", "closed abruptly"):
+        assert answer not in text
+    assert "rst-after" not in student.title() + student.url
+
+    trainer = open_as(browser, classroom.url, TRAINER, errors)
+    trainer.goto(f"{classroom.url}/#case-01")
+    expect(trainer.locator("#scenario-profile")).to_have_text("4.4.318-rst-after-rcpt")
+    expect(trainer.locator("#timeline li.session")).to_have_count(2)  # the whole class
+    trainer.click("#reveal-button")
+    expect(trainer.locator("#notice")).to_contain_text("revealed to the students")
+
+    # Live on the student's page: the scenario, its code and the relay's words.
+    expect(student.locator("#scenario-profile")).to_have_text("4.4.318-rst-after-rcpt")
+    expect(student.locator(".relay-sees").first).to_contain_text("while sending RCPT TO")
+    expect(student.locator("#scenario-hidden")).to_have_count(0)
+    student.screenshot(path=str(tmp_path / "student.png"), full_page=True)
+    assert not errors
+
+
+def test_page_says_what_the_relay_sees_where_no_session_comes(
+    browser: Browser, classroom: Running
+) -> None:
+    from playwright.sync_api import expect
+
+    errors: list[str] = []
+    trainer = open_as(browser, classroom.url, TRAINER, errors)
+    trainer.goto(f"{classroom.url}/#case-03")  # a refusing listener: no session, ever
+    expect(trainer.locator("#timeline-empty")).to_contain_text("Connection refused")
+    expect(trainer.locator("#timeline-empty")).not_to_contain_text("Point a relay")
+    trainer.click("#listener-buttons button[data-state='blackhole']")
+    expect(trainer.locator("#timeline-empty")).to_contain_text("Connection timed out")
+
+    # A greylisted session ends with the client's QUIT; its headline shows the 451.
+    trainer.click("#server-list .server[data-server='case-02']")
+    send_as(classroom.server("case-02"), "student01@students.lab.fakemx.test")
+    headline = trainer.locator("#timeline li.session .ended-by")
+    expect(headline).to_contain_text("451 4.7.1")
+    expect(headline).to_contain_text("client sent QUIT")
+    for name in ("case-01", "case-02", "case-03", "sink"):
+        trainer.click(f"#server-list .server[data-server='{name}']")
+        expect(trainer.locator("#scenario-profile")).to_be_visible()
+        assert "{host}" not in trainer.locator("body").inner_text(), name
+    assert not errors

@@ -12,7 +12,16 @@ const state = {
   sessions: [],         // SessionOut of the selected server, newest first
   messages: [],         // MessageSummary of the selected server, newest first
   openSessions: new Set(),  // ids whose transcript is expanded
+  role: "instructor",   // GET /api/role: a student's token sees hidden cases by name only
+  studentMode: false,   // a lab in student mode (fakemx lab --student)
+  sender: "",           // show only sessions whose sender contains this (a student's own)
 };
+
+const LAB_DOMAIN = "lab.fakemx.test";
+const student = () => state.role === "student";
+const hidden = (server) => server.students === "hidden" && student();
+const mine = (session) => !state.sender
+  || (session.sender || "").toLowerCase().includes(state.sender.toLowerCase());
 
 // region helpers -------------------------------------------------------------
 
@@ -91,7 +100,8 @@ function renderServerList() {
         "aria-current": server.name === state.selected ? "true" : null,
         onclick: () => select(server.name),
       },
-        h("span", { class: `badge ${codeClass(server.code)}` }, server.code || "custom"),
+        h("span", { class: `badge ${codeClass(server.code)}` },
+          server.code || (server.students === "hidden" ? "?" : "custom")),
         h("span", { class: "server-text" },
           h("span", { class: "server-name" }, server.profile),
           h("span", { class: "server-meta" },
@@ -105,10 +115,51 @@ function renderServerList() {
   list.replaceChildren(...items);
 }
 
+// Postfix's reasons name the server as {host} (its name[address] in the relay's log).
+function withHost(text, server) {
+  const host = server.host === "0.0.0.0" || server.host === "::" ? "fakemx" : server.host;
+  return String(text).replaceAll("{host}", `${host}[${host}]:${server.port}`);
+}
+
+function labCommand(server) {
+  const to = state.studentMode ? `bob@${server.name}.${LAB_DOMAIN}` : "bob@example.test";
+  return state.studentMode
+    ? `swaks --server 127.0.0.1 --from ${state.sender || "studentNN@students." + LAB_DOMAIN} --to ${to}`
+    : `swaks --server ${server.address} --to ${to}`;
+}
+
+// A student's view of a case not revealed yet: its name, where to send, what to look for.
+function renderHiddenScenario(server, card) {
+  card.replaceChildren(
+    h("div", { class: "scenario-head" },
+      h("span", { class: "badge big neutral" }, "?"),
+      h("div", {},
+        h("h1", { id: "scenario-title" }, server.name),
+        h("p", { class: "muted" }, "send to ", h("code", {}, `bob@${server.name}.${LAB_DOMAIN}`),
+          " through the lab relay"))),
+    h("p", { id: "scenario-hidden", class: "hidden-note" },
+      "The scenario is hidden until your trainer reveals it. Send the exercise sheet's message, "
+      + "then read the timeline below: where did the session break, and what did the server "
+      + "answer? Compare with the relay's queue (postqueue -p) and the non-delivery report."));
+}
+
+function revealButton(server) {
+  if (student() || !server.students) return null;
+  const revealed = server.students === "revealed";
+  return h("button", { type: "button", id: "reveal-button", class: "quiet",
+    onclick: () => control(
+      (info) => info.students === "revealed" ? `${info.name} is revealed to the students.`
+        : `${info.name} is hidden from the students again.`,
+      () => api(revealed ? "DELETE" : "POST", `/api/servers/${enc(server.name)}/reveal`)),
+  }, revealed ? "Hide from students again" : "Reveal to students");
+}
+
 function renderScenario() {
   const server = state.servers.get(state.selected);
   const card = document.getElementById("scenario");
   if (!server) { card.replaceChildren(h("p", { class: "muted" }, "No server.")); return; }
+  renderEmptyTimeline(server);
+  if (hidden(server)) { renderHiddenScenario(server, card); return; }
   const about = server.about;
   const codeInfo = about ? state.codes.get(about.code) : null;
   // What Postfix, Exim and smtplib report, and the settings the profile needs to fail.
@@ -125,7 +176,9 @@ function renderScenario() {
           " on ", h("code", {}, server.address),
           " · listener ", h("strong", {}, server.listener),
           " · TLS ", server.tls,
-          server.rules ? ` · ${server.rules} rule${server.rules === 1 ? "" : "s"}` : ""))),
+          server.rules ? ` · ${server.rules} rule${server.rules === 1 ? "" : "s"}` : "",
+          server.students ? ` · students: ${server.students}` : ""),
+        revealButton(server))),
     about ? h("dl", { class: "facts" },
       h("dt", {}, "The relay should report"),
       h("dd", { class: "relay-sees" }, about.relay_sees),
@@ -145,13 +198,32 @@ function renderScenario() {
       h("div", {}, h("h3", {}, "Fixes"),
         h("ul", {}, (about.fixes.length ? about.fixes : ["(none given)"]).map((f) => h("li", {}, f)))))
       : null);
-  document.getElementById("try-command").textContent =
-    `swaks --server ${server.address} --to bob@example.test`;
   for (const button of document.querySelectorAll("#listener-buttons button")) {
     button.setAttribute("aria-pressed", String(button.dataset.state === server.listener));
   }
   const select = document.getElementById("scenario-select");
   if (state.catalog.has(server.profile)) select.value = server.profile;
+}
+
+// What the timeline says while it is empty: a refusing or silent listener never has a
+// session, so say what the relay sees instead of waiting for one.
+function renderEmptyTimeline(server) {
+  const empty = document.getElementById("timeline-empty");
+  if (server.listener === "refuse") {
+    empty.replaceChildren("No session will appear: this server refuses every connection "
+      + "(an RST to the SYN), so the relay logs “Connection refused” and retries; nothing "
+      + "reaches the server's journal.");
+  } else if (server.listener === "blackhole") {
+    empty.replaceChildren("No session will appear: this server never answers the SYN, so "
+      + "the relay waits out its connect timeout and logs “Connection timed out”; nothing "
+      + "reaches the server's journal.");
+  } else if (state.sender) {
+    empty.replaceChildren(`No session from ${state.sender} yet. Send the message, then watch `
+      + "here (or clear the filter).");
+  } else {
+    empty.replaceChildren("No sessions yet. Point a relay at this server, or try ",
+      h("code", { id: "try-command" }, labCommand(server)), ".");
+  }
 }
 
 function renderCatalogSelect() {
@@ -192,6 +264,14 @@ function renderTranscript(session) {
     i === broke ? h("span", { class: "broke-mark" }, "broke here") : null)));
 }
 
+// The headline: how it ended, after the error reply that decided it if there was one
+// (a greylisted session ends with the client's QUIT, but the 451 is what matters).
+function headline(session) {
+  const reply = session.events.find((e) => e.kind === "server" && /^[45]\d\d/.test(e.text));
+  if (!reply || BROKEN_BY_FAKEMX.includes(session.outcome)) return session.ended_by;
+  return `${reply.text.slice(0, 90)} · then ${session.ended_by}`;
+}
+
 function renderSession(session) {
   const profile = state.catalog.get(session.profile);
   const running = state.servers.get(session.server);
@@ -216,7 +296,9 @@ function renderSession(session) {
         h("span", { class: "session-id" }, `#${session.id}`),
         h("span", { class: "session-time" }, clock(session.started)),
         h("span", { class: "session-client" }, `${session.client_ip} · attempt ${session.attempt}`),
-        h("span", { class: "ended-by" }, session.ended_by),
+        h("span", { class: "ended-by" }, headline(session)),
+        session.sender && state.studentMode
+          ? h("span", { class: "session-sender" }, session.sender) : null,
         session.profile !== running?.profile
           ? h("span", { class: "tag neutral", title: "the profile this session ran" },
             session.profile) : null),
@@ -224,7 +306,8 @@ function renderSession(session) {
       failed && about ? h("div", { class: "diagnosis" },
         h("p", {}, h("strong", {}, "The relay should report: "),
           h("span", { class: "relay-sees" }, about.relay_sees)),
-        about.postfix ? h("p", { class: "mono small" }, "Postfix: ", about.postfix) : null,
+        about.postfix ? h("p", { class: "mono small" }, "Postfix: ",
+          running ? withHost(about.postfix, running) : about.postfix) : null,
         h("details", { class: "why" },
           h("summary", {}, `Causes and fixes (${about.code})`),
           h("div", { class: "causes-fixes" },
@@ -241,6 +324,7 @@ function renderTimeline() {
   list.replaceChildren(...state.sessions.map(renderSession));
   document.getElementById("timeline-empty").hidden = state.sessions.length > 0;
   const server = state.servers.get(state.selected);
+  if (server) renderEmptyTimeline(server);
   document.getElementById("session-count").textContent = server ? `(${server.sessions})` : "";
 }
 
@@ -289,7 +373,8 @@ async function loadMessageBody(id, details) {
 async function loadSelected() {
   const name = state.selected;
   const [sessions, messages] = await Promise.all([
-    api("GET", `/api/sessions?server=${enc(name)}&limit=${PAGE_SIZE}`),
+    api("GET", `/api/sessions?server=${enc(name)}&limit=${PAGE_SIZE}`
+      + (state.sender ? `&sender=${enc(state.sender)}` : "")),
     api("GET", `/api/messages?server=${enc(name)}&limit=${PAGE_SIZE}`),
   ]);
   if (name !== state.selected) return;  // the user moved on meanwhile
@@ -322,7 +407,7 @@ function onSessionEvent(kind, session) {
   if (server && kind === "started") server.sessions += 1;
   if (server && kind === "ended") server.messages += session.message_ids.length;
   renderServerList();
-  if (session.server !== state.selected) return;
+  if (session.server !== state.selected || !mine(session)) return;
   state.sessions = merged(state.sessions, [session]);
   renderTimeline();
   if (kind === "ended" && session.message_ids.length) {
@@ -402,13 +487,33 @@ function wireControls() {
       () => api("POST", `/api/servers/${enc(name)}/reset`));
   });
   document.getElementById("server-filter").addEventListener("input", renderServerList);
+  const senderFilter = document.getElementById("sender-filter");
+  senderFilter.addEventListener("change", () => {
+    state.sender = senderFilter.value.trim();
+    localStorage.setItem("fakemx-sender", state.sender);
+    if (state.selected) select(state.selected);
+  });
+}
+
+function applyRole(role) {
+  state.role = role.role;
+  state.studentMode = role.student_mode;
+  // A student only looks: the controls change the lab for the whole class.
+  document.querySelector(".controls").hidden = student();
+  const senderFilter = document.getElementById("sender-filter");
+  senderFilter.hidden = !state.studentMode;
+  state.sender = state.studentMode ? localStorage.getItem("fakemx-sender") || "" : "";
+  senderFilter.value = state.sender;
+  document.body.dataset.role = state.studentMode ? state.role : "";
 }
 
 async function main() {
   wireControls();
-  const [servers, catalog, codes] = await Promise.all([
+  const [servers, catalog, codes, role] = await Promise.all([
     api("GET", "/api/servers"), api("GET", "/api/catalog"), api("GET", "/api/codes"),
+    api("GET", "/api/role"),
   ]);
+  applyRole(role);
   for (const server of servers) state.servers.set(server.name, server);
   for (const entry of catalog) state.catalog.set(entry.name, entry);
   for (const code of codes) state.codes.set(code.code, code);
