@@ -174,11 +174,30 @@ class Exercise:
             if rule.when.after_bytes is not None)
 
     @property
+    def by_chance(self) -> bool:
+        """Its rules fire at random (a probability): any one attempt may go either way."""
+        return any(rule.when.probability is not None for rule in self.case.profile.rules)
+
+    @property
+    def later(self) -> str:
+        """When a retry gets through, if one does: "" if none is said to."""
+        if self.by_chance:
+            return "at a later attempt: each attempt may go either way"
+        if self.verdict.sent_on_attempt is not None:
+            return f"at attempt {self.verdict.sent_on_attempt}"
+        return "at a later attempt" if self.verdict.eventually_sent else ""
+
+    @property
     def ndr(self) -> str:
+        """The non-delivery report the sender gets, as Exchange Online words it."""
         about = self.case.profile.about
-        if self.verdict.status == "sent" and self.verdict.sent_on_attempt is None:
+        ndr = about.ndr if about and about.ndr else ""
+        if self.verdict.status == "sent" or not ndr:
             return "none: the message is delivered"
-        return about.ndr if about and about.ndr else "none: the message is delivered"
+        if self.later:
+            return (f"none once a retry gets through ({self.later}); only if none does"
+                    f" before the relay gives up: {ndr}")
+        return ndr
 
     @property
     def question(self) -> str:
@@ -197,11 +216,7 @@ class Exercise:
         reason = self.verdict.reason.replace(CATALOG_DOMAIN, self.case.domain)
         reason = reason.replace("{host}", "fakemx[ADDRESS]").replace(CATALOG_CLIENT,
                                                                      "RELAY-ADDRESS")
-        later = ""
-        if self.verdict.sent_on_attempt is not None:
-            later = f"; sent at attempt {self.verdict.sent_on_attempt}"
-        elif self.verdict.eventually_sent:
-            later = "; sent at a later attempt"
+        later = f"; sent {self.later}" if self.later else ""
         return f"status={self.verdict.status} dsn={self.verdict.dsn} ({reason}){later}"
 
 

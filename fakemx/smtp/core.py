@@ -70,7 +70,7 @@ class SessionCore(AiosmtpdSession):
         self._last_sender = ""
         self._last_recipient = ""
         self._verb = ""  # the command being answered (EHLO or HELO, ...)
-        self._attempt_key: str | None = None  # client and sender, once counted per sender
+        self._attempt_key: str | None = None  # "client sender" once counted per sender
         self._tally = Tally()  # this session's messages and this message's recipients
 
     # region connection lifetime ------------------------------------------------
@@ -252,16 +252,12 @@ class SessionCore(AiosmtpdSession):
                  recipient: str | None = None, body_bytes: int = 0) -> Context:
         record = self.record
         assert record is not None
-        envelope = self.envelope
-        sender = sender if sender is not None else getattr(envelope, "mail_from", None)
-        if self.state.attempts_per_sender and sender is not None and self._attempt_key is None:
-            record.attempt, self._attempt_key = self.state.arrive_as(record.client_ip, sender)
-            record.add("fakemx", f"attempt {record.attempt} of this sender")
+        sender = sender if sender is not None else getattr(self.envelope, "mail_from", None)
         rules = self.profile.rules_at(stage)
         keys = tuple(key for rule in rules for key in count_keys(rule.when))
         counts: dict[CountKey, int] = {}
         if keys:  # only the numbers this stage's rules read
-            counts = self.state.facts(keys, record.client_ip, sender)
+            counts = self.state.facts(keys, self._counted_as, sender)
             mine = tuple(key for key in keys if key[1] not in SERVER_SCOPES)
             counts |= self._tally.facts(mine, {Scope.SESSION: "", Scope.MESSAGE: ""},
                                         self.state.clock())
@@ -269,8 +265,7 @@ class SessionCore(AiosmtpdSession):
             stage=stage,
             client_ip=record.client_ip,
             attempt=record.attempt,
-            seconds_since_first_attempt=self.state.seconds_since_first(
-                self._attempt_key or record.client_ip),
+            seconds_since_first_attempt=self.state.seconds_since_first(self._counted_as),
             concurrent=self.state.open_sessions,
             helo=record.helo,
             sender=sender,
@@ -278,13 +273,18 @@ class SessionCore(AiosmtpdSession):
             body_bytes=body_bytes,
             draw=self.state.rng.random,
             counts=counts,
-            uses=self.state.rule_uses(rules, record.client_ip),
+            uses=self.state.rule_uses(rules, self._counted_as),
         )
 
     def _decide(self, stage: Stage, *, first: Iterable[Rule] = (), **facts: Any) -> Rule | None:
         """The rule that fires at ``stage``, if any. A MAIL counts a message and a RCPT a
         recipient first (fakemx.counters), so the rules see counts with this one in them."""
         self._reach(stage)
+        if stage is Stage.MAIL and self.state.attempts_per_sender and self._attempt_key is None:
+            assert self.record is not None  # from MAIL FROM on, an attempt of this sender
+            self.record.attempt, self._attempt_key = self.state.arrive_as(
+                self.record.client_ip, facts.get("sender") or "")
+            self._note(f"attempt {self.record.attempt} from this client and sender")
         if stage is Stage.MAIL or stage is Stage.RCPT:
             self._count(Event.MESSAGES if stage is Stage.MAIL else Event.RECIPIENTS,
                         facts.get("sender"))
@@ -295,10 +295,15 @@ class SessionCore(AiosmtpdSession):
         choice = choose(first, ctx)  # in-band rules first: they are never counted
         if choice.rule is None:
             choice = choose(rules, ctx)
-        self.state.used(choice.matched, choice.rule, ctx.client_ip)
+        self.state.used(choice.matched, choice.rule, self._counted_as)
         if choice.rule is not None:
             self._note(f"rule {choice.rule.label} fires {stage.label}")
         return choice.rule
+
+    @property
+    def _counted_as(self) -> str:
+        """Whose attempts and counts: the client's, or (per sender) its and the sender's."""
+        return self._attempt_key or (self.record.client_ip if self.record else "")
 
     def _count(self, event: Event, sender: str | None) -> None:
         record = self.record
@@ -308,7 +313,7 @@ class SessionCore(AiosmtpdSession):
         counting = self.state.counting(self.profile)
         if not counting.wanted:
             return  # no rule counts anything: the common case costs nothing
-        self.state.count(event, record.client_ip, sender, counting)
+        self.state.count(event, self._counted_as, sender, counting)
         if event is Event.MESSAGES:
             self._tally.forget(Scope.MESSAGE)  # a new transaction: its recipients from 0
         mine = [(Scope.SESSION, "")] + ([(Scope.MESSAGE, "")] if event is Event.RECIPIENTS
