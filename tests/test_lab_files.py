@@ -32,6 +32,13 @@ def fakemx_command() -> list[str]:
     return [str(part) for part in command[1:]]
 
 
+def compose_environment() -> dict[str, str]:
+    """The fakemx service's environment, with tokens of a test's own for the .env ones."""
+    environment = compose()["services"]["fakemx"]["environment"]  # type: ignore[index]
+    return {name: f"{name.lower()}-of-this-test" if value.startswith("${") else str(value)
+            for name, value in environment.items()}
+
+
 def compose_config(tmp_path: Path, token: str | None) -> subprocess.CompletedProcess[str]:
     """``docker-compose config -q``, with an empty .env so a developer's own cannot count."""
     if shutil.which("docker-compose") is None:
@@ -94,6 +101,13 @@ def test_the_relay_gets_the_ca_certificate_but_not_its_key() -> None:
         assert f'"$share/{name}"' in entrypoint
 
 
+def test_the_health_check_asks_the_api_not_the_sink() -> None:
+    """deploy/healthcheck.py reads FAKEMX_API: set, it asks GET /api/version; else it would
+    open a connection to the sink every 2 s, a session on the students' positive control."""
+    assert compose_environment()["FAKEMX_API"] == "0.0.0.0:8025"
+    assert "--api" not in fakemx_command()
+
+
 def test_every_fakemx_command_exists_in_the_cli() -> None:
     args = _parser().parse_args(fakemx_command())
     assert args.command == "lab"
@@ -114,9 +128,7 @@ def test_the_compose_command_writes_the_relays_transport_map(tmp_path: Path) -> 
     transport = share / "postfix-transport"
     command[command.index("--postfix-transport") + 1] = str(transport)
     command[command.index("--export-ca") + 1] = str(share / "ca.pem")
-    command[command.index("--api") + 1] = "127.0.0.1:0"
-    env = {**os.environ, "FAKEMX_API_TOKEN": "trainer-token",
-           "FAKEMX_STUDENT_TOKEN": "students-token"}
+    env = {**os.environ, **compose_environment(), "FAKEMX_API": "127.0.0.1:0"}
     process = subprocess.Popen(["python3", "-m", "fakemx", *command], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, env=env)
     with process:

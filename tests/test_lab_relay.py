@@ -85,11 +85,16 @@ def _ok(*args: str) -> None:
     assert done.returncode == 0, (args, done.stderr)
 
 
-def compose_command() -> list[str]:
-    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    command = [str(part) for part in services["fakemx"]["command"]]
+def compose_fakemx() -> tuple[list[str], dict[str, str]]:
+    """The fakemx service's command and environment (the two tokens: this test's own)."""
+    service = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["fakemx"]
+    command = [str(part) for part in service["command"]]
     assert command[:2] == ["fakemx", "lab"]
-    return command[1:]
+    tokens = {"FAKEMX_API_TOKEN": INSTRUCTOR_TOKEN, "FAKEMX_STUDENT_TOKEN": STUDENT_TOKEN}
+    environment = {name: tokens.get(name, str(value))
+                   for name, value in service["environment"].items()}
+    assert set(tokens) <= set(environment)
+    return command[1:], environment
 
 
 @dataclass
@@ -170,13 +175,12 @@ def lab() -> Iterator[Lab]:
         shutil.chown(root / "lib", "postfix", "postfix")
         enter = root / "enter.sh"
         enter.write_text(ENTER.format(root=root))
-        command = compose_command()
+        command, environment = compose_fakemx()
         for option, path in (("--state-dir", state),
                              ("--postfix-transport", share / "postfix-transport"),
                              ("--export-ca", share / "ca.pem")):
             command[command.index(option) + 1] = str(path)
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "FAKEMX_API_TOKEN": INSTRUCTOR_TOKEN,
-               "FAKEMX_STUDENT_TOKEN": STUDENT_TOKEN}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **environment}
         fakemx_log = outputs.enter_context((root / "fakemx.out").open("wb"))
         fakemx = subprocess.Popen([IP, "netns", "exec", fakemx_ns, sys.executable, "-m",
                                    "fakemx", *command], cwd=ROOT, env=env,
