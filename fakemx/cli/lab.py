@@ -9,7 +9,6 @@ exercise sheet and the answer key.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import socket
 from pathlib import Path
@@ -18,7 +17,14 @@ from fakemx import classroom
 from fakemx.api.server import MAX_PORT
 from fakemx.classroom import Case
 from fakemx.cli.offline import _export_ca, _usable_state_dir
-from fakemx.cli.serving import _api, _api_settings, _for_option, _stop_on_signals, _store
+from fakemx.cli.serving import (
+    _api,
+    _api_settings,
+    _for_option,
+    _stop_on_signals,
+    _store,
+    run_logging,
+)
 from fakemx.config import origin
 from fakemx.errors import FakeMXError, ListenError
 from fakemx.profiles import catalog
@@ -97,11 +103,7 @@ def _lab(args: argparse.Namespace) -> int:
                 await server.stop()
             store.close()
 
-    try:
-        asyncio.run(run())
-    finally:
-        log.close()  # the last sessions' lines
-    return 0
+    return run_logging(run(), log)
 
 
 def _check_ports(args: argparse.Namespace, dest: str, count: int) -> None:

@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from fakemx.api.server import (
     ApiAddress,
@@ -73,10 +73,15 @@ def _serve(args: argparse.Namespace) -> int:
         finally:
             store.close()
 
+    return run_logging(run(), log)
+
+
+def run_logging(main: Coroutine[Any, Any, None], log: SessionLog) -> int:
+    """Run ``main`` (serve, lab) to its end, then write the last sessions' lines."""
     try:
-        asyncio.run(run())
+        asyncio.run(main)
     finally:
-        log.close()  # the last sessions' lines
+        log.close()
     return 0
 
 
