@@ -8,6 +8,7 @@ them, and filters the timeline by the student's own sender.
 
 from __future__ import annotations
 
+import html
 import smtplib
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,9 @@ import httpx
 import pytest
 from api_harness import Running, running_api
 
-from fakemx import FakeMX
+from fakemx import FakeMX, classroom
 from fakemx.api.views import StudentMode
+from fakemx.profiles import catalog
 
 TRAINER, STUDENTS = "trainer-token", "students-token"
 GREYLIST = "4.4.7-greylist-attempts"  # 451 to attempts 1 and 2, then accepted
@@ -117,3 +119,35 @@ def test_a_student_filters_the_timeline_by_their_own_sender(lab: Running) -> Non
 def test_a_wrong_token_is_neither_role(lab: Running) -> None:
     response = httpx.get(f"{lab.url}/api/servers", headers={"authorization": "Bearer nope"})
     assert response.status_code == 401
+
+
+def test_the_sheet_gives_each_case_its_address_and_ndr_but_not_its_answer(
+    tmp_path: Path,
+) -> None:
+    lab = classroom.cases(catalog(), student=True, state_dir=tmp_path)
+    assert [case.name for case in lab[:2]] == ["sink", "case-01"]
+    # Drawn once per state dir: a restart keeps the names the sheet was printed with.
+    again = classroom.cases(catalog(), student=True, state_dir=tmp_path)
+    assert [(c.name, c.profile.name) for c in again] == [(c.name, c.profile.name) for c in lab]
+    written = classroom.write_sheets(tmp_path / "sheets", lab)
+    sheet_md, sheet_html, key = (path.read_text() for path in written)
+    exercises = classroom.exercises(lab)
+    assert len(exercises) > 50
+    for item in exercises:
+        if item.case.name == classroom.SINK:
+            continue
+        for sheet in (sheet_md, sheet_html):
+            assert item.recipients[0] in sheet
+            assert html.escape(item.ndr) in sheet or item.ndr in sheet
+        assert f"`{item.case.profile.name}`" in key
+    for case in lab[1:]:  # no profile name, and no scenario word, on the students' sheets
+        assert case.profile.name not in sheet_md + sheet_html
+        assert case.profile.about is not None
+        assert case.profile.about.title not in sheet_md + sheet_html
+    [rst] = [item for item in exercises if item.case.profile.name == "4.4.318-rst-after-rcpt"]
+    assert rst.ndr == "450 4.4.318 Connection was closed abruptly"
+    assert f"## {rst.case.name}" in sheet_md
+    [greylist] = [item for item in exercises if item.case.profile.name == GREYLIST]
+    assert greylist.ndr.startswith("none once a retry gets through (at attempt 3)")
+    assert sheet_html.startswith("<!doctype html>")
+    assert "@media print" in sheet_html

@@ -35,8 +35,10 @@ printf 'nameserver 127.0.0.1\noptions timeout:2 attempts:1\n' > /etc/resolv.conf
 
 # Debian's init script copies resolv.conf, hosts, nsswitch.conf and the NSS
 # libraries into the chroot (/var/spool/postfix) before `postfix start`;
-# `postfix start-fg` skips that script, and a chrooted smtp without them
-# cannot resolve `fakemx` (every message deferred). So run it here.
+# `postfix start-fg` skips that script. Without it the chrooted smtp has no
+# resolv.conf and glibc asks 127.0.0.1: compose's resolver (127.0.0.11) was
+# never asked and `fakemx` did not resolve (every message deferred); with the
+# dnsmasq above it would work only by that accident. So run it here.
 /usr/lib/postfix/configure-instance.sh -
 touch /var/log/postfix.log
 tail -F /var/log/postfix.log &
