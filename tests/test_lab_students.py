@@ -151,3 +151,26 @@ def test_the_sheet_gives_each_case_its_address_and_ndr_but_not_its_answer(
     assert greylist.ndr.startswith("none once a retry gets through (at attempt 3)")
     assert sheet_html.startswith("<!doctype html>")
     assert "@media print" in sheet_html
+
+
+def end_of_data_code(mx: FakeMX, sender: str) -> int:
+    with smtplib.SMTP(mx.host, mx.port, timeout=5) as client:
+        client.ehlo("relay.lab.fakemx.test")
+        client.mail(sender)
+        client.rcpt("bob@case-09.lab.fakemx.test")
+        code, _ = client.data(b"Subject: throttled\r\n\r\nhi\r\n")
+        return code
+
+
+def test_per_client_counts_are_each_senders_own(tmp_path: Path) -> None:
+    """4.7.500 throttles a client's first 2 messages (a count per client): in the lab
+    each student's, however many classmates sent before them through the same relay."""
+    with FakeMX("4.7.500-server-busy", state_dir=tmp_path / "class",
+                attempts_per_sender=True) as mx:
+        alice = [end_of_data_code(mx, "student01@students.lab.fakemx.test") for _ in range(3)]
+        bob = end_of_data_code(mx, "student02@students.lab.fakemx.test")
+    with FakeMX("4.7.500-server-busy", state_dir=tmp_path / "one") as mx:
+        together = [end_of_data_code(mx, f"student0{n}@students.lab.fakemx.test")
+                    for n in (1, 1, 2)]
+    assert (alice, bob) == ([451, 451, 250], 451)
+    assert together == [451, 451, 250]  # the control: per client, the classmate's count
