@@ -33,7 +33,8 @@ from fakemx.errors import FakeMXError
 __all__ = ["LAB_DOMAIN", "main"]
 
 
-def _serving(name: str, module: str = "fakemx.cli.serving") -> Callable[[argparse.Namespace], int]:
+def _serving(name: str,
+             module: str = "fakemx.cli.serving") -> Callable[[argparse.Namespace], int]:
     """A command of fakemx.cli.serving (or lab), imported when it runs: the server's
     modules (aiosmtpd, cryptography, the API) cost most of a second to import, which
     `fakemx list` and `explain` must not pay."""
