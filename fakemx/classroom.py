@@ -166,12 +166,8 @@ class Exercise:
 
     @property
     def needs_a_big_body(self) -> bool:
-        """A message over the profile's size limit, or past the bytes where it breaks the
-        body: swaks's own message (~300 bytes) is neither."""
-        profile = self.case.profile
-        return profile.max_message_size < BIG_BODY_BYTES or any(
-            (rule.when.after_bytes or 0) < BIG_BODY_BYTES for rule in profile.rules
-            if rule.when.after_bytes is not None)
+        """A message over the profile's size limit: swaks's own (~300 bytes) is not."""
+        return self.case.profile.max_message_size < BIG_BODY_BYTES
 
     @property
     def by_chance(self) -> bool:
