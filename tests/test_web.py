@@ -230,3 +230,24 @@ def test_page_says_what_the_relay_sees_where_no_session_comes(
         expect(trainer.locator("#scenario-profile")).to_be_visible()
         assert "{host}" not in trainer.locator("body").inner_text(), name
     assert not errors
+
+
+def test_the_exercise_sheet_prints(browser: Browser, tmp_path: Path) -> None:
+    """The printable sheet: one section per exercise, and chromium prints it to a PDF."""
+    from playwright.sync_api import expect
+
+    from fakemx import classroom
+    from fakemx.profiles import catalog
+
+    lab = classroom.cases(catalog(), student=True, state_dir=tmp_path)
+    sheet = classroom.write_sheets(tmp_path / "sheets", lab)[1]
+    page = browser.new_context().new_page()
+    page.goto(sheet.as_uri())
+    cases = page.locator("section.case")
+    expect(cases).to_have_count(len(classroom.exercises(lab)) - 1)  # the control is above
+    expect(cases.first.locator(".ndr")).not_to_be_empty()
+    assert page.title() == "fakemx lab: exercise sheet"
+    printed = tmp_path / "sheet.pdf"
+    page.pdf(path=str(printed), format="A4")
+    assert printed.read_bytes().startswith(b"%PDF")
+    assert printed.stat().st_size > 20_000
