@@ -70,7 +70,7 @@ class SessionCore(AiosmtpdSession):
         self._last_sender = ""
         self._last_recipient = ""
         self._verb = ""  # the command being answered (EHLO or HELO, ...)
-        self._attempt_key: str | None = None  # "client sender" once counted per sender
+        self._counted_as = ""  # whose attempts and counts: the client, or "client sender"
         self._tally = Tally()  # this session's messages and this message's recipients
 
     # region connection lifetime ------------------------------------------------
@@ -119,6 +119,7 @@ class SessionCore(AiosmtpdSession):
         peer = transport.get_extra_info("peername") or ("?", 0)
         client_ip, client_port = str(peer[0]), int(peer[1])
         attempt, _ = self.state.arrive(client_ip)
+        self._counted_as = client_ip
         record = self.record = Session(
             id=self.state.store.new_session_id(),
             server=self.state.name,
@@ -280,9 +281,9 @@ class SessionCore(AiosmtpdSession):
         """The rule that fires at ``stage``, if any. A MAIL counts a message and a RCPT a
         recipient first (fakemx.counters), so the rules see counts with this one in them."""
         self._reach(stage)
-        if stage is Stage.MAIL and self.state.attempts_per_sender and self._attempt_key is None:
-            assert self.record is not None  # from MAIL FROM on, an attempt of this sender
-            self.record.attempt, self._attempt_key = self.state.arrive_as(
+        if stage is Stage.MAIL and self.state.attempts_per_sender and self.record is not None \
+                and self._counted_as == self.record.client_ip:  # from MAIL FROM on: per sender
+            self.record.attempt, self._counted_as = self.state.arrive_as(
                 self.record.client_ip, facts.get("sender") or "")
             self._note(f"attempt {self.record.attempt} from this client and sender")
         if stage is Stage.MAIL or stage is Stage.RCPT:
@@ -299,11 +300,6 @@ class SessionCore(AiosmtpdSession):
         if choice.rule is not None:
             self._note(f"rule {choice.rule.label} fires {stage.label}")
         return choice.rule
-
-    @property
-    def _counted_as(self) -> str:
-        """Whose attempts and counts: the client's, or (per sender) its and the sender's."""
-        return self._attempt_key or (self.record.client_ip if self.record else "")
 
     def _count(self, event: Event, sender: str | None) -> None:
         record = self.record
