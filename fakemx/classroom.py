@@ -102,9 +102,25 @@ def _drawn_names(path: Path, profiles: list[str]) -> dict[str, str]:
     return names
 
 
-def lab_zone(profile: Profile, domain: str) -> Profile:
-    """``profile`` with its DNS zone answering for ``domain`` instead of example.test."""
-    if profile.dns is None:
+def resolved_by_relay(case: Case) -> bool:
+    """A DNS case the lab relay looks up itself (through fakemx's DNS for it).
+
+    Not the DNSSEC/DANE and MTA-STS cases: the relay validates no DNSSEC and
+    fetches no policy, so it reaches those through the transport map, as any
+    other case, and they keep the catalog's zone.
+    """
+    profile = case.profile
+    verdict = profile.about.postfix if profile.about else None
+    return (profile.dns is not None and profile.dns.dnssec is None
+            and profile.mta_sts is None
+            and (verdict is None or verdict.tls in RELAY_SERVICES))
+
+
+def lab_zone(case: Case) -> Profile:
+    """The case's profile; a DNS case the relay resolves answers for its own domain
+    instead of example.test."""
+    profile, domain = case.profile, case.domain
+    if profile.dns is None or not resolved_by_relay(case):
         return profile
     renamed = profile.dns.model_dump_json().replace(CATALOG_DOMAIN, domain)
     return profile.model_copy(update={"dns": Dns.model_validate_json(renamed)})
@@ -113,12 +129,13 @@ def lab_zone(profile: Profile, domain: str) -> Profile:
 def service(case: Case) -> str:
     """The lab relay's service for the case: TLS as its scenario needs, or a bad EHLO;
     a DNS case has its own (the relay's entrypoint adds it, from dns-zones)."""
-    if case.profile.dns is not None:
+    if resolved_by_relay(case):
         return case.name
     verdict = case.profile.about.postfix if case.profile.about else None
     if verdict is None:
         return RELAY_SERVICES["may"]
-    return BAD_HELO_SERVICE if verdict.bad_helo else RELAY_SERVICES[verdict.tls]
+    # DANE: the lab relay has no validating resolver; it reaches the case as any other
+    return BAD_HELO_SERVICE if verdict.bad_helo else RELAY_SERVICES.get(verdict.tls, "smtp")
 
 
 def transport_line(case: Case, host: str, port: int) -> str:
@@ -131,7 +148,7 @@ def transport_line(case: Case, host: str, port: int) -> str:
     problem (deferred, 4.3.5), where a recipient domain that does not would
     bounce (smtp_connect.c); the catalog's verdicts are the smart host's.
     """
-    if case.profile.dns is not None:
+    if resolved_by_relay(case):
         return f"{case.domain} {service(case)}:{smart_host(case, port)}"
     return f"{case.domain} {service(case)}:[{host}]:{port}"
 
@@ -220,12 +237,16 @@ def exercise(case: Case) -> Exercise | None:
     """The case as one message from the relay, or None when a student cannot show it so.
 
     Left to the instructor: scenarios that need earlier traffic (rates), held
-    connections, a loopback client (the lab relay is not one), or that have no
-    Postfix verdict (a stale cache needs a caching resolver).
+    connections, a loopback client (the lab relay is not one), DANE or MTA-STS (the
+    lab relay applies neither), or that have no Postfix verdict (a stale cache needs
+    a caching resolver).
     """
     about = case.profile.about
     verdict = about.postfix if about else None
     if verdict is None or verdict.warm_up_messages or verdict.hold_connections:
+        return None
+    if verdict.tls not in RELAY_SERVICES or case.profile.mta_sts is not None or (
+            case.profile.dns is not None and not resolved_by_relay(case)):
         return None
     if any(rule.when.client_ip for rule in case.profile.rules):
         return None

@@ -271,10 +271,23 @@ def test_the_lab_writes_the_sheet_the_relay_and_students_use(lab: Lab) -> None:
             assert item.case.profile.name not in written  # the answer is not on the sheet
     assert "4.4.318" in (sheets / classroom.ANSWER_KEY).read_text()
     zones = [line.split() for line in (lab.share / "dns-zones").read_text().splitlines()[1:]]
-    dns_cases = [item for item in sheet(lab) if item.case.profile.dns is not None]
-    assert len(zones) == len([p for p in catalog() if p.dns is not None]) > len(dns_cases) > 0
-    # Fixed ports from compose's --dns-base-port, which compose publishes.
-    assert [int(zone[1]) for zone in zones] == list(range(2700, 2700 + len(zones)))
+    cases = classroom.cases(catalog(), student=True, state_dir=lab.state)
+    resolved = [case for case in cases if classroom.resolved_by_relay(case)]
+    dns_exercises = [item for item in sheet(lab) if item.case.profile.dns is not None]
+    assert [zone[0] for zone in zones] == [case.domain for case in resolved]
+    assert len(resolved) > len(dns_exercises) > 5  # the stale cache is the trainer's
+    # Fixed ports from compose's --dns-base-port, all of them published by compose.
+    command, _ = compose_fakemx()
+    base = int(command[command.index("--dns-base-port") + 1])
+    assert [int(zone[1]) for zone in zones] == list(range(base, base + len(zones)))
+    published = yaml.safe_load((ROOT / "docker-compose.yml").read_text())[
+        "services"]["fakemx"]["ports"]
+    for protocol in ("udp", "tcp"):
+        assert f"127.0.0.1:{base}-{base + 19}:{base}-{base + 19}/{protocol}" in published
+    assert len(zones) <= 20
+    [smtp] = [spec for spec in published if spec.startswith("127.0.0.1:2600-")]
+    last = int(smtp.split(":")[1].split("-")[1])
+    assert last - 2600 + 1 >= len(cases)  # a published port for every case
 
 
 def test_every_exercise_ends_as_its_sheet_says(lab: Lab) -> None:

@@ -45,7 +45,7 @@ def _lab(args: argparse.Namespace) -> int:
     _usable_state_dir(args.state_dir, origin(args, "state_dir"))
     lab = classroom.cases(catalog(), student=args.student, state_dir=args.state_dir)
     _check_ports(args, "base_port", len(lab))
-    dns_count = sum(case.profile.dns is not None for case in lab)
+    dns_count = sum(classroom.resolved_by_relay(case) for case in lab)
     _check_ports(args, "dns_base_port", dns_count)
     dns_host = args.dns_host or loopback_like(args.host)
     log = SessionLog(args.log_format)
@@ -60,11 +60,12 @@ def _lab(args: argparse.Namespace) -> int:
         try:
             for index, case in enumerate(lab):
                 port = args.base_port + index if args.base_port else 0
-                dns_port = 0
-                if case.profile.dns is not None and args.dns_base_port:
-                    dns_port = args.dns_base_port + dns_index
-                dns_index += case.profile.dns is not None
-                server = FakeMX(classroom.lab_zone(case.profile, case.domain), host=args.host,
+                # Fixed ports for the zones the relay resolves (published); any for the rest.
+                relay_resolves = classroom.resolved_by_relay(case)
+                dns_port = args.dns_base_port + dns_index if relay_resolves and \
+                    args.dns_base_port else 0
+                dns_index += relay_resolves
+                server = FakeMX(classroom.lab_zone(case), host=args.host,
                                 port=port, state_dir=args.state_dir, seed=args.seed,
                                 hostname=args.hostname, store=store,
                                 time_scale=args.time_scale, name=case.name,
@@ -169,7 +170,8 @@ def _write_relay_files(path: Path, servers: list[tuple[Case, FakeMX]], host: str
              " relay's service and smart host for it"]
     zones += [f"{case.domain} {server.dns.port} {classroom.service(case)}"
               f" {classroom.smart_host(case, server.port)}"
-              for case, server in servers if server.dns is not None]
+              for case, server in servers
+              if server.dns is not None and classroom.resolved_by_relay(case)]
     for target, text in ((path.with_name(DNS_ZONES), zones), (path, lines)):
         tmp = target.with_name(target.name + ".tmp")
         try:
