@@ -6,7 +6,7 @@ any socket, what the relay needs for that (a transport-map line naming the
 relay service the scenario is about; a DNS zone renamed to the case's domain)
 and what a student is told: the exercise sheet (address, the non-delivery
 report as Exchange Online words it, the question) and the instructor's answer
-key. In student mode (``--student``) the cases are named ``case-01`` ... in an
+key. In student mode (``--student``) the cases are named ``case-001`` ... in an
 order drawn once per state dir, so neither an address, a port nor a page title
 gives the scenario away.
 
@@ -66,7 +66,7 @@ class Case:
 def cases(profiles: Sequence[Profile], *, student: bool, state_dir: Path) -> list[Case]:
     """The lab's cases, the healthy sink first (on the base port), then the rest.
 
-    In student mode the others are ``case-01`` ... in an order drawn once and
+    In student mode the others are ``case-001`` ... in an order drawn once and
     kept in STATE_DIR/classroom.json, so a restart keeps the sheet valid; the
     ports follow the case order, so they say nothing either.
     """

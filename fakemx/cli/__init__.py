@@ -172,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="serve every catalog profile, each on its own port")
     config.add_options(lab, config.LAB)
     lab.add_argument("--student", action="store_true",
-                     help="student mode: cases named case-01 ..., the scenario hidden on the"
+                     help="student mode: cases named case-001 ..., the scenario hidden on the"
                           " page, an exercise sheet and an answer key written (--sheets)")
     lab.add_argument("--port", type=_lab_has_no_port, help=argparse.SUPPRESS)
     lab.set_defaults(run=_lab)
