@@ -321,7 +321,8 @@ def sheet_html(found: Sequence[Exercise]) -> str:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         "<title>fakemx lab: exercise sheet</title><style>"
         "body{font:11pt/1.4 sans-serif;max-width:48em;margin:2em auto}"
-        "code{font:10pt monospace;word-break:break-all}dt{font-weight:bold}"
+        "code,pre{font:10pt monospace;word-break:break-all;white-space:pre-wrap}"
+        "dt{font-weight:bold}"
         ".case{border-top:1px solid #999;padding:.3em 0;break-inside:avoid}"
         "@media print{body{margin:0}}</style></head><body>"
         f"<h1>fakemx lab: exercise sheet</h1><p>{intro}</p>"
