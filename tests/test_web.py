@@ -169,11 +169,12 @@ def test_student_view_hides_the_answer_and_the_trainer_reveals_it(
 
     errors: list[str] = []
     student = open_as(browser, classroom.url, STUDENTS, errors)
-    student.goto(f"{classroom.url}/#case-01")
     expect(student.locator("#live")).to_have_text("live")
+    student.click("#server-list .server[data-server='case-01']")
     expect(student.locator("#scenario-title")).to_have_text("case-01")
     expect(student.locator("#scenario-hidden")).to_be_visible()
     expect(student.locator(".controls")).to_be_hidden()
+    expect(student.locator("#diagnose")).to_be_hidden()  # a POST; its verdict names it
     student.fill("#sender-filter", "student07@")
     student.press("#sender-filter", "Enter")
 
@@ -192,7 +193,7 @@ def test_student_view_hides_the_answer_and_the_trainer_reveals_it(
     assert "rst-after" not in student.title() + student.url
 
     trainer = open_as(browser, classroom.url, TRAINER, errors)
-    trainer.goto(f"{classroom.url}/#case-01")
+    trainer.click("#server-list .server[data-server='case-01']")
     expect(trainer.locator("#scenario-profile")).to_have_text("4.4.318-rst-after-rcpt")
     expect(trainer.locator("#timeline li.session")).to_have_count(2)  # the whole class
     trainer.click("#reveal-button")
@@ -213,7 +214,7 @@ def test_page_says_what_the_relay_sees_where_no_session_comes(
 
     errors: list[str] = []
     trainer = open_as(browser, classroom.url, TRAINER, errors)
-    trainer.goto(f"{classroom.url}/#case-03")  # a refusing listener: no session, ever
+    trainer.click("#server-list .server[data-server='case-03']")  # refuses: no session, ever
     expect(trainer.locator("#timeline-empty")).to_contain_text("Connection refused")
     expect(trainer.locator("#timeline-empty")).not_to_contain_text("Point a relay")
     trainer.click("#listener-buttons button[data-state='blackhole']")

@@ -500,6 +500,9 @@ function applyRole(role) {
   state.studentMode = role.student_mode;
   // A student only looks: the controls change the lab for the whole class.
   document.querySelector(".controls").hidden = student();
+  // Diagnosing is a POST, and its verdict names the scenario: the trainer's.
+  const diagnose = document.getElementById("diagnose");
+  if (diagnose) diagnose.hidden = student();
   const senderFilter = document.getElementById("sender-filter");
   senderFilter.hidden = !state.studentMode;
   state.sender = state.studentMode ? localStorage.getItem("fakemx-sender") || "" : "";
@@ -521,6 +524,11 @@ async function main() {
   const wanted = decodeURIComponent(location.hash.slice(1));
   listen();
   select(state.servers.has(wanted) ? wanted : servers[0].name);
+  // A link to another server of this page (#case-007) selects it without a reload.
+  window.addEventListener("hashchange", () => {
+    const name = decodeURIComponent(location.hash.slice(1));
+    if (state.servers.has(name) && name !== state.selected) select(name);
+  });
 }
 
 main().catch((error) => notice(`Could not load: ${error.message}`, "error"));
