@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,9 +131,12 @@ def test_the_compose_command_writes_the_relays_transport_map(tmp_path: Path) -> 
     command[command.index("--postfix-transport") + 1] = str(transport)
     command[command.index("--export-ca") + 1] = str(share / "ca.pem")
     env = {**os.environ, **compose_environment(), "FAKEMX_API": "127.0.0.1:0"}
-    process = subprocess.Popen(["python3", "-m", "fakemx", *command], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=env)
-    with process:
+    process = subprocess.Popen([sys.executable, "-m", "fakemx", *command],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    # A failed assert must not leave the lab running (Popen's exit only waits for it).
+    stop = contextlib.ExitStack()
+    stop.callback(lambda: process.poll() is None and process.kill())
+    with process, stop:
         assert process.stdout is not None
         for line in iter(process.stdout.readline, b""):
             if line.startswith(b"fakemx: lab ready"):
