@@ -35,6 +35,7 @@ class Context:
     sender: str | None = None
     recipient: str | None = None
     body_bytes: int = 0
+    authenticated: bool = False  # a successful AUTH in this session
     draw: Callable[[], float] = field(default=lambda: 0.0, compare=False)
     # (event, scope, window or None) -> the count, this event included (fakemx.counters)
     counts: Mapping[CountKey, int] = field(default_factory=dict)
@@ -93,6 +94,8 @@ def fires(when: When, ctx: Context) -> bool:
     if when.client_ip is not None and not _ip_in(ctx.client_ip, when.client_ip):
         return False
     if when.client_ip_not is not None and _ip_in(ctx.client_ip, when.client_ip_not):
+        return False
+    if when.authenticated is not None and ctx.authenticated is not when.authenticated:
         return False
     if when.helo is not None and not _glob_any(ctx.helo, when.helo):
         return False

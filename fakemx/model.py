@@ -156,6 +156,8 @@ class When(_Strict):
     recipient: list[str] | None = None
     concurrent_above: Annotated[int, Field(ge=0)] | None = None
     after_bytes: Annotated[int, Field(ge=0)] | None = None
+    # Has the client logged in with AUTH in this session? (see Auth)
+    authenticated: bool | None = None
     sessions: Count | None = Field(default=None, description=HELP[Event.SESSIONS])
     messages: Count | None = Field(default=None, description=HELP[Event.MESSAGES])
     recipients: Count | None = Field(default=None, description=HELP[Event.RECIPIENTS])
@@ -333,6 +335,36 @@ class Limits(_Strict):
     recipients_per_message: Annotated[int, Field(ge=1)] | None = 1_000
 
 
+AuthMechanism = Literal["PLAIN", "LOGIN", "CRAM-MD5"]
+
+
+class Auth(_Strict):
+    """SMTP AUTH (RFC 4954): the mechanisms offered, who may log in, and when it is a must.
+
+    ``users`` maps a login to its password. ``required``: MAIL, RCPT and DATA
+    before a successful AUTH get ``530 5.7.0 Authentication required``.
+    ``require_tls`` (the default): AUTH only over TLS, as RFC 4954 14 advises for
+    plaintext mechanisms; before STARTTLS it is not advertised and the command
+    gets ``538 5.7.11``. ``advertise_before_tls`` lists it before TLS anyway (a
+    server that shows AUTH everywhere, or whose TLS is off), still refusing it
+    there with 538. Without ``[auth]`` fakemx offers no AUTH and answers the
+    command ``503 5.5.1``, as a Postfix without SASL does.
+    """
+
+    mechanisms: Annotated[list[AuthMechanism], Field(min_length=1)] = ["PLAIN", "LOGIN"]
+    users: dict[str, str] = {}
+    required: bool = False
+    require_tls: bool = True
+    advertise_before_tls: bool = False
+
+    @field_validator("mechanisms")
+    @classmethod
+    def _each_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("names a mechanism twice: list each once")
+        return value
+
+
 # Every duration in an action: (action key, field), scaled by time_scale.
 _DURATIONS = (("stall", "seconds"), ("segmented", "pause_seconds"), ("other_server", "seconds"))
 
@@ -349,6 +381,7 @@ class Profile(_Strict):
         DEFAULT_MAX_MESSAGE_SIZE
     idle_timeout_seconds: Annotated[float, Field(gt=0)] = DEFAULT_IDLE_TIMEOUT_SECONDS
     limits: Limits = Limits()
+    auth: Auth | None = None  # SMTP AUTH offered (RFC 4954); None: not offered
     rules: list[Rule] = []
     dns: Dns | None = None  # a fake DNS zone in front of this server (fakemx.dns.model)
     mta_sts: MtaSts | None = None  # an MTA-STS policy host beside it (fakemx.mtasts)

@@ -16,6 +16,7 @@ class Stage(StrEnum):
     GREETING = "greeting"
     EHLO = "ehlo"
     STARTTLS = "starttls"
+    AUTH = "auth"  # the client's credentials are in (RFC 4954 4), the AUTH reply not yet sent
     MAIL = "mail"
     RCPT = "rcpt"
     DATA = "data"
@@ -34,6 +35,7 @@ _LABELS = {
     Stage.GREETING: "at the greeting",
     Stage.EHLO: "after EHLO",
     Stage.STARTTLS: "after STARTTLS",
+    Stage.AUTH: "after AUTH",
     Stage.MAIL: "after MAIL",
     Stage.RCPT: "after RCPT",
     Stage.DATA: "on DATA",

@@ -41,6 +41,7 @@ _COMMAND_STAGES = {
     "HELO": Stage.EHLO,
     "LHLO": Stage.EHLO,
     "STARTTLS": Stage.STARTTLS,
+    "AUTH": Stage.AUTH,
     "MAIL": Stage.MAIL,
     "RCPT": Stage.RCPT,
     "DATA": Stage.DATA,

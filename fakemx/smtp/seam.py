@@ -25,11 +25,11 @@ import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 # Overridden or called: aiosmtpd.smtp.SMTP methods that are not public API.
 PRIVATE_METHODS = ("_handle_client", "_timeout_cb", "_reset_timeout", "_create_envelope",
-                   "_set_post_data_state")
+                   "_set_post_data_state", "_create_session")
 # Read or written: attributes aiosmtpd's SMTP sets on itself.
 PRIVATE_ATTRIBUTES = ("_smtp_methods", "_original_transport", "_timeout_handle", "_reader",
                       "_writer", "_tls_protocol")
@@ -69,6 +69,25 @@ class Commands:
         for attribute in dir(self._smtp):
             if attribute.startswith("smtp_"):
                 yield attribute[5:], getattr(self._smtp, attribute)
+
+
+class QuietSession(Session):
+    """aiosmtpd's Session, minus a warning per login.
+
+    aiosmtpd's own ``smtp_AUTH`` sets the deprecated ``login_data`` after every
+    successful AUTH, and that property logs "Session.login_data is deprecated"
+    each time: a log line any client with a password could cause.
+    """
+
+    legacy_login_data: Any = None
+
+    @property
+    def login_data(self) -> Any:
+        return self.legacy_login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self.legacy_login_data = value
 
 
 _COMMAND_NAMES: dict[type, tuple[str, ...]] = {}
@@ -206,6 +225,9 @@ class AiosmtpdSession(SMTP):
 
     def _create_envelope(self) -> Envelope:
         return self.new_envelope()
+
+    def _create_session(self) -> Session:
+        return QuietSession(self.loop)
 
     # endregion
     # region aiosmtpd's insides, as plain members -------------------------------------

@@ -5,7 +5,7 @@ handler hook; where it offers no hook (greeting, DATA, the body, the final dot,
 STARTTLS, QUIT) fakemx overrides the documented ``smtp_<COMMAND>`` method, or
 for the greeting a private seam (all of them in fakemx/smtp/seam.py). The class
 is assembled from one module per concern: core (life, journal, rules, the
-executor), data (DATA and the body), starttls; this one has the rest.
+executor), data (DATA and the body), starttls, auth (AUTH); this one has the rest.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from aiosmtpd.smtp import MISSING, TLSSetupException, syntax
 
 from fakemx.journal import Outcome
 from fakemx.smtp import inband, limits
+from fakemx.smtp.auth import Authentication
 from fakemx.smtp.data import DataCommands
 from fakemx.smtp.edges import EdgeReplies
 from fakemx.smtp.starttls import StartTls
@@ -26,7 +27,7 @@ from fakemx.stages import Stage
 _SIZE_OPTION = re.compile(r"^SIZE=(\d+)$", re.IGNORECASE)
 
 
-class FakeSMTP(StartTls, DataCommands, EdgeReplies):
+class FakeSMTP(StartTls, Authentication, DataCommands, EdgeReplies):
     """One connection: the greeting, EHLO/HELO, MAIL, RCPT and QUIT (the rest: see bases)."""
 
     async def greet(self) -> None:
@@ -64,9 +65,13 @@ class FakeSMTP(StartTls, DataCommands, EdgeReplies):
         await normal(hostname)
 
     def ehlo_lines(self, responses: list[str]) -> list[str]:
-        """aiosmtpd's EHLO lines with SIZE added and stripped extensions removed."""
-        keywords = [line[4:] for line in responses]
+        """aiosmtpd's EHLO lines with SIZE added, AUTH as the profile offers it now, and
+        stripped extensions removed."""
+        keywords = [line[4:] for line in responses if not line[4:].startswith("AUTH ")]
         keywords.insert(1, f"SIZE {self.profile.max_message_size}")
+        auth = self.auth_keyword()
+        if auth is not None:
+            keywords.insert(-1, auth)  # before aiosmtpd's last line, HELP
         kept = [kw for i, kw in enumerate(keywords) if i == 0 or not self._stripped(kw)]
         if self._strip:
             self._note(f"EHLO reply stripped of {', '.join(sorted(self._strip))}")
