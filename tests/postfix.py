@@ -6,8 +6,9 @@ profile: a transport map served by the test itself (Postfix's tcp_table
 protocol, on loopback) routes ``<local>@p<PORT>.test`` to ``[127.0.0.1]:PORT``
 with opportunistic TLS, ``v<PORT>.test`` with TLS verified against fakemx's CA,
 ``e<PORT>.test`` with TLS required but not verified, ``w<PORT>.test`` over
-implicit TLS (SMTPS, verified), and ``h<PORT>.test`` with the EHLO name
-``localhost.localdomain``. (A regexp map cannot do it:
+implicit TLS (SMTPS, verified), ``h<PORT>.test`` with the EHLO name
+``localhost.localdomain``, and ``a<PORT>.test`` logging in with SMTP AUTH (Cyrus
+SASL) as ``credentials[PORT]`` says, looked up in the same table. (A regexp map cannot do it:
 trivial-rewrite refuses $1 substitution in transport maps.) Timeouts and retry
 delays are a few seconds so every verdict arrives quickly; the sender is the
 null sender unless a profile asks otherwise, so bounces are discarded.
@@ -74,11 +75,17 @@ ROUTED_SETTINGS = {
     **{f"smtp_{stage}_timeout": "3s" for stage in (
         "connect", "helo", "mail", "rcpt", "data_init", "data_xfer", "starttls", "quit")},
     "smtp_data_done_timeout": "6s",
+    # Only the sasl service (a<PORT>.test) logs in; the table has its credentials.
+    "smtp_sasl_password_maps": "tcp:127.0.0.1:{table_port}",
+    "smtp_sasl_security_options": "noanonymous",  # PLAIN and LOGIN too (Cyrus SASL)
+    "smtp_sasl_tls_security_options": "noanonymous",
 }
 
 # recipient domain prefix -> master.cf service
-SERVICES = {"p": "smtp", "v": "tlsverify", "e": "tlsencrypt", "h": "badhelo", "w": "smtps"}
-_ROUTE = re.compile(r"@([pvehw])([0-9]+)\.test$")
+SERVICES = {"p": "smtp", "v": "tlsverify", "e": "tlsencrypt", "h": "badhelo", "w": "smtps",
+            "a": "sasl"}
+_ROUTE = re.compile(r"@([pvehwa])([0-9]+)\.test$")
+_SASL_KEY = re.compile(r"^\[127\.0\.0\.1\]:([0-9]+)$")  # smtp_sasl_password_maps: the next hop
 
 # Postfix's own master.cf, minus smtpd and the pipes, nothing chrooted.
 MASTER_CF = """\
@@ -105,6 +112,8 @@ badhelo   unix  -       -       n       -       -       smtp
 smtps     unix  -       -       n       -       -       smtp
   -o smtp_tls_wrappermode=yes
   -o smtp_tls_security_level=verify
+sasl      unix  -       -       n       -       -       smtp
+  -o smtp_sasl_auth_enable=yes
 showq     unix  n       -       n       -       -       showq
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
@@ -141,20 +150,33 @@ def route(key: str) -> str | None:
 
 
 class _TransportTable(socketserver.ThreadingTCPServer):
-    """Answers Postfix's tcp_table(5) lookups: ``get KEY`` -> ``200 VALUE`` or ``500``."""
+    """Answers Postfix's tcp_table(5) lookups: ``get KEY`` -> ``200 VALUE`` or ``500``.
+
+    A transport lookup's key is a recipient; a password lookup's is the next hop,
+    ``[127.0.0.1]:PORT``, answered with ``credentials[PORT]`` (``login:password``).
+    """
 
     daemon_threads = True
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _TransportLookup)
+        self.credentials: dict[int, str] = {}
+
+    def lookup(self, key: str) -> str | None:
+        sasl = _SASL_KEY.match(key)
+        if sasl is not None:
+            return self.credentials.get(int(sasl[1]))
+        return route(key)
 
 
 class _TransportLookup(socketserver.StreamRequestHandler):
+    server: _TransportTable
+
     def handle(self) -> None:
         for line in self.rfile:
             request = line.decode().strip()
             key = urllib.parse.unquote(request.removeprefix("get "))
-            value = route(key) if request.startswith("get ") else None
+            value = self.server.lookup(key) if request.startswith("get ") else None
             if value is None:
                 self.wfile.write(b"500 not-found\n")
             else:
@@ -220,6 +242,11 @@ class PrivatePostfix(LoggedRelay[Verdict]):
             time.sleep(0.05)  # poll: the master exits once its children have
         if pid and alive(pid):
             os.kill(pid, signal.SIGKILL)  # only the master we started, by its pid
+
+    def log_in(self, port: int, credentials: str) -> None:
+        """``a<PORT>.test`` logs in to ``port`` as ``login:password`` (SMTP AUTH)."""
+        assert self._table is not None, "only a routed instance logs in"
+        self._table.credentials[port] = credentials
 
     def send(self, recipient: str | Sequence[str], body: str = "fakemx probe",
              sender: str = "") -> str:

@@ -171,11 +171,8 @@ class Authentication(SessionCore):
 
     async def _verdict(self, mechanism: str, result: AuthResult) -> AuthResult:
         """The ``auth`` stage: the credentials are in; a rule may answer instead."""
-        if result.auth_data is None:
-            # No credentials came (the client cancelled, bad base64): aiosmtpd has
-            # answered already. It would add a 535 after a cancel: two replies to one
-            # command, and the client out of step.
-            return AuthResult(success=False, handled=True)
+        if result.auth_data is None:  # no credentials came (a cancel, bad base64): answered
+            return result
         login = str(result.auth_data)
         verdict = "login and password right" if result.success else "wrong login or password"
         self._note(f"AUTH {mechanism} as {login}: {verdict}")
@@ -184,7 +181,7 @@ class Authentication(SessionCore):
             return result
         if reply.startswith("2"):
             return AuthResult(success=True, message=reply, auth_data=login)
-        return AuthResult(success=False, message=reply)
+        return AuthResult(success=False, handled=False, message=reply)
 
     def _client_said(self, text: str) -> None:
         if self.record is not None:
