@@ -120,6 +120,19 @@ SCENARIOS: dict[str, dict[str, list[str]]] = {
         "a new sending IP throttled (451 4.7.500, Exchange Online)": ["4.7.500-server-busy"],
         "a sending IP rate limited (421 4.7.28, Gmail)": ["4.7.28-ip-rate-limited"],
     },
+    # SMTP AUTH (#15): a relay that logs in to a smarthost or submission server.
+    "AUTH": {
+        "the right login accepted (positive control)": ["auth-required-ok"],
+        "wrong credentials (535 5.7.8)": ["5.7.8-auth-wrong-credentials"],
+        "temporary failure (454 4.7.0)": ["4.7.0-auth-temporary-failure"],
+        "mechanism too weak (534 5.7.9)": ["5.7.9-auth-mechanism-too-weak"],
+        "authentication required (530 5.7.0)": ["5.7.0-auth-required"],
+        "encryption required (538 5.7.11)": ["5.7.11-auth-encryption-required"],
+        "Exchange Online: 535 5.7.3, 535 5.7.139, 530 5.7.57": [
+            "5.7.3-auth-unsuccessful-exchange", "5.7.139-auth-disabled-for-tenant",
+            "5.7.57-client-not-authenticated"
+        ],
+    },
 }
 
 
