@@ -9,7 +9,8 @@ What is found:
   (``refuse``, ``blackhole``); an earlier rule at the same stage always fires
   first; an earlier stage always ends the session or refuses what the stage
   needs (a greeting that is not 2xx, a refused EHLO, MAIL, RCPT or DATA); a
-  ``starttls`` rule when STARTTLS is not offered;
+  ``starttls`` rule when STARTTLS is not offered; an ``auth`` rule, or one
+  for logged-in clients only, in a profile without ``[auth]``;
 - a reply the stage cannot give: a 2xx or 3xx to DATA (the client would send
   the message, and after a rule's reply fakemx does not read it), a 3xx
   anywhere else (RFC 5321 4.2: only DATA's 354 is intermediate), a greeting or
@@ -108,6 +109,9 @@ def _never_fires(profile: Profile, index: int, rule: Rule) -> tuple[str, str] | 
     if profile.listener is not ListenerState.OPEN:
         return (f"never fires: with listener = \"{profile.listener}\" no connection reaches"
                 " any stage", "remove the rule, or set listener = \"open\"")
+    if profile.auth is None and (rule.stage is Stage.AUTH or rule.when.authenticated is True):
+        return ("never fires: the profile has no [auth], so no client logs in",
+                "add an [auth] table with the users, or remove the rule")
     if rule.stage is Stage.STARTTLS and profile.tls.mode is not TlsMode.STARTTLS:
         return (f"never fires: with tls.mode = \"{profile.tls.mode}\" STARTTLS is not"
                 " offered", "remove the rule, or set tls = { mode = \"starttls\" }")
@@ -140,7 +144,7 @@ def _before(first: Stage, then: Stage) -> bool:
         return first in (Stage.CONNECT, Stage.GREETING)
     if first not in PATH:
         return False
-    if then is Stage.STARTTLS:
+    if then is Stage.STARTTLS or then is Stage.AUTH:  # optional, after EHLO
         return PATH.index(first) <= PATH.index(Stage.EHLO)
     return then in PATH and PATH.index(first) < PATH.index(then)
 

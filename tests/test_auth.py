@@ -23,6 +23,7 @@ from wire import TIMEOUT, command, connect, read_reply, wait_closed
 
 from fakemx import FakeMX, ProfileError, Stage, load_profile, profile_from_data
 from fakemx.decide import Context, fires
+from fakemx.lint import lint
 from fakemx.model import When
 from fakemx.profiles import load_file
 
@@ -300,6 +301,24 @@ def test_bad_auth_tables_give_one_line(tmp_path: Path, text: str, message: str) 
         load_file(path)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    ({"rules": [{"stage": "auth", "reply": {"code": 454}}]},
+     "rules[0]: never fires: the profile has no [auth], so no client logs in"),
+    ({"rules": [{"stage": "mail", "when": {"authenticated": True}, "drop": "fin"}]},
+     "rules[0]: never fires: the profile has no [auth]"),
+    ({**HEALTHY, "rules": [{"stage": "ehlo", "drop": "rst"},
+                           {"stage": "auth", "reply": {"code": 454}}]},
+     "rules[1]: never fires: rules[0] always ends the session at stage ehlo, before auth"),
+])
+def test_lint_finds_auth_rules_that_cannot_fire(data: dict[str, object], expected: str) -> None:
+    lines = [f.line("p.toml") for f in lint(profile_from_data(data, "p.toml"))]
+    assert any(expected in line for line in lines), lines
+    # for logged-out clients, and with [auth], the same rules are fine
+    assert lint(profile_from_data({**HEALTHY, "rules": [
+        {"stage": "mail", "when": {"authenticated": False}, "drop": "fin"},
+        {"stage": "auth", "reply": {"code": 454}}]}, "ok")) == []
 
 
 def test_when_authenticated_is_a_plain_condition() -> None:
