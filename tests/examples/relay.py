@@ -5,7 +5,8 @@ to one MX with smtplib, retry temporary failures (4xx replies, timeouts,
 dropped connections, a refusing greeting) with back-off, and give up at once on
 a permanent one (5xx). TLS as Postfix does it: "may" uses STARTTLS when
 offered (falling back to plain text if the handshake fails), "encrypt"
-requires it, "verify" also checks the certificate against ``ca_file``.
+requires it, "verify" also checks the certificate against ``ca_file``. With
+``credentials`` it logs in (SMTP AUTH) where the server offers it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Relay:
     tls: str = "may"  # "may", "encrypt" or "verify"
     ca_file: Path | None = None
     implicit_tls: bool = False  # SMTPS (RFC 8314): TLS from the first byte, e.g. port 465
+    credentials: tuple[str, str] | None = None  # login, password: SMTP AUTH where offered
     timeout: float = 300.0  # RFC 5321 4.5.3.2 suggests minutes
     max_attempts: int = 3
     first_retry: float = 120.0  # seconds, doubling each time
@@ -86,6 +88,11 @@ class Relay:
                 smtp.ehlo()
             elif tls in ("encrypt", "verify"):
                 raise smtplib.SMTPNotSupportedError("TLS is required but STARTTLS is not offered")
+            if self.credentials is not None and smtp.has_extn("auth"):
+                # A refused login raises SMTPAuthenticationError, retried like a 4xx: as
+                # Postfix does by default (smtp_sasl_auth_soft_bounce), since a wrong
+                # password is fixed on the relay, and the mail should still go then.
+                smtp.login(*self.credentials)
             try:
                 smtp.sendmail(sender, [recipient], message)
             except smtplib.SMTPRecipientsRefused as exc:

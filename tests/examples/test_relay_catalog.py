@@ -84,6 +84,12 @@ def tls_policy(profile: Profile) -> str:
     return "encrypt" if code == "4.4.317" else "may"
 
 
+def login_and_password(sasl: str) -> tuple[str, str]:
+    """``[about.postfix] sasl`` (``login:password``) as the relay's credentials."""
+    login, _, password = sasl.partition(":")
+    return login, password
+
+
 class FakeClock:
     """Time for fakemx's greylist windows that the relay's back-off moves on: no waiting."""
 
@@ -114,6 +120,7 @@ def test_relay_outcome(profile: Profile, fakemx_factory: FakeMXFactory) -> None:
         tls=tls_policy(profile),
         ca_file=mx.ca_path,
         implicit_tls=profile.tls.mode is TlsMode.IMPLICIT,
+        credentials=login_and_password(verdict.sasl) if verdict and verdict.sasl else None,
         timeout=RELAY_TIMEOUT,
         first_retry=120 * TIME_SCALE,
         sleep=clock.sleep,
