@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import shutil
 import smtplib
 import ssl
@@ -31,6 +32,7 @@ PASSWORD = "s3cret-Pw"
 HEALTHY = {"auth": {"mechanisms": ["PLAIN", "LOGIN", "CRAM-MD5"], "users": {"alice": PASSWORD},
                     "required": True}}
 MESSAGE = "Subject: auth\r\n\r\nhello\r\n"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "auth.md"
 needs_swaks = pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
 
 
@@ -252,6 +254,7 @@ def test_login_challenges_and_a_cancel_get_one_reply_each() -> None:
         assert command(tls, base64.b64encode(b"alice").decode()) == b"334 UGFzc3dvcmQ6\r\n"
         assert command(tls, "*") == b"501 5.7.0 Auth aborted\r\n"  # RFC 4954 4
         assert command(tls, "NOOP") == b"250 OK\r\n"  # nothing else was queued
+        assert command(tls, "AUTH NTLM").startswith(b"504 5.5.4")
         assert command(tls, "AUTH CRAM-MD5 eA==") == (
             b"501 5.5.2 CRAM-MD5 takes no initial response\r\n")
         assert command(tls, "AUTH PLAIN") == b"334 \r\n"
@@ -319,6 +322,28 @@ def test_lint_finds_auth_rules_that_cannot_fire(data: dict[str, object], expecte
     assert lint(profile_from_data({**HEALTHY, "rules": [
         {"stage": "mail", "when": {"authenticated": False}, "drop": "fin"},
         {"stage": "auth", "reply": {"code": 454}}]}, "ok")) == []
+
+
+def docs_example(name: str) -> str:
+    """The TOML block in docs/auth.md that starts with ``# example: NAME``."""
+    blocks = dict(re.findall(r"```toml\n# example: (\S+)\n(.*?)```", DOCS.read_text(),
+                             re.DOTALL))
+    return blocks[name]
+
+
+def test_the_docs_examples_do_what_the_docs_say(tmp_path: Path) -> None:
+    for name in ("submission", "tenant-disabled"):
+        (tmp_path / f"{name}.toml").write_text(docs_example(name))
+    with FakeMX(load_file(tmp_path / "submission.toml")) as mx:
+        with smtplib.SMTP(mx.host, mx.port, timeout=TIMEOUT) as client:
+            client.ehlo()
+            assert "auth" not in client.esmtp_features  # require_tls
+        assert log_in(mx, "CRAM-MD5", "alice", "secret")[0] == 235
+    with FakeMX(load_file(tmp_path / "tenant-disabled.toml")) as mx, tls_client(mx) as client:
+        assert client.esmtp_features["auth"] == " LOGIN"
+        with pytest.raises(smtplib.SMTPAuthenticationError) as error:
+            client.login("alice@example.test", "secret")
+    assert error.value.smtp_error.startswith(b"5.7.139 Authentication unsuccessful")
 
 
 def test_when_authenticated_is_a_plain_condition() -> None:
