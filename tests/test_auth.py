@@ -217,6 +217,23 @@ def test_a_drop_at_the_auth_stage_resets_after_the_credentials() -> None:
     assert mx.sessions[0].outcome == "dropped_rst"
 
 
+def test_a_2xx_rule_at_auth_logs_any_password_in_and_close_hangs_up_after_its_reply() -> None:
+    lenient = {**HEALTHY, "rules": [{"stage": "auth", "reply": {
+        "code": 235, "text": "2.7.0 Welcome, whoever you are"}}]}
+    with FakeMX(profile_from_data(lenient, "t")) as mx, tls_client(mx) as client:
+        assert client.login("mallory", "guess") == (235, b"2.7.0 Welcome, whoever you are")
+        assert client.sendmail("a@example.net", ["b@example.test"], MESSAGE) == {}
+    closing = {**HEALTHY, "rules": [{"stage": "auth", "stall": {"seconds": 0.05, "then": {
+        "reply": {"code": 421, "text": "4.7.0 Too many login failures", "close": True}}}}]}
+    with FakeMX(profile_from_data(closing, "t")) as mx:
+        with raw_tls_session(mx) as tls:
+            tls.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0wrong") + b"\r\n")
+            closed = wait_closed(tls)
+        mx.wait_for(ended=1)  # the TLS close completes once the client closes too
+    assert closed.data == b"421 4.7.0 Too many login failures\r\n"
+    assert mx.sessions[0].broke_at is Stage.AUTH
+
+
 # endregion
 # region the exchange itself -------------------------------------------------------
 
