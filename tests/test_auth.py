@@ -355,6 +355,8 @@ def test_the_docs_examples_do_what_the_docs_say(tmp_path: Path) -> None:
         assert client.esmtp_features["auth"] == " LOGIN"
         with pytest.raises(smtplib.SMTPAuthenticationError) as error:
             client.login("alice@example.test", "secret")
+        # AUTH is optional there (no required = true): mail goes without a login
+        assert client.sendmail("a@example.net", ["b@example.test"], MESSAGE) == {}
     assert error.value.smtp_error.startswith(b"5.7.139 Authentication unsuccessful")
 
 
