@@ -261,12 +261,17 @@ def test_cram_md5_by_hand_and_the_answers_journaled_masked() -> None:
 
 
 def test_login_challenges_and_a_cancel_get_one_reply_each() -> None:
-    with FakeMX(profile_from_data(HEALTHY, "t")) as mx, raw_tls_session(mx) as tls:
+    optional = {"auth": {"users": {"alice": PASSWORD}, "mechanisms": ["LOGIN", "PLAIN", "CRAM-MD5"]}}
+    with FakeMX(profile_from_data(optional, "t")) as mx, raw_tls_session(mx) as tls:
         assert command(tls, "AUTH LOGIN") == b"334 VXNlcm5hbWU6\r\n"  # "Username:"
         assert command(tls, base64.b64encode(b"alice").decode()) == b"334 UGFzc3dvcmQ6\r\n"
         assert command(tls, "*") == b"501 5.7.0 Auth aborted\r\n"  # RFC 4954 4
         assert command(tls, "NOOP") == b"250 OK\r\n"  # nothing else was queued
         assert command(tls, "AUTH NTLM").startswith(b"504 5.5.4")
+        assert command(tls, "MAIL FROM:<a@example.net>").startswith(b"250")  # AUTH optional
+        assert command(tls, "AUTH PLAIN x") == (
+            b"503 5.5.1 Error: MAIL transaction in progress\r\n")
+        assert command(tls, "RSET") == b"250 OK\r\n"
         assert command(tls, "AUTH CRAM-MD5 eA==") == (
             b"501 5.5.2 CRAM-MD5 takes no initial response\r\n")
         assert command(tls, "AUTH PLAIN") == b"334 \r\n"

@@ -39,6 +39,8 @@ NOT_ENABLED = "503 5.5.1 Error: authentication not enabled"
 # RFC 4954 6, the reply texts the RFC gives.
 ENCRYPTION_REQUIRED = "538 5.7.11 Encryption required for requested authentication mechanism"
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
+# RFC 4954 4: AUTH inside a mail transaction (Postfix's words).
+IN_TRANSACTION = "503 5.5.1 Error: MAIL transaction in progress"
 # RFC 4954 4: an answer longer than the server accepts.
 LINE_TOO_LONG = "500 5.5.6 Authentication Exchange line is too long"
 
@@ -109,6 +111,9 @@ class Authentication(SessionCore):
             return
         if auth.require_tls and not self.encrypted:
             await self.push(ENCRYPTION_REQUIRED)
+            return
+        if self.envelope is not None and self.envelope.mail_from is not None:
+            await self.push(IN_TRANSACTION)  # RFC 4954 4: MUST be rejected with a 503
             return
         await super().smtp_AUTH(arg)
 
