@@ -343,8 +343,8 @@ def test_lint_finds_auth_rules_that_cannot_fire(data: dict[str, object], expecte
 
 def docs_example(name: str) -> str:
     """The TOML block in docs/auth.md that starts with ``# example: NAME``."""
-    blocks = dict(re.findall(r"```toml\n# example: (\S+)\n(.*?)```", DOCS.read_text(),
-                             re.DOTALL))
+    blocks: dict[str, str] = dict(re.findall(
+        r"```toml\n# example: (\S+)\n(.*?)```", DOCS.read_text(), re.DOTALL))
     return blocks[name]
 
 
