@@ -36,6 +36,8 @@ class Context:
     recipient: str | None = None
     body_bytes: int = 0
     authenticated: bool = False  # a successful AUTH in this session
+    mechanism: str | None = None  # stage auth: the client's mechanism and login
+    login: str | None = None
     draw: Callable[[], float] = field(default=lambda: 0.0, compare=False)
     # (event, scope, window or None) -> the count, this event included (fakemx.counters)
     counts: Mapping[CountKey, int] = field(default_factory=dict)
@@ -96,6 +98,10 @@ def fires(when: When, ctx: Context) -> bool:
     if when.client_ip_not is not None and _ip_in(ctx.client_ip, when.client_ip_not):
         return False
     if when.authenticated is not None and ctx.authenticated is not when.authenticated:
+        return False
+    if when.mechanism is not None and ctx.mechanism not in when.mechanism:
+        return False
+    if when.login is not None and not _glob_any(ctx.login, when.login):
         return False
     if when.helo is not None and not _glob_any(ctx.helo, when.helo):
         return False

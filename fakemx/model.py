@@ -140,6 +140,9 @@ class Stall(_Strict):
     then: Then | None = None
 
 
+AuthMechanism = Literal["PLAIN", "LOGIN", "CRAM-MD5"]  # what fakemx can offer (smtp/auth.py)
+
+
 class When(_Strict):
     """Conditions for a rule; every one given must hold (an empty ``when`` always fires)."""
 
@@ -158,6 +161,9 @@ class When(_Strict):
     after_bytes: Annotated[int, Field(ge=0)] | None = None
     # Has the client logged in with AUTH in this session? (see Auth)
     authenticated: bool | None = None
+    # Stage auth only: the mechanism the client chose, and the login it gave (globs).
+    mechanism: list[AuthMechanism] | None = None
+    login: list[str] | None = None
     sessions: Count | None = Field(default=None, description=HELP[Event.SESSIONS])
     messages: Count | None = Field(default=None, description=HELP[Event.MESSAGES])
     recipients: Count | None = Field(default=None, description=HELP[Event.RECIPIENTS])
@@ -226,6 +232,9 @@ class Rule(_Strict):
             raise ValueError(f"{self.action_key} only applies at stage '{only_at}'")
         if self.when.after_bytes is not None and self.stage is not Stage.BODY:
             raise ValueError("when.after_bytes only applies at stage 'body'")
+        if (self.when.mechanism is not None or self.when.login is not None) and \
+                self.stage is not Stage.AUTH:
+            raise ValueError("when.mechanism and when.login only apply at stage 'auth'")
         return self
 
     @property
@@ -333,9 +342,6 @@ class Limits(_Strict):
     sessions_per_client: Annotated[int, Field(ge=1)] | None = 1_000
     commands_per_session: Annotated[int, Field(ge=1)] | None = 10_000
     recipients_per_message: Annotated[int, Field(ge=1)] | None = 1_000
-
-
-AuthMechanism = Literal["PLAIN", "LOGIN", "CRAM-MD5"]
 
 
 class Auth(_Strict):

@@ -315,6 +315,10 @@ def test_swaks_logs_in_and_meets_535(mechanism: str) -> None:
     ('[auth]\nusers = ["alice"]', "auth.users: Input should be a valid dictionary"),
     ('[[rules]]\nstage = "mail"\nwhen = { authenticated = "maybe" }\ndrop = "fin"',
      "rules[0].when.authenticated: Input should be a valid boolean"),
+    ('[[rules]]\nstage = "mail"\nwhen = { login = ["alice"] }\ndrop = "fin"',
+     "rules[0]: when.mechanism and when.login only apply at stage 'auth'"),
+    ('[[rules]]\nstage = "auth"\nwhen = { mechanism = ["NTLM"] }\ndrop = "fin"',
+     "rules[0].when.mechanism[0]: Input should be 'PLAIN', 'LOGIN' or 'CRAM-MD5'"),
 ])
 def test_bad_auth_tables_give_one_line(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
@@ -367,6 +371,23 @@ def test_the_docs_examples_do_what_the_docs_say(tmp_path: Path) -> None:
     assert error.value.smtp_error.startswith(b"5.7.139 Authentication unsuccessful")
 
 
+@needs_swaks
+def test_a_rule_for_weak_mechanisms_lets_cram_md5_through(tmp_path: Path) -> None:
+    (tmp_path / "weak.toml").write_text(docs_example("weak-plain"))
+    with FakeMX(load_file(tmp_path / "weak.toml")) as mx:
+        with tls_client(mx) as client:  # smtplib prefers CRAM-MD5: in
+            assert client.login("alice", "secret") == (235, b"2.7.0 Authentication successful")
+        with pytest.raises(smtplib.SMTPAuthenticationError) as weak:
+            log_in(mx, "LOGIN", "alice", "secret")
+        assert weak.value.smtp_code == 534
+        swaks = subprocess.run(
+            ["swaks", "--server", f"{mx.host}:{mx.port}", "--to", "bob@example.test", "--tls",
+             "--auth", "PLAIN", "--auth-user", "alice", "--auth-password", "secret",
+             "--timeout", "5"], capture_output=True, text=True, timeout=30)
+    assert swaks.returncode == 28, swaks.stdout
+    assert "534 5.7.9 Authentication mechanism is too weak" in swaks.stdout
+
+
 def test_when_authenticated_is_a_plain_condition() -> None:
     ctx = Context(stage=Stage.MAIL, client_ip="127.0.0.1")
     assert fires(When(authenticated=False), ctx)
@@ -374,5 +395,10 @@ def test_when_authenticated_is_a_plain_condition() -> None:
     assert fires(When(authenticated=True), Context(stage=Stage.MAIL, client_ip="127.0.0.1",
                                                    authenticated=True))
     assert fires(When(), ctx)
+    login = Context(stage=Stage.AUTH, client_ip="127.0.0.1", mechanism="PLAIN",
+                    login="Alice@Example.test")
+    assert fires(When(mechanism=["PLAIN", "LOGIN"], login=["alice@*"]), login)
+    assert not fires(When(mechanism=["CRAM-MD5"]), login)
+    assert not fires(When(login=["bob@*"]), login)
 
 # endregion

@@ -181,7 +181,8 @@ class Authentication(SessionCore):
         login = str(result.auth_data)
         verdict = "login and password right" if result.success else "wrong login or password"
         self._note(f"AUTH {mechanism} as {login}: {verdict}")
-        reply = await self._act(Stage.AUTH, self._decide(Stage.AUTH))
+        rule = self._decide(Stage.AUTH, mechanism=mechanism, login=login)
+        reply = await self._act(Stage.AUTH, rule)
         if reply is None:  # aiosmtpd: 235 2.7.0 Authentication successful, or 535 5.7.8
             return result
         if reply.startswith("2"):

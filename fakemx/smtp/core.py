@@ -266,7 +266,8 @@ class SessionCore(AiosmtpdSession):
             self.record.stage = stage
 
     def _context(self, stage: Stage, *, sender: str | None = None,
-                 recipient: str | None = None, body_bytes: int = 0) -> Context:
+                 recipient: str | None = None, body_bytes: int = 0,
+                 mechanism: str | None = None, login: str | None = None) -> Context:
         record = self.record
         assert record is not None
         sender = sender if sender is not None else getattr(self.envelope, "mail_from", None)
@@ -289,6 +290,8 @@ class SessionCore(AiosmtpdSession):
             recipient=recipient,
             body_bytes=body_bytes,
             authenticated=self.authenticated,
+            mechanism=mechanism,
+            login=login,
             draw=self.state.rng.random,
             counts=counts,
             uses=self.state.rule_uses(rules, self._counted_as),
