@@ -39,10 +39,14 @@ SHUTDOWN_REPLY = "421 4.3.2 Service shutting down, closing transmission channel"
 COMMANDS_PER_TURN = 16
 
 
+# What the journal keeps of a credential (aiosmtpd masks its logs the same way).
+MASK = "********"
+
+
 def _masked(auth_argument: str) -> str:
     """``AUTH``'s argument for the journal: the mechanism, its initial response masked."""
     mechanism, _, initial_response = auth_argument.partition(" ")
-    return f"{mechanism} ********" if initial_response else mechanism
+    return f"{mechanism} {MASK}" if initial_response else mechanism
 
 
 class SessionCore(AiosmtpdSession):
