@@ -44,7 +44,7 @@ IN_TRANSACTION = "503 5.5.1 Error: MAIL transaction in progress"
 LINE_TOO_LONG = "500 5.5.6 Authentication Exchange line is too long"
 
 
-def check_login(server: Any, session: Any, envelope: Any, mechanism: str,
+def check_login(server: Authentication, session: Any, envelope: Any, mechanism: str,
                 data: Any) -> AuthResult:
     """aiosmtpd's ``authenticator`` (PLAIN, LOGIN): are login and password in ``[auth].users``?
 
