@@ -284,6 +284,18 @@ def test_login_challenges_and_a_cancel_get_one_reply_each() -> None:
         mx.check()  # a client's long line is no error inside fakemx
 
 
+def test_a_client_that_leaves_mid_exchange_left_during_auth() -> None:
+    plain_text = {"auth": {"users": {"alice": PASSWORD}, "require_tls": False}}
+    with FakeMX(profile_from_data(plain_text, "t")) as mx:
+        with connect(mx.host, mx.port) as sock:
+            read_reply(sock)
+            assert b"AUTH PLAIN LOGIN" in command(sock, "EHLO relay.example.net")
+            assert command(sock, "AUTH LOGIN") == b"334 VXNlcm5hbWU6\r\n"
+        mx.wait_for(ended=1)
+        mx.check()
+    assert mx.sessions[0].ended_by == "client closed the connection after AUTH"
+
+
 @needs_swaks
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
 def test_swaks_logs_in_and_meets_535(mechanism: str) -> None:

@@ -104,6 +104,7 @@ class Authentication(SessionCore):
     async def smtp_AUTH(self, arg: str) -> None:
         if await self.check_helo_needed("EHLO"):
             return
+        self._reach(Stage.AUTH)  # a client that leaves mid-exchange left during AUTH
         auth = self.profile.auth
         if auth is None:
             await self.push(NOT_ENABLED)
