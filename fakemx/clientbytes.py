@@ -72,3 +72,13 @@ def from_db(value: str | bytes | None) -> str | None:
     if isinstance(value, bytes):
         return from_bytes(value)
     return value
+
+
+# What fakemx keeps of a credential: nothing (aiosmtpd masks its logs the same way).
+CREDENTIALS_MASK = "********"
+
+
+def auth_argument_kept(argument: str) -> str:
+    """``AUTH``'s argument as journaled: the mechanism, its initial response masked."""
+    mechanism, _, initial_response = argument.partition(" ")
+    return f"{mechanism} {CREDENTIALS_MASK}" if initial_response else mechanism

@@ -31,6 +31,7 @@ from fakemx.actions import (
     MaskBanner,
     StripExtensions,
 )
+from fakemx.authconfig import Auth, AuthMechanism
 from fakemx.counters import HELP, Count, Event, check_scopes, scale_when
 from fakemx.dns.model import Dns
 from fakemx.edge_actions import (
@@ -43,7 +44,7 @@ from fakemx.edge_actions import (
     Unterminated,
 )
 from fakemx.mtasts.model import MtaSts
-from fakemx.stages import ListenerState, Stage, TlsMode
+from fakemx.stages import CONDITIONS_ONLY_AT, ListenerState, Stage, TlsMode
 from fakemx.verdicts import EximVerdict as EximVerdict  # re-exported: fakemx.EximVerdict
 from fakemx.verdicts import Need, SmtplibVerdict
 from fakemx.verdicts import PostfixVerdict as PostfixVerdict  # re-exported: fakemx.PostfixVerdict
@@ -140,9 +141,6 @@ class Stall(_Strict):
     then: Then | None = None
 
 
-AuthMechanism = Literal["PLAIN", "LOGIN", "CRAM-MD5"]  # what fakemx can offer (smtp/auth.py)
-
-
 class When(_Strict):
     """Conditions for a rule; every one given must hold (an empty ``when`` always fires)."""
 
@@ -159,11 +157,9 @@ class When(_Strict):
     recipient: list[str] | None = None
     concurrent_above: Annotated[int, Field(ge=0)] | None = None
     after_bytes: Annotated[int, Field(ge=0)] | None = None
-    # Has the client logged in with AUTH in this session? (see Auth)
-    authenticated: bool | None = None
-    # Stage auth only: the mechanism the client chose, and the login it gave (globs).
-    mechanism: list[AuthMechanism] | None = None
-    login: list[str] | None = None
+    authenticated: bool | None = None  # has the client logged in (AUTH) in this session?
+    mechanism: list[AuthMechanism] | None = None  # stage auth: the mechanism it chose
+    login: list[str] | None = None  # stage auth: globs on the login it gave
     sessions: Count | None = Field(default=None, description=HELP[Event.SESSIONS])
     messages: Count | None = Field(default=None, description=HELP[Event.MESSAGES])
     recipients: Count | None = Field(default=None, description=HELP[Event.RECIPIENTS])
@@ -230,11 +226,9 @@ class Rule(_Strict):
         only_at = ONLY_AT.get(type(self._action))
         if only_at is not None and self.stage is not only_at:
             raise ValueError(f"{self.action_key} only applies at stage '{only_at}'")
-        if self.when.after_bytes is not None and self.stage is not Stage.BODY:
-            raise ValueError("when.after_bytes only applies at stage 'body'")
-        if (self.when.mechanism is not None or self.when.login is not None) and \
-                self.stage is not Stage.AUTH:
-            raise ValueError("when.mechanism and when.login only apply at stage 'auth'")
+        for key, at in CONDITIONS_ONLY_AT.items():
+            if getattr(self.when, key) is not None and self.stage is not at:
+                raise ValueError(f"when.{key} only applies at stage '{at}'")
         return self
 
     @property
@@ -342,33 +336,6 @@ class Limits(_Strict):
     sessions_per_client: Annotated[int, Field(ge=1)] | None = 1_000
     commands_per_session: Annotated[int, Field(ge=1)] | None = 10_000
     recipients_per_message: Annotated[int, Field(ge=1)] | None = 1_000
-
-
-class Auth(_Strict):
-    """SMTP AUTH (RFC 4954): the mechanisms offered, who may log in, and when it is a must.
-
-    ``users`` maps a login to its password. ``required``: MAIL, RCPT and DATA
-    before a successful AUTH get ``530 5.7.0 Authentication required``.
-    ``require_tls`` (the default): AUTH only over TLS, as RFC 4954 14 advises for
-    plaintext mechanisms; before STARTTLS it is not advertised and the command
-    gets ``538 5.7.11``. ``advertise_before_tls`` lists it before TLS anyway (a
-    server that shows AUTH everywhere, or whose TLS is off), still refusing it
-    there with 538. Without ``[auth]`` fakemx offers no AUTH and answers the
-    command ``503 5.5.1``, as a Postfix without SASL does.
-    """
-
-    mechanisms: Annotated[list[AuthMechanism], Field(min_length=1)] = ["PLAIN", "LOGIN"]
-    users: dict[str, str] = {}
-    required: bool = False
-    require_tls: bool = True
-    advertise_before_tls: bool = False
-
-    @field_validator("mechanisms")
-    @classmethod
-    def _each_once(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError("names a mechanism twice: list each once")
-        return value
 
 
 # Every duration in an action: (action key, field), scaled by time_scale.

@@ -45,6 +45,10 @@ _LABELS = {
 }
 
 
+# Conditions (``when`` keys) that only make sense at one stage.
+CONDITIONS_ONLY_AT = {"after_bytes": Stage.BODY, "mechanism": Stage.AUTH, "login": Stage.AUTH}
+
+
 class ListenerState(StrEnum):
     """What the TCP listener does with a SYN (below SMTP, so not a rule)."""
 

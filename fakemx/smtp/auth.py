@@ -27,12 +27,12 @@ from typing import Any
 
 from aiosmtpd.smtp import MISSING, AuthResult, LoginPassword, syntax
 
+from fakemx.authconfig import MECHANISMS, Auth
+from fakemx.clientbytes import CREDENTIALS_MASK as MASK
 from fakemx.clientbytes import from_bytes
-from fakemx.model import Auth
-from fakemx.smtp.core import MASK, SessionCore
+from fakemx.smtp.core import SessionCore
 from fakemx.stages import Stage
 
-MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")  # what fakemx can offer (model.AuthMechanism)
 # What a Postfix without SASL answers (smtpd_sasl_auth_enable = no).
 NOT_ENABLED = "503 5.5.1 Error: authentication not enabled"
 # RFC 4954 6, the reply texts the RFC gives.

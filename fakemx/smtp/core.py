@@ -20,6 +20,7 @@ from fakemx.actions import (
     MaskBanner,
     StripExtensions,
 )
+from fakemx.clientbytes import auth_argument_kept
 from fakemx.counters import SERVER_SCOPES, CountKey, Event, Scope, Tally, count_keys
 from fakemx.decide import Context, choose
 from fakemx.edge_actions import EdgeAction
@@ -39,16 +40,6 @@ SHUTDOWN_REPLY = "421 4.3.2 Service shutting down, closing transmission channel"
 COMMANDS_PER_TURN = 16
 
 
-# What the journal keeps of a credential (aiosmtpd masks its logs the same way).
-MASK = "********"
-
-
-def _masked(auth_argument: str) -> str:
-    """``AUTH``'s argument for the journal: the mechanism, its initial response masked."""
-    mechanism, _, initial_response = auth_argument.partition(" ")
-    return f"{mechanism} {MASK}" if initial_response else mechanism
-
-
 class SessionCore(AiosmtpdSession):
     """One connection. Works from the profile snapshot taken when it was created."""
 
@@ -65,7 +56,6 @@ class SessionCore(AiosmtpdSession):
             data_size_limit=None,  # fakemx advertises and enforces SIZE itself (RFC 1870)
             enable_SMTPUTF8=True,
             timeout=self.profile.idle_timeout_seconds,
-            **self.auth_options(),
         )
         self.record: Session | None = None
         self._refusing = False  # after a non-2xx greeting, only QUIT is served (RFC 5321 3.1)
@@ -83,15 +73,6 @@ class SessionCore(AiosmtpdSession):
         self._verb = ""  # the command being answered (EHLO or HELO, ...)
         self._counted_as = ""  # whose attempts and counts: the client, or "client sender"
         self._tally = Tally()  # this session's messages and this message's recipients
-
-    def auth_options(self) -> dict[str, Any]:
-        """aiosmtpd's AUTH settings (fakemx.smtp.auth)."""
-        return {}
-
-    @property
-    def authenticated(self) -> bool:
-        """Has the client logged in with AUTH in this session (since its STARTTLS)?"""
-        return bool(self.session is not None and self.session.authenticated)
 
     # region connection lifetime ------------------------------------------------
 
@@ -234,7 +215,7 @@ class SessionCore(AiosmtpdSession):
     ) -> None:
         """Journal the command, then run it; a shutdown waits for it to finish."""
         if self.record is not None:
-            shown = _masked(arg) if name == "AUTH" and arg else arg  # never journal credentials
+            shown = auth_argument_kept(arg) if name == "AUTH" and arg else arg
             self.record.add("client", name if shown is None else f"{name} {shown}")
         self._verb = name
         if self._refusing and name != "QUIT":
@@ -293,9 +274,7 @@ class SessionCore(AiosmtpdSession):
             sender=sender,
             recipient=recipient,
             body_bytes=body_bytes,
-            authenticated=self.authenticated,
-            mechanism=mechanism,
-            login=login,
+            authenticated=self.authenticated, mechanism=mechanism, login=login,
             draw=self.state.rng.random,
             counts=counts,
             uses=self.state.rule_uses(rules, self._counted_as),

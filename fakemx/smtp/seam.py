@@ -142,8 +142,8 @@ class AiosmtpdSession(SMTP):
 
     Subclasses implement ``greet`` (sent instead of aiosmtpd's greeting),
     ``run_command`` (every command goes through it), ``on_reply`` (every reply
-    line), ``on_crash`` (an exception escaping the session), ``idle_timed_out``
-    and ``new_envelope``.
+    line), ``on_crash`` (an exception escaping the session), ``idle_timed_out``,
+    ``new_envelope`` and ``auth_options``.
     """
 
     def __dir__(self) -> list[str]:
@@ -156,6 +156,7 @@ class AiosmtpdSession(SMTP):
         return list(command_names(type(self)))
 
     def __init__(self, **options: Any) -> None:
+        options |= self.auth_options()
         super().__init__(HOOKS, loop=asyncio.get_running_loop(), **options)
         self._swallow_next_push = False
         # Writes the next reply instead of aiosmtpd's push (fakemx/smtp/edges.py).
@@ -185,6 +186,10 @@ class AiosmtpdSession(SMTP):
 
     def new_envelope(self) -> Envelope:
         return Envelope()
+
+    def auth_options(self) -> dict[str, Any]:
+        """aiosmtpd's AUTH settings (``auth_require_tls``, ``authenticator``, ...)."""
+        return {}
 
     # endregion
     # region what aiosmtpd calls ----------------------------------------------------
@@ -252,6 +257,11 @@ class AiosmtpdSession(SMTP):
     def upgrading(self) -> bool:
         """STARTTLS has begun: a connection_made now is the TLS layer's."""
         return self._original_transport is not None
+
+    @property
+    def authenticated(self) -> bool:
+        """Has the client logged in with AUTH in this session (since its STARTTLS)?"""
+        return bool(self.session is not None and self.session.authenticated)
 
     @property
     def tls_active(self) -> bool:
