@@ -18,7 +18,7 @@ import pytest
 
 from fakemx import FakeMX
 from fakemx.cli import main
-from fakemx.diagnose.verdict import NEVER_PROBED, NO_DANE, NO_TRAFFIC
+from fakemx.diagnose.verdict import NEVER_PROBED, NO_AUTH, NO_DANE, NO_TRAFFIC
 from fakemx.model import Profile
 from fakemx.profiles import catalog, load_profile
 from fakemx.stages import Stage
@@ -67,6 +67,9 @@ def unseen(profile: Profile) -> str | None:
             "dane", "dane-only")) or (zone is not None and (zone.dnssec is not None or any(
                 r.type == "TLSA" for r in zone.records))):
         return NO_DANE
+    if (postfix is not None and postfix.sasl) or any(r.stage is Stage.AUTH
+                                                     for r in profile.rules):
+        return NO_AUTH  # the failure, or the success, needs a login
     failing = [r for r in profile.rules if r.action_key not in ("accept", "mask_banner")]
     if failing and all(rule.stage in NEVER_REACHED for rule in failing):
         return NEVER_PROBED
@@ -126,6 +129,11 @@ def test_diagnose_names_each_catalog_profile(name: str,
         return
     if gap == NO_DANE:  # what the probe finds without DANE or MTA-STS may be anything
         assert gap in verdict["not_probed"]
+        return
+    if gap == NO_AUTH:  # without a login, a server that requires one refuses MAIL
+        assert gap in verdict["not_probed"]
+        if profile.auth is not None and profile.auth.required and profile.tls.mode != "none":
+            assert verdict["code"] == "5.7.0", verdict
         return
     if gap is not None:
         assert (status, verdict["code"]) == (0, "2.0.0"), verdict

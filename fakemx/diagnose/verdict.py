@@ -104,6 +104,8 @@ NO_TRAFFIC = ("limits that need traffic (rates, concurrent connections, counts o
               " recipients) and rules on the sender address (the probe's sender is <>)")
 NO_RCPT = "MAIL FROM and RCPT TO: pass --rcpt ADDR to probe a recipient"
 NO_DANE = "DANE (TLSA records, DNSSEC) and MTA-STS policies: not probed yet"
+NO_AUTH = ("SMTP AUTH: diagnose never logs in, so what a login meets stays unseen (a server"
+           " that requires one answers MAIL with 530 5.7.0)")
 
 # Evidence earlier in the session that explains a missing STARTTLS.
 _WHY_NO_STARTTLS = {Finding.BANNER_MASKED: Finding.FIREWALL_INSPECTION,
@@ -115,7 +117,8 @@ _TEMPORARY = Advice("4.4.7", "if every retry meets it until the message expires 
 def decide(steps: Sequence[Step], options: Options, catalog: Sequence[Profile],
            codes: Mapping[str, Mapping[str, Any]]) -> Verdict:
     profiles = {p.name: p for p in catalog}
-    not_probed = (NEVER_PROBED, NO_TRAFFIC, NO_DANE) + (() if options.rcpt else (NO_RCPT,))
+    not_probed = (NEVER_PROBED, NO_TRAFFIC, NO_DANE, NO_AUTH) + (
+        () if options.rcpt else (NO_RCPT,))
     failed = next((s for s in steps if s.severity is Severity.FAIL), None)
     conditions = tuple(_condition(s, profiles) for s in steps
                        if s.finding in _CONDITIONS and s.severity is not Severity.FAIL)
@@ -200,8 +203,12 @@ def _refusal(step: Step, catalog: Sequence[Profile], codes: Mapping[str, Mapping
                      for c, n in others.items())
         return code, tuple(p.name for p in matching), first.about.title, same
     enhanced = reply.enhanced
+    settings_made: tuple[str, ...] = ()
     if enhanced is not None and enhanced in codes:
         code = enhanced
+        # A reply a profile's settings make, not a rule (e.g. [auth]'s 530 5.7.0).
+        settings_made = tuple(p.name for p in catalog
+                              if p.about is not None and p.about.code == code and not p.rules)
     elif reply.code < 500 or step.name == "greeting":
         code = stage_code
     else:
@@ -212,7 +219,7 @@ def _refusal(step: Step, catalog: Sequence[Profile], codes: Mapping[str, Mapping
     kind = "temporary" if reply.code < 500 else "permanent"
     where = "" if step.name == ANY_STAGE else f" at {step.name}"
     title = codes[code]["reply"] if code in codes else f"The server refuses{where}"
-    return code, (), f"{title} ({kind}: {reply.code})", also
+    return code, settings_made, f"{title} ({kind}: {reply.code})", also
 
 
 # Where the evidence does not say at which stage (a log line without "in reply to").
