@@ -42,7 +42,10 @@ class Probe(_Strict):
     their start until the probe's first verdict, so a rate window ("5/60s",
     0.6 s at time_scale 0.01) holds them all however slow the machine is.
     ``sent_recipients``: the first N recipients of the probe are accepted, and
-    only the others get the verdict (a recipient limit).
+    only the others get the verdict (a recipient limit). ``sasl``: the sender
+    logs in with SMTP AUTH as ``login:password`` where the server offers it
+    (Postfix: ``smtp_sasl_auth_enable``; Exim: ``hosts_try_auth``; smtplib:
+    ``login()``).
     """
 
     sender: str = ""
@@ -52,6 +55,7 @@ class Probe(_Strict):
     warm_up_messages: Annotated[int, Field(ge=0, le=100)] = 0
     bad_helo: bool = False
     hold_connections: Annotated[int, Field(ge=0)] = 0
+    sasl: Annotated[str, Field(pattern=r"^[^:]+:.+$")] | None = None  # login:password
 
     @model_validator(mode="after")
     def _some_recipient_gets_the_verdict(self) -> Probe:

@@ -13,8 +13,10 @@ Exim's own TLS defaults (TLS when offered, the certificate verified but a
 failure only logged, a failed handshake retried in clear), ``e<PORT>.test``
 with TLS required (``hosts_require_tls``), ``v<PORT>.test`` with TLS
 required and verified against fakemx's CA (``tls_verify_hosts``),
-``w<PORT>.test`` over implicit TLS (``protocol = smtps``, verified) and
-``h<PORT>.test`` with the EHLO name ``localhost.localdomain``. Exim's
+``w<PORT>.test`` over implicit TLS (``protocol = smtps``, verified),
+``h<PORT>.test`` with the EHLO name ``localhost.localdomain`` and
+``a<PORT>.test`` logging in (SMTP AUTH, ``hosts_try_auth`` as Debian's
+smarthost setup does; PLAIN and LOGIN) with the credentials ``log_in`` gave. Exim's
 timeouts are scaled by 0.01 like the profiles (5 min -> 3 s, the final
 dot's 10 min -> 6 s) and it retries every second.
 """
@@ -77,6 +79,7 @@ TRANSPORTS = {
     "v": "  hosts_require_tls = *\n  tls_verify_hosts = *\n",
     "w": "  protocol = smtps\n  hosts_require_tls = *\n  tls_verify_hosts = *\n",
     "h": "  helo_data = localhost.localdomain\n",
+    "a": "  hosts_try_auth = *\n",
 }
 
 CONFIGURE = """\
@@ -107,6 +110,22 @@ begin transports
 begin retry
 
 *  *  F,2h,1s
+
+begin authenticators
+
+{authenticators}"""
+
+# The a<PORT>.test transport's login: {root}/passwd has "PORT: user=LOGIN pass=PASSWORD".
+_CREDENTIAL = "${{extract{{{key}}}{{${{lookup{{$host_port}}lsearch{{{root}/passwd}}}}}}}}"
+AUTHENTICATORS = """plain:
+  driver = plaintext
+  public_name = PLAIN
+  client_send = ^{user}^{password}
+
+login:
+  driver = plaintext
+  public_name = LOGIN
+  client_send = : {user} : {password}
 """
 
 # A transport's name cannot come from the (tainted) recipient domain: one router each.
@@ -201,7 +220,12 @@ class PrivateExim(LoggedRelay[Verdict]):
                              for letter, extra in TRANSPORTS.items())
         transports += MX_TRANSPORT.format(**values)
         routers = self._router or "".join(ROUTER.format(letter=letter) for letter in TRANSPORTS)
-        text = CONFIGURE.format(transports=transports, routers=routers, **values)
+        (self.root / "passwd").write_text("")
+        (self.root / "passwd").chmod(0o644)
+        login = {key: _CREDENTIAL.format(key=key, root=self.root) for key in ("user", "pass")}
+        authenticators = AUTHENTICATORS.format(user=login["user"], password=login["pass"])
+        text = CONFIGURE.format(transports=transports, routers=routers,
+                                authenticators=authenticators, **values)
         self.config.write_text(text)
         checked = self._run("-bV")
         assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -234,6 +258,11 @@ class PrivateExim(LoggedRelay[Verdict]):
         sent = self._run("-odb", "-f", sender or "<>", "--", *recipients, input=message)
         assert sent.returncode == 0, sent.stdout + sent.stderr
         return message_id
+
+    def log_in(self, port: int, credentials: str) -> None:
+        """``a<PORT>.test`` logs in to ``port`` as ``login:password`` (SMTP AUTH)."""
+        login, _, password = credentials.partition(":")
+        (self.root / "passwd").write_text(f"{port}: user={login} pass={password}\n")
 
     def drop_queue(self) -> None:
         """Delete every queued message and the retry hints, so nothing reaches the next test."""

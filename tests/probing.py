@@ -44,6 +44,7 @@ class Relay(Protocol):
                      recipient: str | None = ...) -> Sequence[Attempt]: ...
     def lines_about(self, port: int) -> list[str]: ...
     def drop_queue(self) -> None: ...
+    def log_in(self, port: int, credentials: str) -> None: ...
 
 
 AttemptT = TypeVar("AttemptT", bound=Attempt)
@@ -138,6 +139,8 @@ def relay_profiles() -> list[Profile]:
 
 def domain(expected: RelayProbe, port: int) -> str:
     """The recipient domain both harnesses route to fakemx's port with the verdict's TLS."""
+    if expected.sasl is not None:  # logs in (SMTP AUTH), TLS when offered
+        return f"a{port}.test"
     prefix = "h" if expected.bad_helo else {
         "may": "p", "verify": "v", "encrypt": "e", "implicit": "w"
     }[expected.tls]
@@ -163,6 +166,8 @@ def _probe(profile: Profile, relay: Relay, state: Path, expected: RelayProbe,
             sock = held.enter_context(connect(mx.host, mx.port))
             assert read_reply(sock).startswith(b"220")
         to = domain(expected, mx.port)
+        if expected.sasl is not None:
+            relay.log_in(mx.port, expected.sasl)
         for n in range(1, expected.warm_up_messages + 1):  # one after the other, each sent
             warm_up = relay.wait_verdict(relay.send(f"warm{n}@{to}", BODY, expected.sender))
             assert [v.status for v in warm_up] == ["sent"], (n, warm_up)

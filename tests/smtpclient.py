@@ -64,6 +64,9 @@ def _send_once(host: str, port: int, ca_file: Path, expected: SmtplibVerdict,
             if expected.tls == "required" or client.has_extn("starttls"):
                 client.starttls(context=context)
                 client.ehlo()
+        if expected.sasl is not None and client.has_extn("auth"):
+            login, _, password = expected.sasl.partition(":")
+            client.login(login, password)
         refused = client.sendmail(expected.sender, recipients, message)
     except smtplib.SMTPRecipientsRefused as error:  # every recipient: the first one's reply
         code, text = next(iter(error.recipients.values()))
