@@ -22,8 +22,9 @@ Dsn = Annotated[str, Field(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]
 # retried in clear), encrypt = TLS required, verify = required and verified against
 # fakemx's CA, implicit = SMTPS and verified.
 # dane, dane-only: Postfix's smtp_tls_security_level for a relay resolving through a
-# validating resolver (tests/test_dane_postfix.py; Postfix only).
-RelayTls = Literal["may", "encrypt", "verify", "implicit", "dane", "dane-only"]
+# validating resolver (tests/test_dane_postfix.py; Postfix only). mta-sts: may, with
+# postfix-mta-sts-resolver as smtp_tls_policy_maps (tests/test_mtasts_postfix.py; Postfix only).
+RelayTls = Literal["may", "encrypt", "verify", "implicit", "dane", "dane-only", "mta-sts"]
 
 
 class _Strict(BaseModel):
@@ -146,9 +147,9 @@ class EximVerdict(RelayProbe):
 
     @model_validator(mode="after")
     def _no_dane(self) -> EximVerdict:
-        if self.tls in ("dane", "dane-only"):
-            raise ValueError("the Exim harness has no DANE route: give tls = may, encrypt,"
-                             " verify or implicit")
+        if self.tls in ("dane", "dane-only", "mta-sts"):
+            raise ValueError("the Exim harness has no DANE or MTA-STS route: give tls = may,"
+                             " encrypt, verify or implicit")
         return self
     by_default: EximAttempt | None = None
 

@@ -1,7 +1,8 @@
 """The docs claim only what a test shows: the README's catalog agrees with the proven verdicts,
 and every performance figure names the committed raw bench output that contains it.
 
-tests/e2e/test_postfix.py (and tests/test_dns_postfix.py for the DNS profiles)
+tests/e2e/test_postfix.py (tests/test_dns_postfix.py, test_dane_postfix.py and
+test_mtasts_postfix.py for the DNS, DANE and MTA-STS profiles)
 hold each profile to its ``[about.postfix]`` verdict through a real Postfix;
 here the README's "what the relay sees" column is held to the same verdict, so
 the two cannot drift apart again.
@@ -76,10 +77,9 @@ def test_every_catalog_profile_is_in_the_readme() -> None:
 def test_only_the_stale_cache_profile_has_no_postfix_verdict() -> None:
     # A profile without a verdict has a README cell no relay proves; there is one,
     # and its cell says what fakemx's DNS journal shows instead of an error. The
-    # MTA-STS profiles are proven by tests/test_mtasts.py's RFC 8461 sender and curl
-    # instead: no MTA-STS-enforcing relay runs here (postfix-mta-sts-resolver's
-    # dependencies are missing).
-    unproven = [p.name for p in catalog() if p not in proven() and p.mta_sts is None]
+    # MTA-STS profiles' verdicts are Postfix's with postfix-mta-sts-resolver as its
+    # policy map (tests/test_mtasts_postfix.py).
+    unproven = [p.name for p in catalog() if p not in proven()]
     assert unproven == ["4.4.312-mx-changed-stale-cache"]
 
 
