@@ -58,6 +58,7 @@ RESOLVER_VERDICTS: dict[str, tuple[str, str, str]] = {
     "dane-missing-ds-insecure": (DOMAIN, "MX", "insecure"),
     "4.7.325-dane-certificate-host-mismatch": (TLSA_NAME, "TLSA", "secure"),
     "4.7.5-dane-required": (TLSA_NAME, "TLSA", "insecure"),
+    "4.7.5-dane-handshake-failure": (TLSA_NAME, "TLSA", "secure"),
 }
 
 DANE_SETTINGS = {
