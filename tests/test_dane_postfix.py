@@ -28,7 +28,7 @@ from postfix import PrivatePostfix, Verdict
 from unbound import UNBOUND, PrivateUnbound
 
 from fakemx.dns.dnssec import ANCHOR_FILE
-from fakemx.profiles import load_profile
+from fakemx.profiles import catalog, load_profile
 
 FAKEMX_IP = "127.0.0.2"
 DNS_IP = "127.0.0.3"
@@ -144,6 +144,14 @@ def _attempt(relay: PrivatePostfix) -> Verdict:
         return relay.wait_verdict(relay.send(f"bob@{DOMAIN}"), timeout=VERDICT_SECONDS)[0]
     finally:
         relay.drop_queue()
+
+
+def test_every_dane_profile_is_here() -> None:
+    """A new DANE profile (an [about.postfix] at level dane or dane-only) gets a row above."""
+    dane = {p.name for p in catalog()
+            if p.about is not None and p.about.postfix is not None
+            and p.about.postfix.tls in ("dane", "dane-only")}
+    assert dane == set(RESOLVER_VERDICTS)
 
 
 @pytest.mark.parametrize("name", sorted(RESOLVER_VERDICTS))
