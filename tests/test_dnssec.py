@@ -208,6 +208,8 @@ NO_MATCH = "verify error:num=65:no matching DANE TLSA records"
     # DANE-TA validates the chain: dates and the name count (RFC 7672 3.1.2, 3.2.3)
     ("4.7.322-dane-certificate-expired", "verify error:num=10:certificate has expired"),
     ("4.7.325-dane-certificate-host-mismatch", "verify error:num=62:hostname mismatch"),
+    # A record that matches, and no handshake to match it against: the server's alert.
+    ("4.7.5-dane-handshake-failure", "alert handshake failure"),
 ])
 def test_openssl_matches_the_zone_tlsa_record(profile: str, openssl_says: str,
                                               tmp_path: Path) -> None:
