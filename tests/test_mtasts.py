@@ -1,8 +1,8 @@
 """MTA-STS (RFC 8461) against fakemx: the policy host on the wire, and what a sender makes of it.
 
-No MTA-STS-enforcing relay runs here (postfix-mta-sts-resolver needs aiohttp
-and aiodns, which this environment lacks), so a sender that follows RFC 8461
-5.1 is written out below with real clients: dnspython for the _mta-sts TXT
+Beside the real relay (tests/test_mtasts_postfix.py: Postfix with
+postfix-mta-sts-resolver), a sender that follows RFC 8461 5.1 is written out
+below with real clients: dnspython for the _mta-sts TXT
 record through fakemx's DNS, http.client over ssl for the policy (trusting
 fakemx's CA, SNI mta-sts.example.test, no redirects), smtplib with STARTTLS
 verified against the policy for the MX. Its verdict is the RFC 8460 (TLS-RPT)
