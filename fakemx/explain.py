@@ -73,6 +73,8 @@ def reports(profile: Profile) -> list[dict[str, str]]:
         tls = about.postfix.tls
         if tls in ("dane", "dane-only"):
             setting = f"smtp_tls_security_level = {tls}, a validating resolver"
+        elif tls == "mta-sts":
+            setting = "smtp_tls_policy_maps = postfix-mta-sts-resolver"
         else:
             setting = "relayhost looked up through DNS" if dns else _POSTFIX_TLS[tls]
         found.append(_report("Postfix", setting, _postfix_says(about.postfix)))

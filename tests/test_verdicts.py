@@ -32,12 +32,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def relayed() -> list[Profile]:
     """The profiles both relay harnesses prove. Not: those without a Postfix verdict (the
-    stale cache needs a caching resolver, tests/test_dns.py; MTA-STS needs a policy
-    fetcher, tests/test_mtasts.py) and the DANE profiles (a validating resolver and a
-    DANE-enforcing relay: tests/test_dane_postfix.py has Postfix, the Exim harness has no
-    DANE route yet)."""
+    stale cache needs a caching resolver, tests/test_dns.py), the DANE profiles (a
+    validating resolver and a DANE-enforcing relay: tests/test_dane_postfix.py has
+    Postfix, the Exim harness has no DANE route yet) and the MTA-STS ones (a policy
+    fetcher: tests/test_mtasts_postfix.py has Postfix with postfix-mta-sts-resolver, the
+    Exim harness has no MTA-STS route)."""
     return [p for p in catalog() if p.about is not None and p.about.postfix is not None
-            and p.about.postfix.tls not in ("dane", "dane-only")]
+            and p.about.postfix.tls not in ("dane", "dane-only", "mta-sts")]
 
 
 def needing(need: str) -> list[Profile]:
