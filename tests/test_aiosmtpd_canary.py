@@ -7,9 +7,11 @@ instead of a profile silently misbehaving.
 
 from __future__ import annotations
 
+import _ssl
 import asyncio.sslproto
 import inspect
 import re
+import ssl
 from importlib.metadata import version
 from pathlib import Path
 
@@ -40,6 +42,11 @@ def test_aiosmtpd_still_sets_attribute(name: str) -> None:
 @pytest.mark.parametrize("name", seam.ASYNCIO_PRIVATE)
 def test_asyncio_ssl_protocol_still_has(name: str) -> None:
     assert re.search(rf"self\.{name}\b", inspect.getsource(asyncio.sslproto.SSLProtocol)), name
+
+
+@pytest.mark.parametrize("name", seam.SSL_PRIVATE)
+def test_ssl_socket_still_has(name: str) -> None:
+    assert callable(getattr(ssl.SSLSocket, name, None) or getattr(_ssl._SSLSocket, name, None))
 
 
 def test_handle_client_sends_its_greeting_first() -> None:

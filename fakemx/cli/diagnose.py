@@ -39,7 +39,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
                       help="connect to the name itself (the default for an address)")
     parser.add_argument("--tls", choices=[p.value for p in TlsPolicy], default="verify",
                         help="verify (default): STARTTLS and a certificate that verifies;"
-                             " require: STARTTLS, certificate reported only; none: no STARTTLS")
+                             " require: STARTTLS, certificate reported only; dane: TLSA records"
+                             " in DNSSEC-signed DNS (RFC 7672); none: no STARTTLS")
+    parser.add_argument("--trust-anchor", type=Path, default=None, metavar="FILE",
+                        help="--tls dane: validate DNSSEC against this DS (e.g. fakemx's"
+                             " STATE_DIR/dnssec-anchor.ds); without it the resolver's AD bit"
+                             " decides")
+    parser.add_argument("--mta-sts-port", type=int, default=443, metavar="PORT",
+                        help="the MTA-STS policy host's HTTPS port (default 443, as relays)")
     parser.add_argument("--ca", type=Path, default=None, metavar="FILE",
                         help="trust the CAs in this PEM file instead of the system's"
                              " (e.g. `fakemx ca --out fakemx-ca.pem`)")
@@ -75,9 +82,12 @@ def run(args: argparse.Namespace) -> int:
 def options(args: argparse.Namespace) -> Options:
     """The command line as ``Options``; a one-line FakeMXError for what cannot work."""
     name, port = target(args.target)
-    if TlsPolicy(args.tls) is TlsPolicy.DANE:
-        raise FakeMXError("--tls dane: not available yet: diagnose does not look up TLSA"
-                          " records or validate DNSSEC (use --tls verify)")
+    if args.trust_anchor is not None and not args.trust_anchor.is_file():
+        raise FakeMXError(f"--trust-anchor {args.trust_anchor}: no such file (give a DS file,"
+                          " e.g. STATE_DIR/dnssec-anchor.ds from `fakemx dns PROFILE"
+                          " --trust-anchor`)")
+    if args.trust_anchor is not None and TlsPolicy(args.tls) is not TlsPolicy.DANE:
+        raise FakeMXError("--trust-anchor: only --tls dane validates DNSSEC (add --tls dane)")
     if args.ca is not None and not args.ca.is_file():
         raise FakeMXError(f"--ca {args.ca}: no such file (give a PEM file of CA certificates,"
                           " e.g. from `fakemx ca --out FILE`)")
@@ -102,6 +112,8 @@ def options(args: argparse.Namespace) -> Options:
         helo=helo,
         timeouts=Timeouts(dns_seconds=args.dns_timeout, connect_seconds=args.timeout,
                           reply_seconds=args.timeout, slow_seconds=args.slow),
+        trust_anchor=args.trust_anchor,
+        mta_sts_port=args.mta_sts_port,
     )
 
 

@@ -71,7 +71,7 @@ def read_leaf(der: bytes, expected_name: str | None) -> tuple[Leaf, x509.Certifi
         leaf.problems.append(f"not valid before {leaf.not_before:%Y-%m-%d}")
     if cert.subject == cert.issuer:
         leaf.problems.append("self-signed")
-    if expected_name and not _matches(expected_name, leaf.names):
+    if expected_name and not matches_name(expected_name, leaf.names):
         leaf.problems.append(f"does not name {expected_name}")
     public = cert.public_key()
     if isinstance(public, rsa.RSAPublicKey) and public.key_size < MIN_RSA_BITS:
@@ -90,7 +90,7 @@ def _names(cert: x509.Certificate) -> list[str]:
             *(str(ip) for ip in san.get_values_for_type(x509.IPAddress))]
 
 
-def _matches(name: str, names: list[str]) -> bool:
+def matches_name(name: str, names: list[str]) -> bool:
     name = name.lower().rstrip(".")
     for candidate in (n.lower() for n in names):
         if candidate == name:

@@ -81,6 +81,20 @@ class Finding(StrEnum):
     QUEUE_EXPIRED = "queue_expired"  # from a log: the relay gave up retrying
     NOT_SMTP = "not_smtp"  # another protocol's server on the port (HTTP, SSH, ...)
     HELO_ONLY = "helo_only"  # EHLO refused, HELO accepted: no ESMTP, so no STARTTLS
+    # DANE (RFC 7672), named by their RFC 8460 result types; ``facts["profiles"]`` names the
+    # catalog profile the evidence matches.
+    DANE_DNSSEC_INVALID = "dane_dnssec_invalid"
+    DANE_TLSA_INVALID = "dane_tlsa_invalid"
+    DANE_NO_STARTTLS = "dane_starttls_not_supported"
+    DANE_CERT_EXPIRED = "dane_certificate_expired"
+    DANE_HOST_MISMATCH = "dane_certificate_host_mismatch"
+    DANE_REQUIRED = "dane_required"  # DANE does not apply: a relay that requires it defers
+    # MTA-STS (RFC 8461)
+    STS_MX_MISMATCH = "sts_mx_mismatch"  # enforce, and the MX is not in the policy
+    STS_CERT_INVALID = "sts_certificate_invalid"  # enforce, and the MX's certificate fails
+    STS_FETCH_ERROR = "sts_policy_fetch_error"
+    STS_POLICY_INVALID = "sts_policy_invalid"
+    STS_WEBPKI_INVALID = "sts_webpki_invalid"
 
 
 @dataclass(frozen=True)
@@ -153,6 +167,8 @@ class Options:
     rcpt: str | None = None  # probe MAIL FROM:<> and RCPT TO:<rcpt>; None: no transaction
     helo: str = "localhost"
     timeouts: Timeouts = Timeouts()
+    trust_anchor: Path | None = None  # --tls dane: validate DNSSEC against this DS file
+    mta_sts_port: int = 443  # where the MTA-STS policy host is asked (HTTPS)
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,11 @@ import re
 import socket
 import ssl
 
-from fakemx.diagnose import certcheck, tlsprobe
+from fakemx.diagnose import certcheck, dane, tlsprobe
 from fakemx.diagnose.dnsprobe import Address, resolve
 from fakemx.diagnose.model import Finding, Options, Reply, Severity, Step, TlsPolicy
 from fakemx.diagnose.wire import Ended, Garbled, Silent, Wire
+from fakemx.smtp import seam
 
 _MASKED = re.compile(r"^[\s*]*$|\*{4,}")  # Cisco's SMTP fixup: 220 ***************
 
@@ -30,13 +31,20 @@ def probe(options: Options) -> list[Step]:
             steps.append(Step("dns", Severity.INFO,
                               f"probing the first address, {addresses[0].ip}, as a relay tries"
                               f" first ({len(addresses) - 1} more not probed)"))
-        Session(options, addresses[0], steps).run()
+        try:  # DANE's DNS comes first: a relay meeting bogus DNSSEC does not connect
+            records = dane.lookup(options, addresses[0], steps) \
+                if options.tls is TlsPolicy.DANE else None
+        except dane.Failed:
+            return steps
+        Session(options, addresses[0], steps, records).run()
     return steps
 
 
 class Session:
-    def __init__(self, options: Options, address: Address, steps: list[Step]) -> None:
+    def __init__(self, options: Options, address: Address, steps: list[Step],
+                 tlsa: dane.Dane | None = None) -> None:
         self.options = options
+        self.tlsa = tlsa  # secure TLSA records: STARTTLS mandatory, the chain must match
         self.address = address
         self.steps = steps
         self.timeouts = options.timeouts
@@ -222,14 +230,23 @@ class Session:
 
     def starttls(self, wire: Wire, extensions: dict[str, str]) -> Wire:
         """STARTTLS, the handshake (verifying first), EHLO again; the certificate read."""
+        if "STARTTLS" not in extensions and self.tlsa is not None:
+            self.steps.append(dane.starttls_missing(self.tlsa))
+            raise Stop
+        if "STARTTLS" not in extensions and self.options.tls is TlsPolicy.DANE:
+            self.add("starttls", Severity.WARN, "STARTTLS not offered: without TLSA records a"
+                     " DANE relay delivers in plaintext (opportunistic)",
+                     Finding.STARTTLS_NOT_OFFERED)
+            return wire
         if "STARTTLS" not in extensions:
             self.add("starttls", Severity.FAIL, "STARTTLS not offered in the EHLO reply, and"
                      f" --tls {self.options.tls} requires it", Finding.STARTTLS_NOT_OFFERED)
             raise Stop
         self.expect(wire, "starttls", "STARTTLS")
-        verifying = tlsprobe.client_context(True, self.options.ca_file)
+        pkix = self.options.tls is not TlsPolicy.DANE  # DANE authenticates by TLSA instead
+        verifying = tlsprobe.client_context(pkix, self.options.ca_file)
         failure, done = self.handshake(wire.sock, verifying)
-        verified = failure is None
+        verified = failure is None and pkix
         if failure is not None and failure.finding is Finding.CERT_INVALID \
                 and self.options.tls is TlsPolicy.REQUIRE:
             # A relay that encrypts without verifying goes on: so does the probe, afresh.
@@ -248,10 +265,14 @@ class Session:
         tls, reply = done
         self.previous = "ehlo"  # the EHLO inside TLS
         version, cipher = tls.version() or "?", (tls.cipher() or ("?",))[0]
-        checked = "verified" if verified else "not verified (--tls require)"
+        checked = "verified" if verified else f"not verified by PKIX (--tls {self.options.tls})"
         self.add("tls", Severity.OK, f"TLS established: {version}, {cipher}; certificate"
                  f" {checked}", version=version, cipher=cipher)
         self.certificate(tls, verified=verified)
+        if self.tlsa is not None:
+            self.steps.append(dane.match(self.tlsa, seam.peer_chain(tls)))
+            if self.steps[-1].severity is Severity.FAIL:
+                raise Stop
         if version == "TLSv1.3":
             self.only_tls_1_3()
         if reply.code >= 400:

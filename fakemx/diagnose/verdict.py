@@ -67,6 +67,26 @@ _TABLE: dict[Finding, tuple[str, tuple[str, ...], str]] = {
     Finding.NOT_SMTP: ("4.4.318", (), "Another protocol's server answers on the mail port"),
     Finding.HELO_ONLY: ("4.4.317", ("helo-only-server",), "No ESMTP: the server knows only"
                         " HELO, so it offers no STARTTLS"),
+    # DANE and MTA-STS: the step's facts name the profile; Exchange Online's codes, RFC 8460's
+    # result types.
+    Finding.DANE_DNSSEC_INVALID: ("4.7.324", (), "dnssec-invalid: the destination's DNSSEC"
+                                  " records do not validate"),
+    Finding.DANE_TLSA_INVALID: ("4.7.323", (), "tlsa-invalid: the domain failed DANE"
+                                " validation"),
+    Finding.DANE_NO_STARTTLS: ("4.7.321", (), "starttls-not-supported: TLSA records, and no"
+                               " STARTTLS"),
+    Finding.DANE_CERT_EXPIRED: ("4.7.322", (), "certificate-expired: the certificate DANE-TA"
+                                " validates has expired"),
+    Finding.DANE_HOST_MISMATCH: ("4.7.325", (), "certificate-host-mismatch: the certificate"
+                                 " does not name the MX host"),
+    Finding.DANE_REQUIRED: ("4.7.5", (), "dane-required: DANE does not apply to this"
+                            " destination"),
+    Finding.STS_MX_MISMATCH: ("4.4.8", (), "MTA-STS: the MX host is not in the enforced policy"),
+    Finding.STS_CERT_INVALID: ("4.7.5", (), "MTA-STS: the MX's certificate fails validation"
+                               " under an enforce policy"),
+    Finding.STS_FETCH_ERROR: ("2.0.0", (), "sts-policy-fetch-error"),
+    Finding.STS_POLICY_INVALID: ("2.0.0", (), "sts-policy-invalid"),
+    Finding.STS_WEBPKI_INVALID: ("2.0.0", (), "sts-webpki-invalid"),
 }
 
 # OpenSSL's X509_V_ERR_* codes -> the catalog profiles that cause them.
@@ -96,6 +116,16 @@ _CONDITIONS: dict[Finding, str] = {
     Finding.SIZE_LIMIT: "for a message over the size the server advertises (SIZE)",
     Finding.DNS_IMPLICIT_MX: "if the domain's own address is no mail server",
     Finding.HELO_ONLY: "for a relay that requires TLS",
+    Finding.STARTTLS_NOT_OFFERED: "for a relay that requires TLS",
+    Finding.DANE_REQUIRED: "for a relay that requires DANE (Postfix dane-only)",
+    Finding.STS_FETCH_ERROR: "the MTA-STS policy cannot be fetched: relays deliver as if the"
+                             " domain had none, and report it by TLS-RPT",
+    Finding.STS_POLICY_INVALID: "the MTA-STS policy does not parse: relays deliver as if the"
+                                " domain had none, and report it by TLS-RPT",
+    Finding.STS_WEBPKI_INVALID: "the MTA-STS policy host's certificate fails: relays deliver"
+                                " as if the domain had none, and report it by TLS-RPT",
+    Finding.STS_MX_MISMATCH: "for a relay that applies a testing-mode MTA-STS policy, reported"
+                             " by TLS-RPT only",
 }
 
 NEVER_PROBED = ("DATA and the message: diagnose never sends one, so failures at DATA, in the"
@@ -143,6 +173,8 @@ def decide(steps: Sequence[Step], options: Options, catalog: Sequence[Profile],
         code = next((about.code for about in stalled if about is not None), code)
     elif finding is Finding.CERT_INVALID:
         names = _VERIFY_CODES.get(_int(failed.facts.get("verify_code")), ())
+    elif "profiles" in failed.facts:
+        names = _named(failed)
     elif finding is Finding.NOT_SMTP:
         names = _other_server_like(failed, catalog)
     elif finding is Finding.GREETING_TIMEOUT:
@@ -171,6 +203,12 @@ def _int(value: object) -> int:
     return value if isinstance(value, int) else -1
 
 
+def _named(step: Step) -> tuple[str, ...]:
+    """The catalog profiles a DANE or MTA-STS step names by its evidence."""
+    found = step.facts.get("profiles")
+    return tuple(str(name) for name in found) if isinstance(found, list) else ()
+
+
 def _merged(lists: list[list[str]]) -> list[str]:
     return list(dict.fromkeys(item for items in lists for item in items))
 
@@ -180,6 +218,7 @@ def _condition(step: Step, profiles: Mapping[str, Profile]) -> Advice:
     code, names, _ = _TABLE[step.finding]
     if step.finding is Finding.CERT_INVALID:
         names = _VERIFY_CODES.get(_int(step.facts.get("verify_code")), ())
+    names = _named(step) or names
     size = step.facts.get("size")
     said = f": {size:,} bytes" if isinstance(size, int) else f": {step.line}"
     return Advice(code, f"{_CONDITIONS[step.finding]}{said}",

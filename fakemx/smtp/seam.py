@@ -18,6 +18,7 @@ writer and stops, as after its own QUIT); every other exception becomes a
 
 from __future__ import annotations
 
+import _ssl
 import asyncio
 import functools
 import inspect
@@ -36,6 +37,9 @@ PRIVATE_ATTRIBUTES = ("_smtp_methods", "_original_transport", "_timeout_handle",
 # asyncio.sslproto.SSLProtocol: the SSL object of a handshake that failed (asyncio
 # publishes "ssl_object" only after a handshake succeeds).
 ASYNCIO_PRIVATE = ("_sslobj",)
+# ssl.SSLSocket's inner object: the chain the peer sent (public only from Python 3.13),
+# which diagnose's DANE check matches TLSA records against.
+SSL_PRIVATE = ("get_unverified_chain",)
 # aiosmtpd's own greeting, which fakemx replaces with its own (see _handle_client).
 AIOSMTPD_GREETING = "await self.push('220 {} {}'.format(self.hostname, self.__ident__))"
 
@@ -135,6 +139,15 @@ def ssl_object_of(protocol: object) -> ssl.SSLObject | None:
     """The SSL object of an asyncio TLS protocol, also when its handshake failed."""
     found = getattr(protocol, "_sslobj", None)
     return found if isinstance(found, ssl.SSLObject) else None
+
+
+def peer_chain(tls: ssl.SSLSocket) -> list[bytes]:
+    """The certificates the peer sent, leaf first, as DER (empty when it sent none)."""
+    public = getattr(tls, "get_unverified_chain", None)  # Python 3.13
+    inner: Any = getattr(tls, "_sslobj", None)
+    chain = public() if public is not None else inner.get_unverified_chain()
+    return [cert if isinstance(cert, bytes) else cert.public_bytes(_ssl.ENCODING_DER)
+            for cert in chain or ()]
 
 
 class AiosmtpdSession(SMTP):
