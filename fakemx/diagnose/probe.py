@@ -11,7 +11,7 @@ import re
 import socket
 import ssl
 
-from fakemx.diagnose import certcheck, dane, tlsprobe
+from fakemx.diagnose import certcheck, dane, mtasts, tlsprobe
 from fakemx.diagnose.dnsprobe import Address, resolve
 from fakemx.diagnose.model import Finding, Options, Reply, Severity, Step, TlsPolicy
 from fakemx.diagnose.wire import Ended, Garbled, Silent, Wire
@@ -36,14 +36,19 @@ def probe(options: Options) -> list[Step]:
                 if options.tls is TlsPolicy.DANE else None
         except dane.Failed:
             return steps
-        Session(options, addresses[0], steps, records).run()
+        policy = mtasts.check(options, addresses[0], steps)
+        if steps[-1].severity is Severity.FAIL:  # enforced, and the MX is not in the policy
+            return steps
+        Session(options, addresses[0], steps, records,
+                sts_enforced=policy is not None and policy.enforced).run()
     return steps
 
 
 class Session:
     def __init__(self, options: Options, address: Address, steps: list[Step],
-                 tlsa: dane.Dane | None = None) -> None:
+                 tlsa: dane.Dane | None = None, sts_enforced: bool = False) -> None:
         self.options = options
+        self.sts_enforced = sts_enforced  # MTA-STS enforce: the certificate must verify
         self.tlsa = tlsa  # secure TLSA records: STARTTLS mandatory, the chain must match
         self.address = address
         self.steps = steps
@@ -243,12 +248,13 @@ class Session:
                      f" --tls {self.options.tls} requires it", Finding.STARTTLS_NOT_OFFERED)
             raise Stop
         self.expect(wire, "starttls", "STARTTLS")
-        pkix = self.options.tls is not TlsPolicy.DANE  # DANE authenticates by TLSA instead
+        # DANE authenticates by TLSA instead, and takes precedence over MTA-STS (RFC 8461 2)
+        pkix = self.tlsa is None and (self.options.tls is not TlsPolicy.DANE or self.sts_enforced)
         verifying = tlsprobe.client_context(pkix, self.options.ca_file)
         failure, done = self.handshake(wire.sock, verifying)
         verified = failure is None and pkix
         if failure is not None and failure.finding is Finding.CERT_INVALID \
-                and self.options.tls is TlsPolicy.REQUIRE:
+                and self.options.tls is TlsPolicy.REQUIRE and not self.sts_enforced:
             # A relay that encrypts without verifying goes on: so does the probe, afresh.
             self.add("tls", Severity.WARN, f"{failure.text}: a relay that verifies refuses it",
                      failure.finding, verify_code=failure.verify_code)
@@ -305,8 +311,11 @@ class Session:
 
     def tls_failed(self, failure: tlsprobe.Failure) -> None:
         if failure.finding is Finding.CERT_INVALID:
-            self.add("tls", Severity.FAIL, failure.text, failure.finding,
-                     verify_code=failure.verify_code, verify_message=failure.text)
+            finding = Finding.STS_CERT_INVALID if self.sts_enforced else failure.finding
+            self.add("tls", Severity.FAIL, failure.text + (" (the MTA-STS policy enforces it)"
+                     if self.sts_enforced else ""), finding, verify_code=failure.verify_code,
+                     verify_message=failure.text, profiles=["4.7.5-mta-sts-certificate-invalid"]
+                     if self.sts_enforced else [])
             self.certificate_unverified()
             return
         if failure.finding in (Finding.TLS_ALERT, Finding.TLS_PROTOCOL_VERSION):

@@ -118,12 +118,9 @@ _CONDITIONS: dict[Finding, str] = {
     Finding.HELO_ONLY: "for a relay that requires TLS",
     Finding.STARTTLS_NOT_OFFERED: "for a relay that requires TLS",
     Finding.DANE_REQUIRED: "for a relay that requires DANE (Postfix dane-only)",
-    Finding.STS_FETCH_ERROR: "the MTA-STS policy cannot be fetched: relays deliver as if the"
-                             " domain had none, and report it by TLS-RPT",
-    Finding.STS_POLICY_INVALID: "the MTA-STS policy does not parse: relays deliver as if the"
-                                " domain had none, and report it by TLS-RPT",
-    Finding.STS_WEBPKI_INVALID: "the MTA-STS policy host's certificate fails: relays deliver"
-                                " as if the domain had none, and report it by TLS-RPT",
+    Finding.STS_FETCH_ERROR: "MTA-STS sts-policy-fetch-error, reported by TLS-RPT",
+    Finding.STS_POLICY_INVALID: "MTA-STS sts-policy-invalid, reported by TLS-RPT",
+    Finding.STS_WEBPKI_INVALID: "MTA-STS sts-webpki-invalid, reported by TLS-RPT",
     Finding.STS_MX_MISMATCH: "for a relay that applies a testing-mode MTA-STS policy, reported"
                              " by TLS-RPT only",
 }
