@@ -7,6 +7,9 @@ and the verdict must name the profile's code and, where the evidence can tell,
 the profile itself. A profile whose failure needs what diagnose never does
 (send DATA, make traffic, use a sender) must instead be reported healthy with
 that gap named under "not probed", so new profiles are classified, not skipped.
+The DANE profiles are probed with ``--tls dane`` (and ``--trust-anchor``, fakemx's
+anchor, for a signed zone), the MTA-STS ones with ``--mta-sts-port`` at fakemx's
+policy host: each verdict names the profile, as its code or as a condition.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import pytest
 
 from fakemx import FakeMX
 from fakemx.cli import main
-from fakemx.diagnose.verdict import NEVER_PROBED, NO_AUTH, NO_DANE, NO_TRAFFIC
+from fakemx.diagnose.verdict import NEVER_PROBED, NO_AUTH, NO_TRAFFIC
 from fakemx.model import Profile
 from fakemx.profiles import catalog, load_profile
 from fakemx.stages import Stage
@@ -34,6 +37,8 @@ TIME_SCALE = 0.001
 # (192.0.2.25: no traffic may leave loopback).
 SCALES = {"4.4.312-slow": DELAY / 30.0, "4.4.7-slow-greeting": DELAY / 600.0,
           "4.4.312-mx-changed-stale-cache": 1.0,
+          # the policy changes after 60 s: scaled so the probe meets the new policy
+          "4.4.8-mta-sts-policy-changed": 1e-6,
           # nginx closes a silent connection after 60 s: the probe speaks first, long before
           "4.4.318-http-server-on-port": 1.0}
 
@@ -57,16 +62,23 @@ SAME_EVIDENCE = {"4.4.318-rst-after-greeting": {"4.4.318-rst-after-connect"},
 TLS = {"helo-only-server": "none"}
 
 
+# The DANE and MTA-STS profiles that break nothing: no condition names them.
+POSITIVE_CONTROLS = {"dane-valid-ee", "dane-valid-ta", "mta-sts-valid"}
+
+
+def is_dane(profile: Profile) -> bool:
+    postfix = profile.about.postfix if profile.about else None
+    zone = profile.dns
+    return (postfix is not None and postfix.tls in ("dane", "dane-only")) or (
+        zone is not None and (zone.dnssec is not None or any(r.type == "TLSA"
+                                                             for r in zone.records)))
+
+
 def unseen(profile: Profile) -> str | None:
     """Why diagnose cannot meet this profile's failure, or None if it can."""
     if profile.name == "4.4.312-mx-changed-stale-cache":
         return "stale cache"
     postfix = profile.about.postfix if profile.about else None
-    zone = profile.dns
-    if profile.mta_sts is not None or (postfix is not None and postfix.tls in (
-            "dane", "dane-only")) or (zone is not None and (zone.dnssec is not None or any(
-                r.type == "TLSA" for r in zone.records))):
-        return NO_DANE
     if (postfix is not None and postfix.sasl) or any(r.stage is Stage.AUTH
                                                      for r in profile.rules):
         return NO_AUTH  # the failure, or the success, needs a login
@@ -96,10 +108,17 @@ def run_against(profile: Profile, capsys: pytest.CaptureFixture[str]
     with FakeMX(profile, time_scale=scale) as mx:
         common = ("--rcpt", f"{local}@example.test", "--helo", helo, "--ca", str(mx.ca_path))
         if mx.dns is not None:
-            # The zone's MX hosts are not the name in fakemx's certificate: encrypt only.
+            # The zone's MX hosts are not the name in fakemx's certificate: encrypt only
+            # (an enforced MTA-STS policy makes the probe verify, as it makes relays).
+            tls: tuple[str, ...] = ("--tls", "require")
+            anchor = mx.state_dir / "dnssec-anchor.ds"  # written when the zone is signed
+            if is_dane(profile):
+                tls = ("--tls", "dane") + (("--trust-anchor", str(anchor))
+                                           if anchor.exists() else ())
+            if mx.mta_sts is not None:
+                tls += ("--mta-sts-port", str(mx.mta_sts.port))
             return diagnose_json(capsys, f"example.test:{mx.port}", "--mx-lookup",
-                                 "--resolver", f"{mx.dns.host}:{mx.dns.port}",
-                                 "--tls", "require", *common)
+                                 "--resolver", f"{mx.dns.host}:{mx.dns.port}", *tls, *common)
         return diagnose_json(capsys, f"127.0.0.1:{mx.port}", "--tls",
                              TLS.get(profile.name, "verify"), *common)
 
@@ -127,9 +146,6 @@ def test_diagnose_names_each_catalog_profile(name: str,
         assert verdict["code"] == "2.0.0"
         assert any("TTL 3600 s" in step["line"] for step in report["steps"]), report["steps"]
         return
-    if gap == NO_DANE:  # what the probe finds without DANE or MTA-STS may be anything
-        assert gap in verdict["not_probed"]
-        return
     if gap == NO_AUTH:  # without a login, a server that requires one refuses MAIL
         assert gap in verdict["not_probed"]
         if profile.auth is not None and profile.auth.required and profile.tls.mode != "none":
@@ -143,6 +159,9 @@ def test_diagnose_names_each_catalog_profile(name: str,
     if profile.about.code.startswith("2"):  # the positive controls: nothing failed
         assert (status, verdict["code"]) == (0, "2.0.0")
         assert not [s for s in report["steps"] if s["severity"] == "fail"]
+        if (is_dane(profile) or profile.mta_sts is not None) \
+                and name not in POSITIVE_CONTROLS:  # relays deliver; the condition is named
+            assert name in profiles, (verdict["conditions"], report["steps"])
         return
     allowed = {name} | SAME_EVIDENCE.get(name, set())
     assert allowed & profiles, (profiles, verdict["evidence"])

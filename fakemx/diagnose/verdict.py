@@ -15,7 +15,16 @@ from functools import cache
 from typing import Any
 
 from fakemx.actions import Drop
-from fakemx.diagnose.model import Advice, Finding, Options, Reply, Severity, Step, Verdict
+from fakemx.diagnose.model import (
+    Advice,
+    Finding,
+    Options,
+    Reply,
+    Severity,
+    Step,
+    TlsPolicy,
+    Verdict,
+)
 from fakemx.model import Profile, Stall
 from fakemx.model import Reply as RuleReply
 from fakemx.stages import Stage
@@ -130,7 +139,8 @@ NEVER_PROBED = ("DATA and the message: diagnose never sends one, so failures at 
 NO_TRAFFIC = ("limits that need traffic (rates, concurrent connections, counts of messages or"
               " recipients) and rules on the sender address (the probe's sender is <>)")
 NO_RCPT = "MAIL FROM and RCPT TO: pass --rcpt ADDR to probe a recipient"
-NO_DANE = "DANE (TLSA records, DNSSEC) and MTA-STS policies: not probed yet"
+NO_DANE = "DANE (TLSA records in DNSSEC-signed DNS): probed only with --tls dane"
+NO_STS = "MTA-STS: a mail domain's policy, probed only with an MX lookup (not --host)"
 NO_AUTH = ("SMTP AUTH: diagnose never logs in, so what a login meets stays unseen (a server"
            " that requires one answers MAIL with 530 5.7.0)")
 
@@ -144,8 +154,9 @@ _TEMPORARY = Advice("4.4.7", "if every retry meets it until the message expires 
 def decide(steps: Sequence[Step], options: Options, catalog: Sequence[Profile],
            codes: Mapping[str, Mapping[str, Any]]) -> Verdict:
     profiles = {p.name: p for p in catalog}
-    not_probed = (NEVER_PROBED, NO_TRAFFIC, NO_DANE, NO_AUTH) + (
-        () if options.rcpt else (NO_RCPT,))
+    not_probed = (NEVER_PROBED, NO_TRAFFIC, NO_AUTH) + (() if options.rcpt else (NO_RCPT,)) + (
+        () if options.tls is TlsPolicy.DANE else (NO_DANE,)) + (
+        () if options.target.mx_lookup else (NO_STS,))
     failed = next((s for s in steps if s.severity is Severity.FAIL), None)
     conditions = tuple(_condition(s, profiles) for s in steps
                        if s.finding in _CONDITIONS and s.severity is not Severity.FAIL)
