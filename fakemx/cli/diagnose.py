@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fakemx.config import _positive
 from fakemx.diagnose import Options, Target, Timeouts, TlsPolicy, diagnose, render
+from fakemx.diagnose.dnssec import read_anchor
 from fakemx.diagnose.model import is_address
 from fakemx.errors import FakeMXError
 
@@ -88,6 +89,8 @@ def options(args: argparse.Namespace) -> Options:
                           " --trust-anchor`)")
     if args.trust_anchor is not None and TlsPolicy(args.tls) is not TlsPolicy.DANE:
         raise FakeMXError("--trust-anchor: only --tls dane validates DNSSEC (add --tls dane)")
+    if args.trust_anchor is not None:
+        read_anchor(args.trust_anchor)  # a file without a DS is one line now, not mid-probe
     if args.ca is not None and not args.ca.is_file():
         raise FakeMXError(f"--ca {args.ca}: no such file (give a PEM file of CA certificates,"
                           " e.g. from `fakemx ca --out FILE`)")

@@ -107,6 +107,10 @@ def lookup(options: Options, address: Address, steps: list[Step]) -> Dane | None
         if not _judged(steps, f"MX {target.name}", "MX", mx, how):
             return None
     host = address.host.rstrip(".")
+    if is_address(host):
+        steps.append(_not_dane(f"{host} is an address: it has no TLSA records (DANE needs the"
+                               " MX host's name)", "4.7.5-dane-required"))
+        return None
     name = f"_{TLSA_PORT}._tcp.{host}"
     tlsa = validator.ask(name, "TLSA")
     if not _judged(steps, f"TLSA {name}", "TLSA", tlsa, how):
