@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from api_harness import running_api
 
 from fakemx import FakeMX
 from fakemx.cli import main
@@ -158,3 +159,15 @@ def test_an_anchor_without_ds_is_one_line(tmp_path: Path,
     err = capsys.readouterr().err
     assert f"--trust-anchor {empty}: no DS record in it" in err
     assert err.count("\n") == 1
+
+
+def test_the_lab_endpoint_probes_dane_and_the_policy_host(tmp_path: Path) -> None:
+    # The API passes the server's own trust anchor and policy host port (not 443).
+    names = ["4.7.323-tlsa-other-key", "4.7.5-mta-sts-certificate-invalid"]
+    with running_api(tmp_path / "state", names, names=names) as lab:
+        http = lab.http()
+        dane = http.post(f"/api/servers/{names[0]}/diagnose", json={"tls": "dane"}).json()
+        sts = http.post(f"/api/servers/{names[1]}/diagnose").json()
+    assert (dane["verdict"]["code"], dane["verdict"]["profiles"]) == ("4.7.323", [names[0]])
+    assert "validated against the trust anchor test." in dane["text"]
+    assert (sts["verdict"]["code"], sts["verdict"]["profiles"]) == ("4.7.5", [names[1]])

@@ -27,8 +27,9 @@ class DiagnoseRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     rcpt: Annotated[str, Field(pattern=r"^[^\s<>@]+@[^\s<>@]+$", max_length=254)] | None = None
-    tls: Literal["verify", "require", "none"] | None = None  # default: verify; require
-    # behind a profile's own DNS, whose mail host is not the name in fakemx's certificate
+    tls: Literal["verify", "require", "dane", "none"] | None = None  # default: verify;
+    # require behind a profile's own DNS, whose mail host is not the name in fakemx's
+    # certificate; dane validates against the server's own trust anchor when it signs
 
 
 class DiagnosisStep(BaseModel):
@@ -75,10 +76,14 @@ def options_for(mx: FakeMX, request: DiagnoseRequest) -> Options:
         records = zone.records
         domain = next((r.name for r in records if r.type == "MX"),
                       records[0].name if records else zone.origin)
-        return Options(Target(domain, mx.port, mx_lookup=True),
-                       tls=TlsPolicy(request.tls or "require"), ca_file=mx.ca_path,
+        anchor = mx.state_dir / "dnssec-anchor.ds"  # written when the zone is signed
+        tls = TlsPolicy(request.tls or "require")
+        return Options(Target(domain, mx.port, mx_lookup=True), tls=tls, ca_file=mx.ca_path,
                        resolver=(mx.dns.host, mx.dns.port), rcpt=request.rcpt,
-                       helo="lab.fakemx.test", timeouts=API_TIMEOUTS)
+                       helo="lab.fakemx.test", timeouts=API_TIMEOUTS,
+                       trust_anchor=anchor if tls is TlsPolicy.DANE and anchor.exists() else None,
+                       # the policy host fakemx runs beside the server, not 443
+                       mta_sts_port=mx.mta_sts.port if mx.mta_sts is not None else 443)
     return Options(Target(host, mx.port, mx_lookup=False), tls=TlsPolicy(request.tls or "verify"),
                    ca_file=mx.ca_path, rcpt=request.rcpt, helo="lab.fakemx.test",
                    timeouts=API_TIMEOUTS)

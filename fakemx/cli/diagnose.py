@@ -29,7 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """``fakemx diagnose``'s options."""
     parser.description = ("Resolve, connect, greet, EHLO, STARTTLS and check the certificate (MAIL"
                           " FROM:<> and RCPT TO only with --rcpt), then QUIT: never DATA, never a"
-                          " message. One line per step, then the verdict from the catalog.")
+                          " message; a domain's MTA-STS policy when it has one, DANE with --tls"
+                          " dane. One line per step, then the verdict from the catalog.")
     parser.add_argument("target", metavar="DOMAIN|HOST[:PORT]",
                         help="a mail domain (its MX is looked up) or a host; port 25 unless"
                              " given ([::1]:2525 for IPv6)")
