@@ -10,14 +10,22 @@ through fakemx's own DNS (``--resolver``) and policy host on loopback.
 from __future__ import annotations
 
 import json
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import dns.message
+import dns.rdatatype
+import dns.rrset
 import pytest
 from api_harness import running_api
 
 from fakemx import FakeMX
 from fakemx.cli import main
+from fakemx.diagnose.dnssec import Security, Validator
 from fakemx.diagnose.mtasts import Invalid, Policy, parse
 from fakemx.diagnose.verdict import NO_DANE, NO_STS
 from fakemx.profiles import load_profile
@@ -171,3 +179,49 @@ def test_the_lab_endpoint_probes_dane_and_the_policy_host(tmp_path: Path) -> Non
     assert (dane["verdict"]["code"], dane["verdict"]["profiles"]) == ("4.7.323", [names[0]])
     assert "validated against the trust anchor test." in dane["text"]
     assert (sts["verdict"]["code"], sts["verdict"]["profiles"]) == ("4.7.5", [names[1]])
+
+
+@contextmanager
+def self_signing_dns() -> Iterator[tuple[str, int]]:
+    """A hostile DNS server on loopback: every answer is signed by the name asked itself."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                data, peer = sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            query = dns.message.from_wire(data)
+            question = query.question[0]
+            response = dns.message.make_response(query)
+            rdtype = dns.rdatatype.to_text(question.rdtype)
+            value = {"DS": "1 13 2 " + "00" * 32, "DNSKEY": "257 3 13 " + "A" * 88}.get(
+                rdtype, "3 1 1 " + "00" * 32)
+            response.answer.append(dns.rrset.from_text(question.name, 60, "IN", rdtype, value))
+            response.answer.append(dns.rrset.from_text(
+                question.name, 60, "IN", "RRSIG", f"{rdtype} 13 3 60 20990101000000"
+                f" 20000101000000 1 {question.name} {'A' * 88}"))
+            sock.sendto(response.to_wire(), peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield sock.getsockname()
+    finally:
+        stop.set()
+        thread.join()
+        sock.close()
+
+
+def test_a_server_signing_with_the_names_it_answers_is_bogus_not_a_loop() -> None:
+    anchor = dns.rrset.from_text("test.", 0, "IN", "DS", "1 13 2 " + "11" * 32)
+    with self_signing_dns() as (host, port):
+        validator = Validator(host, port, 2.0, anchor)
+        tlsa = validator.ask("_25._tcp.mx.fakemx.test", "TLSA")
+        ds = validator.ask("example.test", "DS")
+    assert (tlsa.security, ds.security) == (Security.BOGUS, Security.BOGUS)
+    assert "not a zone above it" in ds.why

@@ -171,7 +171,11 @@ def match(dane: Dane, chain: list[bytes]) -> Step:
         return Step("dane", Severity.INFO, "TLS established; no usable TLSA record to match")
     if not chain:
         return _invalid("the server sent no certificate", "4.7.323-tlsa-other-key")
-    certs = [x509.load_der_x509_certificate(der) for der in chain]
+    try:
+        certs = [x509.load_der_x509_certificate(der) for der in chain]
+    except ValueError as exc:
+        return _invalid(f"a certificate the server sent does not parse ({exc})",
+                        "4.7.323-tlsa-other-key")
     leaf = certs[0]
     for record in dane.usable:
         if record.usage == 3 and record.matches(leaf):

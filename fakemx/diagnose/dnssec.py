@@ -138,6 +138,11 @@ class Validator:
     def _verified(self, rrset: dns.rrset.RRset, sigs: dns.rrset.RRset, records: list[str],
                   rcode: str) -> Judged:
         signer = sigs[0].signer
+        above = signer != rrset.name if rrset.rdtype == dns.rdatatype.DS else True
+        if not (rrset.name.is_subdomain(signer) and above and self.anchor_name is not None
+                and signer.is_subdomain(self.anchor_name)):  # also: no loop through a signer
+            return Judged(Security.BOGUS, records, rcode, kind="bad_signature",
+                          why=f"{rrset.name} is signed by {signer}, not a zone above it")
         keys = self._keys(signer)
         if keys.security is not Security.SECURE:
             return Judged(keys.security, records, rcode, keys.why, keys.kind)
