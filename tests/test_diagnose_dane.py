@@ -10,7 +10,10 @@ through fakemx's own DNS (``--resolver``) and policy host on loopback.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,8 +23,10 @@ from typing import Any
 import dns.message
 import dns.rdatatype
 import dns.rrset
+import netns as ns
 import pytest
 from api_harness import running_api
+from unbound import UNBOUND, PrivateUnbound
 
 from fakemx import FakeMX
 from fakemx.cli import main
@@ -225,3 +230,39 @@ def test_a_server_signing_with_the_names_it_answers_is_bogus_not_a_loop() -> Non
         ds = validator.ask("example.test", "DS")
     assert (tlsa.security, ds.security) == (Security.BOGUS, Security.BOGUS)
     assert "not a zone above it" in ds.why
+
+
+# region through a validating resolver: unbound's AD bit, in a network namespace --------------
+
+VALIDATING = {"dane-valid-ee": ("2.0.0", "DNSSEC secure (the AD bit of 127.0.0.1#53)"),
+              "4.7.324-tlsa-rrsig-expired": ("4.7.324", "SERVFAIL"),
+              "dane-missing-ds-insecure": ("2.0.0", "DNSSEC insecure (the resolver did not set AD")}
+
+
+@pytest.mark.skipif(ns.why_not() is not None or UNBOUND is None,
+                    reason=ns.why_not() or "unbound is missing (Debian package unbound)")
+@pytest.mark.parametrize("name", sorted(VALIDATING))
+def test_without_an_anchor_a_validating_resolver_decides(name: str, tmp_path: Path) -> None:
+    # fakemx (SMTP 127.0.0.2:25, DNS 127.0.0.3:53) and unbound trusting its anchor
+    # (127.0.0.1:53) in a namespace; the probe asks unbound and believes its AD bit.
+    state = tmp_path / "state"
+    with ns.namespace("nameserver 127.0.0.1\n") as netns, \
+            ns.fakemx_in(netns, name, state, "127.0.0.2", "--dns-host", "127.0.0.3"):
+        (tmp_path / "unbound").mkdir()
+        resolver = PrivateUnbound(tmp_path / "unbound", listen="127.0.0.1",
+                                  upstream="127.0.0.3", anchor=state / "dnssec-anchor.ds",
+                                  prefix=ns.in_namespace(netns))
+        resolver.start()
+        try:
+            probe = subprocess.run(
+                [*ns.in_namespace(netns), sys.executable, "-m", "fakemx", "diagnose",
+                 "example.test", "--tls", "dane", "--resolver", "127.0.0.1",
+                 "--ca", str(state / "ca.pem"), "--timeout", "5", "--dns-timeout", "5",
+                 "--json"], capture_output=True, text=True, timeout=60,
+                env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+        finally:
+            resolver.stop()
+    report = json.loads(probe.stdout)
+    code, says = VALIDATING[name]
+    assert report["verdict"]["code"] == code, report["verdict"]
+    assert any(says in line for line in lines(report, "dane")), lines(report, "dane")
