@@ -134,11 +134,13 @@ def lookup(options: Options, address: Address, steps: list[Step]) -> Dane | None
 def _judged(steps: list[Step], what: str, rdtype: str, answer: Judged, how: str) -> bool:
     """Record the answer's DNSSEC status; True when DANE goes on (secure)."""
     if answer.security is Security.BOGUS:
-        profile = _BOGUS.get((rdtype, answer.kind))
+        # A validating resolver answers every bogus record with SERVFAIL: any of them.
+        named = sorted({p for (asked, kind), p in _BOGUS.items() if asked == rdtype},
+                       key=lambda p: p != _BOGUS.get((rdtype, "servfail"))) \
+            if answer.kind == "servfail" else [p for p in [_BOGUS.get((rdtype, answer.kind))] if p]
         steps.append(Step("dane", Severity.FAIL, f"{what}: DNSSEC bogus: {answer.why}; a DANE"
                           " relay does not connect (dnssec-invalid)", Finding.DANE_DNSSEC_INVALID,
-                          facts={"why": answer.why, "rcode": answer.rcode,
-                                 "profiles": [profile] if profile else []}))
+                          facts={"why": answer.why, "rcode": answer.rcode, "profiles": named}))
         raise Failed
     if answer.security is Security.INSECURE:
         profile = "dane-missing-ds-insecure" if "no DS" in answer.why else "4.7.5-dane-required"
