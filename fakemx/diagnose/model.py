@@ -88,6 +88,7 @@ class Finding(StrEnum):
     DANE_NO_STARTTLS = "dane_starttls_not_supported"
     DANE_CERT_EXPIRED = "dane_certificate_expired"
     DANE_HOST_MISMATCH = "dane_certificate_host_mismatch"
+    DANE_VALIDATION_FAILURE = "dane_validation_failure"  # the handshake fails: no fallback
     DANE_REQUIRED = "dane_required"  # DANE does not apply: a relay that requires it defers
     # MTA-STS (RFC 8461)
     STS_MX_MISMATCH = "sts_mx_mismatch"  # enforce, and the MX is not in the policy

@@ -318,13 +318,16 @@ class Session:
                      if self.sts_enforced else [])
             self.certificate_unverified()
             return
+        found: list[tlsprobe.Offer] = []
         if failure.finding in (Finding.TLS_ALERT, Finding.TLS_PROTOCOL_VERSION):
             found = tlsprobe.offers(self.open_starttls, self.timeouts.reply_seconds)
             failure = tlsprobe.explain_failure(failure, found)
-            self.add("tls", Severity.FAIL, failure.text, failure.finding, reason=failure.reason,
-                     offers={o.version: o.cipher or o.problem for o in found})
-            return
-        self.add("tls", Severity.FAIL, failure.text, failure.finding, reason=failure.reason)
+        # Secure TLSA records: no fallback to plaintext, RFC 8460's general validation-failure
+        dane_failed = self.tlsa is not None
+        self.add("tls", Severity.FAIL, failure.text, Finding.DANE_VALIDATION_FAILURE
+                 if dane_failed else failure.finding, reason=failure.reason,
+                 offers={o.version: o.cipher or o.problem for o in found},
+                 profiles=["4.7.5-dane-handshake-failure"] if dane_failed else [])
 
     def open_starttls(self) -> socket.socket:
         """A new connection up to STARTTLS answered 220 (for the follow-up handshakes)."""

@@ -88,6 +88,8 @@ _TABLE: dict[Finding, tuple[str, tuple[str, ...], str]] = {
                                 " validates has expired"),
     Finding.DANE_HOST_MISMATCH: ("4.7.325", (), "certificate-host-mismatch: the certificate"
                                  " does not name the MX host"),
+    Finding.DANE_VALIDATION_FAILURE: ("4.7.5", (), "validation-failure: TLSA records, and the"
+                                      " TLS handshake fails"),
     Finding.DANE_REQUIRED: ("4.7.5", (), "dane-required: DANE does not apply to this"
                             " destination"),
     Finding.STS_MX_MISMATCH: ("4.4.8", (), "MTA-STS: the MX host is not in the enforced policy"),
@@ -182,7 +184,7 @@ def decide(steps: Sequence[Step], options: Options, catalog: Sequence[Profile],
     elif finding is Finding.CERT_INVALID:
         names = _VERIFY_CODES.get(_int(failed.facts.get("verify_code")), ())
     elif "profiles" in failed.facts:
-        names = _named(failed)
+        names = _named(failed) or names
     elif finding is Finding.NOT_SMTP:
         names = _other_server_like(failed, catalog)
     elif finding is Finding.GREETING_TIMEOUT:
