@@ -55,7 +55,9 @@ _POSTFIX_TLS = {"may": "smtp_tls_security_level = may",
                 "implicit": "smtp_tls_wrappermode, verify"}
 _EXIM_TLS = {"may": "default smtp transport", "encrypt": "hosts_require_tls",
              "verify": "hosts_require_tls, tls_verify_hosts",
-             "implicit": "protocol = smtps, tls_verify_hosts"}
+             "implicit": "protocol = smtps, tls_verify_hosts",
+             "dane": "hosts_try_dane, a validating resolver",
+             "dane-only": "hosts_require_dane, a validating resolver"}
 _SMTPLIB_TLS = {"may": "starttls() when offered", "required": "starttls()",
                 "implicit": "SMTP_SSL"}
 
@@ -80,7 +82,8 @@ def reports(profile: Profile) -> list[dict[str, str]]:
         found.append(_report("Postfix", setting, _postfix_says(about.postfix)))
     if about.exim is not None:
         exim = about.exim
-        setting = "dnslookup router (MX lookup)" if dns else _EXIM_TLS[exim.tls]
+        dane = exim.tls in ("dane", "dane-only")
+        setting = "dnslookup router (MX lookup)" if dns and not dane else _EXIM_TLS[exim.tls]
         found.append(_report("Exim", setting, _exim_says(exim.status, exim.reason)))
         if exim.by_default is not None:
             found.append(_report("Exim", _EXIM_TLS["may"],

@@ -22,8 +22,10 @@ Dsn = Annotated[str, Field(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]
 # retried in clear), encrypt = TLS required, verify = required and verified against
 # fakemx's CA, implicit = SMTPS and verified.
 # dane, dane-only: Postfix's smtp_tls_security_level for a relay resolving through a
-# validating resolver (tests/test_dane_postfix.py; Postfix only). mta-sts: may, with
-# postfix-mta-sts-resolver as smtp_tls_policy_maps (tests/test_mtasts_postfix.py; Postfix only).
+# validating resolver (tests/test_dane_postfix.py); for Exim hosts_try_dane and
+# hosts_require_dane, with dnssec_request_domains (tests/test_dane_exim.py). mta-sts: may,
+# with postfix-mta-sts-resolver as smtp_tls_policy_maps (tests/test_mtasts_postfix.py;
+# Postfix only).
 RelayTls = Literal["may", "encrypt", "verify", "implicit", "dane", "dane-only", "mta-sts"]
 
 
@@ -138,7 +140,8 @@ class EximVerdict(RelayProbe):
     stricter (it hides TLS failures: it sends anyway). For a DNS profile the
     verdict is Exim's own MX lookup (a ``dnslookup`` router,
     tests/test_dns_exim.py), where Postfix's comes from a relayhost looked up
-    through DNS.
+    through DNS; for a DANE profile (``tls`` dane or dane-only) too, through a
+    validating resolver (tests/test_dane_exim.py).
     """
 
     status: Status
@@ -146,11 +149,12 @@ class EximVerdict(RelayProbe):
     alternatives: list[EximAttempt] = []
 
     @model_validator(mode="after")
-    def _no_dane(self) -> EximVerdict:
-        if self.tls in ("dane", "dane-only", "mta-sts"):
-            raise ValueError("the Exim harness has no DANE or MTA-STS route: give tls = may,"
-                             " encrypt, verify or implicit")
+    def _no_mta_sts(self) -> EximVerdict:
+        if self.tls == "mta-sts":
+            raise ValueError("the Exim harness has no MTA-STS route (Exim fetches no policy):"
+                             " give tls = may, encrypt, verify, implicit, dane or dane-only")
         return self
+
     by_default: EximAttempt | None = None
 
     @model_validator(mode="after")

@@ -152,17 +152,24 @@ TRANSPORT = """\
 """
 
 _MESSAGE_ID = re.compile(r"\b[0-9A-Za-z]{6}-[0-9A-Za-z]{6,}-[0-9A-Za-z]{2}\b")
-# For a router that finds fakemx itself (an MX lookup): port 25, Exim's TLS defaults.
+# For a router that finds fakemx itself (an MX lookup): port 25, Exim's TLS defaults,
+# or DANE (tests/test_dane_exim.py): mx_dane uses it when the TLSA records are
+# DNSSEC-secure (Postfix's dane level), mx_dane_only defers without them (dane-only).
 MX_TRANSPORT = """\
-mx_smtp:
+{name}:
   driver = smtp
   tls_verify_certificates = {ca_file}
   connect_timeout = 3s
   command_timeout = 3s
   data_timeout = 3s
   final_timeout = 6s
-
+{extra}
 """
+MX_TRANSPORTS = {
+    "mx_smtp": "",
+    "mx_dane": "  dnssec_request_domains = *\n  hosts_try_dane = *\n",
+    "mx_dane_only": "  dnssec_request_domains = *\n  hosts_require_dane = *\n",
+}
 
 # One delivery attempt to one recipient: => (and ->) sent, == deferred, ** bounced.
 _ATTEMPT = re.compile(
@@ -218,7 +225,8 @@ class PrivateExim(LoggedRelay[Verdict]):
         values = {"exim": str(self.binary), "root": str(self.root), "ca_file": str(ca_file)}
         transports = "".join(TRANSPORT.format(letter=letter, extra=extra, **values)
                              for letter, extra in TRANSPORTS.items())
-        transports += MX_TRANSPORT.format(**values)
+        transports += "".join(MX_TRANSPORT.format(name=name, extra=extra, **values)
+                              for name, extra in MX_TRANSPORTS.items())
         routers = self._router or "".join(ROUTER.format(letter=letter) for letter in TRANSPORTS)
         (self.root / "passwd").write_text("")
         (self.root / "passwd").chmod(0o644)

@@ -19,23 +19,22 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import netns as ns
 import pytest
+from dane import (
+    DOMAIN,
+    FAKEMX_IP,
+    TLSA_NAME,
+    VERDICT_SECONDS,
+    served,
+    validating_namespace,
+)
 from postfix import PrivatePostfix, Verdict
-from unbound import UNBOUND, PrivateUnbound
+from unbound import UNBOUND
 
-from fakemx.dns.dnssec import ANCHOR_FILE
 from fakemx.profiles import catalog, load_profile
-
-FAKEMX_IP = "127.0.0.2"
-DNS_IP = "127.0.0.3"
-RESOLVER_IP = "127.0.0.1"
-DOMAIN = "example.test"
-TLSA_NAME = "_25._tcp.mx.fakemx.test"
-VERDICT_SECONDS = 30.0
 
 # profile -> (name, type, what the validating resolver makes of it)
 RESOLVER_VERDICTS: dict[str, tuple[str, str, str]] = {
@@ -87,9 +86,7 @@ pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
 
 @pytest.fixture(scope="module")
 def netns() -> Iterator[str]:
-    """A namespace whose resolver is the validating unbound (trust-ad: keep its AD bit)."""
-    with ns.namespace(f"nameserver {RESOLVER_IP}\noptions timeout:2 attempts:1 trust-ad\n") \
-            as name:
+    with validating_namespace() as name:
         yield name
 
 
@@ -118,25 +115,6 @@ def relays(netns: str) -> Iterator[Callable[[str], PrivatePostfix]]:
             instance.stop()
         for root in roots:
             shutil.rmtree(root, ignore_errors=True)
-
-
-@contextmanager
-def served(netns: str, profile: str, state_dir: Path) -> Iterator[PrivateUnbound]:
-    """fakemx serving ``profile`` in the namespace, and a fresh unbound trusting its anchor."""
-    assert ns.IP is not None
-    with ns.fakemx_in(netns, profile, state_dir, FAKEMX_IP, "--dns-host", DNS_IP):
-        anchor = state_dir / ANCHOR_FILE
-        root = Path(tempfile.mkdtemp(prefix="fakemx-unbound-", dir="/tmp"))
-        resolver = PrivateUnbound(root, listen=RESOLVER_IP, upstream=DNS_IP,
-                                  anchor=anchor if anchor.is_file() else None,
-                                  prefix=[ns.IP, "netns", "exec", netns])
-        try:
-            resolver.start()
-            yield resolver
-        finally:
-            resolver.stop()
-            shutil.rmtree(root, ignore_errors=True)
-
 
 
 def _attempt(relay: PrivatePostfix) -> Verdict:

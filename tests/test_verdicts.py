@@ -31,14 +31,22 @@ def verdicts(profile: Profile) -> tuple[PostfixVerdict, EximVerdict, SmtplibVerd
 ROOT = Path(__file__).resolve().parent.parent
 
 def relayed() -> list[Profile]:
-    """The profiles both relay harnesses prove. Not: those without a Postfix verdict (the
-    stale cache needs a caching resolver, tests/test_dns.py), the DANE profiles (a
-    validating resolver and a DANE-enforcing relay: tests/test_dane_postfix.py has
-    Postfix, the Exim harness has no DANE route yet) and the MTA-STS ones (a policy
-    fetcher: tests/test_mtasts_postfix.py has Postfix with postfix-mta-sts-resolver, the
-    Exim harness has no MTA-STS route)."""
+    """The profiles both relay harnesses prove without DANE. Not: those without a Postfix
+    verdict (the stale cache needs a caching resolver, tests/test_dns.py), the DANE
+    profiles (a validating resolver and a DANE-enforcing relay: tests/test_dane_postfix.py,
+    tests/test_dane_exim.py) and the MTA-STS ones (a policy fetcher:
+    tests/test_mtasts_postfix.py has Postfix with postfix-mta-sts-resolver; Exim fetches
+    no policy)."""
     return [p for p in catalog() if p.about is not None and p.about.postfix is not None
-            and p.about.postfix.tls not in ("dane", "dane-only", "mta-sts")]
+            and p.about.postfix.tls not in (*DANE_LEVELS, "mta-sts")]
+
+
+DANE_LEVELS = ("dane", "dane-only")
+
+
+def dane_profiles() -> list[Profile]:
+    return [p for p in catalog() if p.about is not None and p.about.postfix is not None
+            and p.about.postfix.tls in DANE_LEVELS]
 
 
 def needing(need: str) -> list[Profile]:
@@ -49,6 +57,15 @@ def test_every_profile_declares_every_verdict() -> None:
     for profile in relayed():
         _, _, smtplib = verdicts(profile)
         assert (smtplib is None) == (profile.dns is not None), profile.name
+
+
+def test_every_dane_profile_has_both_relays_enforcing_dane() -> None:
+    """Postfix and Exim each prove every DANE profile at the same level (dane, dane-only)."""
+    assert len(dane_profiles()) >= 19
+    for profile in dane_profiles():
+        postfix, exim, smtplib = verdicts(profile)
+        assert exim.tls == postfix.tls, profile.name
+        assert smtplib is None, profile.name
 
 
 @pytest.mark.parametrize("need", ["tls-required", "tls-verified"])
