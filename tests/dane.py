@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import netns as ns
-from unbound import PrivateUnbound
+from probing import AttemptT, LoggedRelay
+from unbound import UNBOUND, PrivateUnbound
 
 from fakemx.dns.dnssec import ANCHOR_FILE
 
@@ -30,10 +31,15 @@ TLSA_NAME = "_25._tcp.mx.fakemx.test"
 VERDICT_SECONDS = 30.0
 
 
+def why_no_unbound() -> str | None:
+    return None if UNBOUND else ("unbound is missing (Debian package unbound; scripts/test"
+                                 " installs it)")
 
-@contextmanager
+
 def validating_namespace() -> Iterator[str]:
-    """A namespace whose resolver is the validating unbound (trust-ad: keep its AD bit)."""
+    """A namespace whose resolver is the validating unbound (trust-ad: keep its AD bit). A
+    DANE test module makes it its fixture:
+    ``netns = pytest.fixture(scope="module", name="netns")(validating_namespace)``."""
     with ns.namespace(f"nameserver {RESOLVER_IP}\noptions timeout:2 attempts:1 trust-ad\n") \
             as name:
         yield name
@@ -55,3 +61,23 @@ def served(netns: str, profile: str, state_dir: Path) -> Iterator[PrivateUnbound
         finally:
             resolver.stop()
             shutil.rmtree(root, ignore_errors=True)
+
+
+def first_attempt(relay: LoggedRelay[AttemptT], netns: str, profile: str, state_dir: Path,
+                  resolver_expects: tuple[str, str, str]) -> tuple[AttemptT, list[str]]:
+    """fakemx serving ``profile``; the relay's first attempt to deliver to bob@example.test,
+    and the relay's log lines about the MX host (TLS and DANE details are on lines of their
+    own). ``resolver_expects``: (name, type, verdict) of the record that matters, checked
+    through the same unbound. The queue is emptied after: no retry reaches the next test."""
+    qname, qtype, resolver_verdict = resolver_expects
+    with served(netns, profile, state_dir) as resolver:
+        seen_by_resolver = resolver.verdict(qname, qtype)
+        try:
+            verdict = relay.wait_verdict(relay.send(f"bob@{DOMAIN}"),
+                                         timeout=VERDICT_SECONDS)[0]
+        finally:
+            relay.drop_queue()
+    assert seen_by_resolver == resolver_verdict, (qname, qtype, resolver.log_text()[-2000:])
+    about_mx = [line for line in relay.log.read_text(errors="replace").splitlines()
+                if f"[{FAKEMX_IP}]" in line]
+    return verdict, about_mx

@@ -23,11 +23,10 @@ from pathlib import Path
 
 import netns as ns
 import pytest
-from dane import DOMAIN, FAKEMX_IP, VERDICT_SECONDS, served, validating_namespace
-from exim import PrivateExim, Verdict, why_no_exim
+from dane import DOMAIN, first_attempt, validating_namespace, why_no_unbound
+from exim import PrivateExim, why_no_exim
 from probing import started
 from test_dane_postfix import RESOLVER_VERDICTS
-from unbound import UNBOUND
 
 from fakemx.profiles import load_profile
 from fakemx.tls.certs import CA_FILE, load_or_create_ca
@@ -48,18 +47,13 @@ TRANSPORT_BY_LEVEL = {"dane": "mx_dane", "dane-only": "mx_dane_only"}
 
 
 def _why_not() -> str | None:
-    return (why_no_exim() or ns.why_no_namespace()
-            or (None if UNBOUND else
-                "unbound is missing (Debian package unbound; scripts/test installs it)"))
+    return why_no_exim() or ns.why_no_namespace() or why_no_unbound()
 
 
 pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
 
 
-@pytest.fixture(scope="module")
-def netns() -> Iterator[str]:
-    with validating_namespace() as name:
-        yield name
+netns = pytest.fixture(scope="module", name="netns")(validating_namespace)
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +78,6 @@ def relays(netns: str) -> Iterator[Callable[[str], PrivateExim]]:
         yield relay
 
 
-def _attempt(relay: PrivateExim) -> Verdict:
-    try:
-        return relay.wait_verdict(relay.send(f"bob@{DOMAIN}"), timeout=VERDICT_SECONDS)[0]
-    finally:
-        relay.drop_queue()
-
-
 def _pattern(reason: str) -> str:
     """An [about.exim] reason as a regular expression: ``*`` matches anything."""
     return ".*".join(map(re.escape, reason.split("*")))
@@ -104,16 +91,9 @@ def test_dane_verdicts_through_exim(name: str, relays: Callable[[str], PrivateEx
     expected = about.exim
     assert expected is not None, f"{name}: declare [about.exim]"
     assert expected.tls in TRANSPORT_BY_LEVEL, f"{name}: [about.exim] tls is dane or dane-only"
-    relay = relays(expected.tls)
-    qname, qtype, resolver_verdict = RESOLVER_VERDICTS[name]
     state = tmp_path / "state"
-    with served(netns, name, state) as resolver:
-        seen_by_resolver = resolver.verdict(qname, qtype)
-        verdict = _attempt(relay)
-    assert seen_by_resolver == resolver_verdict, (qname, qtype, resolver.log_text()[-2000:])
-    # Exim logs TLS and DANE details on lines of their own that name the MX host.
-    about_mx = [line for line in relay.log.read_text(errors="replace").splitlines()
-                if f"[{FAKEMX_IP}]" in line]
+    verdict, about_mx = first_attempt(relays(expected.tls), netns, name, state,
+                                      RESOLVER_VERDICTS[name])
     assert verdict.status == expected.status, (verdict, about_mx)
     assert re.search(_pattern(expected.reason), verdict.reason), (verdict, about_mx)
     if expected.log:

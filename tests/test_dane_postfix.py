@@ -25,14 +25,12 @@ import netns as ns
 import pytest
 from dane import (
     DOMAIN,
-    FAKEMX_IP,
     TLSA_NAME,
-    VERDICT_SECONDS,
-    served,
+    first_attempt,
     validating_namespace,
+    why_no_unbound,
 )
-from postfix import PrivatePostfix, Verdict
-from unbound import UNBOUND
+from postfix import PrivatePostfix
 
 from fakemx.profiles import catalog, load_profile
 
@@ -77,17 +75,13 @@ DANE_SETTINGS = {
 
 
 def _why_not() -> str | None:
-    return ns.why_not() or (None if UNBOUND else
-                            "unbound is missing (Debian package unbound; scripts/test installs it)")
+    return ns.why_not() or why_no_unbound()
 
 
 pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
 
 
-@pytest.fixture(scope="module")
-def netns() -> Iterator[str]:
-    with validating_namespace() as name:
-        yield name
+netns = pytest.fixture(scope="module", name="netns")(validating_namespace)
 
 
 @pytest.fixture(scope="module")
@@ -117,13 +111,6 @@ def relays(netns: str) -> Iterator[Callable[[str], PrivatePostfix]]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _attempt(relay: PrivatePostfix) -> Verdict:
-    try:
-        return relay.wait_verdict(relay.send(f"bob@{DOMAIN}"), timeout=VERDICT_SECONDS)[0]
-    finally:
-        relay.drop_queue()
-
-
 def test_every_dane_profile_is_here() -> None:
     """A new DANE profile (an [about.postfix] at level dane or dane-only) gets a row above."""
     dane = {p.name for p in catalog()
@@ -139,16 +126,9 @@ def test_dane_verdicts(name: str, relays: Callable[[str], PrivatePostfix], netns
     assert about is not None
     expected = about.postfix
     assert expected is not None, f"{name}: declare [about.postfix]"
-    relay = relays(expected.tls)
-    qname, qtype, resolver_verdict = RESOLVER_VERDICTS[name]
     state = tmp_path / "state"
-    with served(netns, name, state) as resolver:
-        seen_by_resolver = resolver.verdict(qname, qtype)
-        verdict = _attempt(relay)
-    assert seen_by_resolver == resolver_verdict, (qname, qtype, resolver.log_text()[-2000:])
-    # The TLS and DANE details Postfix logs carry no queue id: the lines about the MX host.
-    about_mx = [line for line in relay.log.read_text(errors="replace").splitlines()
-                if f"[{FAKEMX_IP}]" in line]
+    verdict, about_mx = first_attempt(relays(expected.tls), netns, name, state,
+                                      RESOLVER_VERDICTS[name])
     assert (verdict.status, verdict.dsn) == (expected.status, expected.dsn), (verdict, about_mx)
     assert expected.reason in verdict.reason, (verdict, about_mx)
     if expected.log:
