@@ -5,8 +5,9 @@ The namespace has only a loopback interface and its own /etc/resolv.conf
 /etc/resolv.conf for the processes it starts), so the machine's resolver is
 never touched and fakemx may take ports 25 and 53. Used by
 tests/test_dns_postfix.py (Postfix resolving through fakemx's DNS) and
-tests/test_dane_postfix.py (through a validating unbound in front of it), and
-tests/test_dns_exim.py (Exim looking the MX up through fakemx's DNS).
+tests/test_dane_postfix.py and tests/test_dane_exim.py (through a validating
+unbound in front of it, tests/dane.py), and tests/test_dns_exim.py (Exim
+looking the MX up through fakemx's DNS).
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from fakemx.profiles import catalog, load_profile
 from fakemx.tls.certs import CA_FILE, load_or_create_ca
 
 # The stale cache needs a caching resolver, which Exim is not (tests/test_dns.py).
-# The 4.4.312 family (the DANE and MTA-STS profiles need a validating resolver or a
-# policy fetcher: tests/test_dane_postfix.py, tests/test_mtasts.py).
+# The 4.4.312 family (the DANE profiles need a validating resolver, tests/test_dane_exim.py;
+# the MTA-STS ones a policy fetcher, which Exim lacks: tests/test_mtasts.py).
 RELAY_PROFILES = [p.name for p in catalog() if p.name.startswith("4.4.312-")
                   and p.name != "4.4.312-mx-changed-stale-cache"]
 
