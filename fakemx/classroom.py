@@ -238,12 +238,15 @@ def exercise(case: Case) -> Exercise | None:
 
     Left to the instructor: scenarios that need earlier traffic (rates), held
     connections, a loopback client (the lab relay is not one), DANE or MTA-STS (the
-    lab relay applies neither), or that have no Postfix verdict (a stale cache needs
-    a caching resolver).
+    lab relay applies neither), a login (the lab relay has no SASL credentials: its
+    verdict would be the 530 of an anonymous client, not the AUTH failure), or that
+    have no Postfix verdict (a stale cache needs a caching resolver).
     """
     about = case.profile.about
     verdict = about.postfix if about else None
     if verdict is None or verdict.warm_up_messages or verdict.hold_connections:
+        return None
+    if verdict.sasl is not None:
         return None
     if verdict.tls not in RELAY_SERVICES or case.profile.mta_sts is not None or (
             case.profile.dns is not None and not resolved_by_relay(case)):
