@@ -1,10 +1,12 @@
 """Sink throughput beside Postfix's smtp-sink and bare aiosmtpd, in one run.
 
     python bench/sink_throughput.py [--messages 5000] [--sessions 20] [--size 10240] [--runs 3]
+                                    [--workers 1 2]
 
 Drives each server with Postfix's smtp-source on loopback and prints messages
-per second (median of the runs) and the ratio to smtp-sink. fakemx runs as
-shipped: every message durably stored before its 250.
+per second (median of the runs, interleaved: one run of each server per round)
+and the ratio to smtp-sink. fakemx runs as shipped: every message durably stored
+before its 250; ``fakemx-Nw`` is ``fakemx serve --workers N``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,11 +68,19 @@ def server(kind: str, state_dir: str) -> Iterator[int]:
             command[1:1] = ["-u", "nobody"]
     elif kind == "aiosmtpd":
         command = [sys.executable, "-c", BARE_AIOSMTPD, str(port)]
-    else:
+    else:  # fakemx-1w, fakemx-2w, ...
+        workers = kind.removeprefix("fakemx-").removesuffix("w")
         command = [sys.executable, "-m", "fakemx", "serve", "--port", str(port),
-                   "--state-dir", state_dir]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   "--state-dir", state_dir, "--workers", workers]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True)
     try:
+        assert process.stdout is not None
+        if kind.startswith("fakemx-") and kind != "fakemx-1w":
+            for line in process.stdout:  # ready once every worker listens
+                if "workers ready" in line:
+                    break
+        threading.Thread(target=process.stdout.read, daemon=True).start()  # never full
         wait_for_greeting(port)
         yield port
     finally:
@@ -103,21 +114,24 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, nargs="+", default=[20])
     parser.add_argument("--size", type=int, default=10240)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="fakemx with each of these --workers counts")
     args = parser.parse_args()
-    kinds = ["smtp-sink", "aiosmtpd", "fakemx"]
-    print(f"{args.messages} messages of {args.size} bytes, median of {args.runs} runs")
-    print(f"{'server':<12}{'sessions':>9}{'msg/s':>10}{'x smtp-sink':>13}")
+    kinds = ["smtp-sink", "aiosmtpd", *(f"fakemx-{n}w" for n in args.workers)]
+    print(f"{args.messages} messages of {args.size} bytes, median of {args.runs} interleaved"
+          f" runs, {len(os.sched_getaffinity(0))} cores")
+    print(f"{'server':<12}{'sessions':>9}{'msg/s':>10}{'x smtp-sink':>13}{'x fakemx-1w':>13}")
     for sessions in args.sessions:
-        medians: dict[str, float] = {}
-        for kind in kinds:
-            rates = []
-            for _ in range(args.runs):
+        rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for _ in range(args.runs):  # interleaved: a busy moment hits every server alike
+            for kind in kinds:
                 with tempfile.TemporaryDirectory() as state, server(kind, state) as port:
-                    rates.append(rate(port, args.messages, sessions, args.size))
-            medians[kind] = statistics.median(rates)
+                    rates[kind].append(rate(port, args.messages, sessions, args.size))
+        medians = {kind: statistics.median(found) for kind, found in rates.items()}
         for kind in kinds:
             ratio = medians[kind] / medians["smtp-sink"]
-            print(f"{kind:<12}{sessions:>9}{medians[kind]:>10.0f}{ratio:>13.2f}")
+            one = medians[kind] / medians["fakemx-1w"] if "fakemx-1w" in medians else 0.0
+            print(f"{kind:<12}{sessions:>9}{medians[kind]:>10.0f}{ratio:>13.2f}{one:>13.2f}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ DEFAULT_HOSTNAME = "mx.fakemx.test"
 LOG_FORMATS = ("human", "json")
 MODE_ENV = "FAKEMX_MODE"  # `fakemx run`: serve (default) or lab
 MODES = ("serve", "lab")
+MAX_WORKERS = 256
 
 SERVE, LAB, TOOLS = "serve", "lab", "tools"  # tools: journal, messages, export, ca
 BOTH = (SERVE, LAB)
@@ -114,6 +115,21 @@ def days(text: str) -> float:
     return _positive(text, "a number of days above 0 (e.g. 7, or 0.5 for 12 hours)")
 
 
+def workers(text: str) -> int:
+    """How many worker processes: a whole number from 1, or ``auto`` (one per core)."""
+    if text == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count() or 1
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of workers (use 1..{MAX_WORKERS}, or auto: one per core)")
+    return value
+
+
 def text(value: str) -> str:
     if not value:
         raise argparse.ArgumentTypeError("empty (give a value)")
@@ -176,6 +192,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("--keep-days", "FAKEMX_KEEP_DAYS", days, None,
            "delete messages older than D days from the state dir (default: never)",
            metavar="D"),
+    Option("--workers", "FAKEMX_WORKERS", workers, 1,
+           "serve from N processes on the same port(s) (SO_REUSEPORT; auto = one per core;"
+           " default 1); greylisting, counts and rule uses are shared through the state dir",
+           metavar="N|auto"),
     Option("--dns-port", "FAKEMX_DNS_PORT", port, 0,
            "where a profile's [dns] zone is served (default 0: any free port)", (SERVE,)),
     Option("--mta-sts-port", "FAKEMX_MTA_STS_PORT", port, 0,

@@ -27,6 +27,19 @@ from fakemx.stages import ListenerState
 # As deep as the kernel allows (net.core.somaxconn caps it): a burst of connections
 # waits in the queue instead of having its SYNs dropped and retried a second later.
 _BACKLOG = socket.SOMAXCONN
+# Set in a worker of `--workers N`: every port it binds is shared with the other
+# workers (SO_REUSEPORT), and the kernel spreads the connections over them.
+_shared_ports = False
+# Of the workers, only the first holds a blackhole's full queue: the kernel picks
+# among the *listening* sockets of a port, so if the others listened too a SYN
+# could reach a queue that is not full (and be answered).
+_holds_blackhole = True
+
+
+def share_ports(*, holds_blackhole: bool) -> None:
+    """Bind every later listening socket of this process with SO_REUSEPORT."""
+    global _shared_ports, _holds_blackhole
+    _shared_ports, _holds_blackhole = True, holds_blackhole
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -37,11 +50,18 @@ def bind(host: str, port: int) -> socket.socket:
     """A bound TCP socket, or a one-line ListenError that says what to do."""
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if _shared_ports and port:  # joins the port the first worker bound
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
         raise listen_error(exc, "listen", host_port(host, port)) from None
+    if _shared_ports and not port:
+        # Set after the bind: a port-0 bind with SO_REUSEPORT may be given a port
+        # another SO_REUSEPORT socket of this user holds (and share its connections);
+        # set before listen(), the other workers can still join this one.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     return sock
 
 
@@ -113,8 +133,8 @@ class Listener:
                     ssl_handshake_timeout=30,
                 )
             sock.listen(_BACKLOG)
-        elif state is ListenerState.REFUSE:
-            self._held = [sock]
+        elif state is ListenerState.REFUSE or not _holds_blackhole:
+            self._held = [sock]  # bound, not listening: the kernel sends no SYN here
         else:
             sock.listen(0)
             filler = socket.socket(sock.family, socket.SOCK_STREAM)

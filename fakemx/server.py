@@ -376,25 +376,28 @@ class FakeMX(ThreadMode):
     async def apply(self, profile: Profile) -> None:
         """Switch to ``profile`` (already validated and scaled), as ``start`` sets one up:
         wholly or not at all (see fakemx.running)."""
-        running = self._require_running()
+        running = self._require_running(change="switching the profile")
         await running.switch(profile, self.seed)
         self._profile, self.dns = profile, running.dns
 
     async def _set_listener(self, state: ListenerState) -> None:
-        await self._require_running().listener.set_state(state)
+        await self._require_running(change="changing the listener").listener.set_state(state)
 
     def _swap(self, edit: Callable[[Profile], Profile]) -> None:
         """Replace the profile by ``edit(profile)`` on the loop (no rebind: rules only)."""
-        state = self._require_running().state
+        state = self._require_running(change="changing the rules").state
 
         def swap() -> None:
             self._profile = state.profile = edit(self._profile)
 
         self._bridge.call(swap)
 
-    def _require_running(self) -> Running:
+    def _require_running(self, *, change: str = "") -> Running:
         if self._running is None:
             raise RuntimeError("fakemx is not running: use `with FakeMX(...)` first")
+        if change and self._running.state.shared is not None:  # not half done: refused
+            raise FakeMXError(f"{change} at run time would reach one worker only (use"
+                              " --workers 1, or put the change in the profile file)")
         return self._running
 
     # endregion

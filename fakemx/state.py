@@ -21,6 +21,7 @@ from fakemx.fdbudget import FdBudget, process_budget
 from fakemx.incidents import Incidents
 from fakemx.journal import Journal
 from fakemx.model import Profile, Rule
+from fakemx.sharedstate import SharedState
 from fakemx.store import Store
 
 
@@ -75,29 +76,43 @@ class ServerState:
     tally: Tally = field(default_factory=Tally)  # sessions, messages, recipients (per client...)
     # (id(rule), client or "") -> its matches and firings
     uses: dict[tuple[int, str], RuleUse] = field(default_factory=dict)
+    # Set for a worker of `--workers N` (N > 1): attempts, first-seen times, the tally of
+    # the server scopes and rule uses then live in the store, shared by every worker.
+    shared: SharedState | None = None
     rng: random.Random = field(init=False)
     # The counting plan of the last profile asked about, kept with it (so its id stays
     # its own).
     _plan: tuple[Profile, CountPlan] | None = field(default=None, init=False, repr=False)
+    # id(rule) -> its index in the profile: a rule's name in the shared state
+    _indexes: tuple[Profile, dict[int, int]] | None = field(default=None, init=False,
+                                                            repr=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        if self.shared is None:
+            self.shared = self.store.shared  # a worker's store shares them
 
     def arrive(self, client_ip: str) -> tuple[int, float]:
         """Count a new connection from ``client_ip``: (attempt number, seconds since first)."""
         now = self.clock()
+        keys = ((Scope.CLIENT, client_ip), (Scope.SERVER, ""))
+        if self.shared is not None:
+            attempts, first_seen = self.shared.arrive(self.name, client_ip, now)
+            self.shared.add(self.name, Event.SESSIONS, keys, now, self.counting(self.profile))
+            return attempts, now - first_seen
         history = self.clients.get(client_ip)
         if history is None:
             history = self.clients[client_ip] = ClientHistory(first_seen=now)
         history.attempts += 1
-        self.tally.add(Event.SESSIONS, ((Scope.CLIENT, client_ip), (Scope.SERVER, "")), now,
-                       self.counting(self.profile))
+        self.tally.add(Event.SESSIONS, keys, now, self.counting(self.profile))
         return history.attempts, now - history.first_seen
 
     def arrive_as(self, client_ip: str, sender: str) -> tuple[int, str]:
         """Count the session again as an attempt of ``sender`` through ``client_ip``, once
         its MAIL FROM is known: (attempt number, the key greylisting windows are kept by)."""
         key = f"{client_ip} {sender.casefold()}"
+        if self.shared is not None:
+            return self.shared.arrive(self.name, key, self.clock())[0], key
         history = self.clients.get(key)
         if history is None:
             history = self.clients[key] = ClientHistory(first_seen=self.clock())
@@ -111,12 +126,17 @@ class ServerState:
         by_sender = sender_key(sender)
         if by_sender is not None:
             keys.append((Scope.SENDER, by_sender))
+        if self.shared is not None:
+            self.shared.add(self.name, event, keys, self.clock(), counting)
+            return
         self.tally.add(event, keys, self.clock(), counting)
 
     def facts(self, keys: tuple[CountKey, ...], client_ip: str,
               sender: str | None) -> dict[CountKey, int]:
         """The server-wide counts ``keys`` name, for this client and sender."""
         owners = {Scope.CLIENT: client_ip, Scope.SERVER: "", Scope.SENDER: sender_key(sender)}
+        if self.shared is not None:
+            return self.shared.facts(self.name, keys, owners, self.clock())
         return self.tally.facts(keys, owners, self.clock())
 
     def counting(self, profile: Profile) -> CountPlan:
@@ -129,6 +149,8 @@ class ServerState:
     def rule_uses(self, rules: tuple[Rule, ...], client_ip: str) -> dict[int, tuple[int, int]]:
         """id(rule) -> (matched, fired) so far, for the counted rules among ``rules``
         (each client's own, for a rule with ``times_per = "client"``)."""
+        if self.shared is not None:
+            return self._shared_rule_uses(self.shared, rules, client_ip)
         found: dict[int, tuple[int, int]] = {}
         for rule in rules:
             use = self.uses.get(_use_key(rule, client_ip)) if rule.counted else None
@@ -138,13 +160,38 @@ class ServerState:
 
     def used(self, matched: tuple[Rule, ...], fired: Rule | None, client_ip: str) -> None:
         """Count the matches of rules with times/after, and the firing of the one that won."""
+        if self.shared is not None:
+            indexes = self._rule_indexes()
+            self.shared.used(self.name, (
+                (indexes[id(rule)], _use_key(rule, client_ip)[1], rule is fired)
+                for rule in matched if id(rule) in indexes))
+            return
         for rule in matched:
             use = self.uses.setdefault(_use_key(rule, client_ip), RuleUse(rule))
             use.matched += 1
             use.fired += rule is fired
 
+    def _shared_rule_uses(self, shared: SharedState, rules: tuple[Rule, ...],
+                          client_ip: str) -> dict[int, tuple[int, int]]:
+        """``rule_uses`` from the store: each rule asked by its index in the profile."""
+        indexes = self._rule_indexes()
+        by_index = {indexes[id(rule)]: rule for rule in rules
+                    if rule.counted and id(rule) in indexes}
+        found = shared.uses(self.name, by_index, client_ip)
+        return {id(by_index[index]): use for index, use in found.items()}
+
+    def _rule_indexes(self) -> dict[int, int]:
+        """id(rule) -> its index in the running profile (found once per profile)."""
+        if self._indexes is None or self._indexes[0] is not self.profile:
+            self._indexes = (self.profile,
+                             {id(rule): i for i, rule in enumerate(self.profile.rules)})
+        return self._indexes[1]
+
     def seconds_since_first(self, client_ip: str) -> float:
         """Since the first attempt of ``client_ip`` (or of the key ``arrive_as`` gave)."""
+        if self.shared is not None:
+            first_seen = self.shared.first_seen(self.name, client_ip)
+            return 0.0 if first_seen is None else self.clock() - first_seen
         history = self.clients.get(client_ip)
         return 0.0 if history is None else self.clock() - history.first_seen
 
@@ -159,6 +206,8 @@ class ServerState:
         self.clients.clear()
         self.tally.clear()
         self.uses.clear()
+        if self.shared is not None:
+            self.shared.reset(self.name)
         self.rng = random.Random(self.seed)
 
     async def close_sessions(self, grace_seconds: float) -> None:

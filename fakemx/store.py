@@ -28,6 +28,7 @@ from fakemx.clientbytes import from_db, to_db
 from fakemx.journal import MessageBody, Session, StoredMessage
 from fakemx.mailbox import HEAD_BYTES, MessageInfo, MessageQuery, contains, subject_of
 from fakemx.mailbox import export_messages as export_messages
+from fakemx.sharedstate import SharedState, add_worker_columns
 
 DB_NAME = "fakemx.sqlite3"
 SESSION_FLUSH_SECONDS = 0.2
@@ -48,7 +49,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     ended_by TEXT NOT NULL,
     helo TEXT,
     tls TEXT,
-    events TEXT NOT NULL
+    events TEXT NOT NULL,
+    worker INTEGER
 );
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY,
@@ -58,7 +60,8 @@ CREATE TABLE IF NOT EXISTS messages (
     mail_from TEXT NOT NULL,
     rcpt_tos TEXT NOT NULL,
     size INTEGER NOT NULL,
-    content BLOB NOT NULL
+    content BLOB NOT NULL,
+    worker INTEGER
 );
 CREATE INDEX IF NOT EXISTS messages_session ON messages(session_id);
 CREATE TABLE IF NOT EXISTS counters (
@@ -103,6 +106,11 @@ class Store:
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        add_worker_columns(self._db)  # a store from before --workers has none
+        # With `--workers N`: the slot writing through this store (worker 0 reads the
+        # others' rows by it) and the counters its servers share; None for one process.
+        self.worker: int | None = None
+        self.shared: SharedState | None = None
         self._pending_sessions: list[tuple[Any, ...]] = []
         self._flush_timer: asyncio.TimerHandle | None = None
         # A store from before the counters table: carry on after its newest session.
@@ -153,9 +161,9 @@ class Store:
                 sessions_written = self._write_pending_sessions_isolated()
                 cursor = self._db.execute(
                     "INSERT INTO messages (session_id, server, received, mail_from, rcpt_tos,"
-                    " size, content) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " size, content, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (session_id, server, received, to_db(mail_from), json.dumps(rcpt_tos),
-                     len(content), content),
+                     len(content), content, self.worker),
                 )
             if sessions_written:
                 self._pending_sessions.clear()
@@ -197,7 +205,7 @@ class Store:
         row = (session.id, session.server, session.profile, session.client_ip,
                session.client_port, session.attempt, session.started, session.ended,
                record["outcome"], record["stage"], record["ended_by"], to_db(session.helo),
-               session.tls, json.dumps(record["events"]))
+               session.tls, json.dumps(record["events"]), self.worker)
         with self._lock:
             self._pending_sessions.append(row)
             queued = len(self._pending_sessions)
@@ -244,8 +252,8 @@ class Store:
     def _write_pending_sessions(self) -> None:
         self._db.executemany(
             "INSERT OR REPLACE INTO sessions (id, server, profile, client_ip, client_port,"
-            " attempt, started, ended, outcome, stage, ended_by, helo, tls, events)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " attempt, started, ended, outcome, stage, ended_by, helo, tls, events, worker)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             self._pending_sessions,
         )
 
@@ -298,8 +306,10 @@ class Store:
 
     # region search, delete, retention ---------------------------------------------
 
-    def find_messages(self, query: MessageQuery | None = None) -> Iterator[MessageInfo]:
-        """The stored messages ``query`` matches, oldest first (no bodies), a page at a time."""
+    def find_messages(self, query: MessageQuery | None = None, *,
+                      after: int = 0) -> Iterator[MessageInfo]:
+        """The stored messages ``query`` matches with an id above ``after``, oldest first (no
+        bodies), a page at a time by the primary key (a deep page costs what the first does)."""
         q = query or MessageQuery()
         sql = ("SELECT m.id, m.session_id, m.server, m.received, m.mail_from, m.rcpt_tos,"
                " m.size, substr(m.content, 1, ?), s.client_ip, s.helo FROM messages m"
@@ -311,7 +321,7 @@ class Store:
             if value is not None:
                 sql += f" AND {column} {op} ?"
                 params.append(value)
-        last = 0
+        last = after
         while True:
             with self._lock:
                 self._flush_locked()  # the sessions of the messages, for their client

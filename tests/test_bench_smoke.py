@@ -20,9 +20,11 @@ def test_bench_smoke_run_prints_every_section() -> None:
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for heading in ("## Sink throughput", "## Held stalled connections", "## Start to ready",
+    for heading in ("## Sink throughput", "## Cost growth", "## Store at many messages",
+                    "## Held stalled connections", "## Start to ready",
                     "## Start to TLS greeting", "## Stall accuracy"):
         assert heading in result.stdout
-    for row in ("smtp-sink", "aiosmtpd", "fakemx", "memory per held connection",
+    for row in ("smtp-sink", "aiosmtpd", "fakemx-1w", "fakemx-2w", "p99 ms", "server RSS",
+                "API GET /api/messages", "memory per held connection",
                 "error seen by the journal"):
         assert row in result.stdout

@@ -89,3 +89,17 @@ def test_full_disk_answers_452_and_keeps_the_session(tmp_path: Path) -> None:
         c.rcpt("b@dest.example")
         assert c.data(b"Subject: x\r\n\r\nx") == (452, b"4.3.1 Insufficient system storage")
         assert c.noop()[0] == 250  # the session goes on
+
+
+def test_find_messages_pages_on_from_an_id(tmp_path: Path) -> None:
+    with FakeMX(state_dir=tmp_path) as mx, smtplib.SMTP(mx.host, mx.port) as client:
+        for number in range(5):
+            client.sendmail("a@example.test", ["b@example.test"], f"Subject: m{number}\r\n\r\n")
+    store = Store(tmp_path)
+    try:
+        everything = [info.id for info in store.find_messages()]
+        assert len(everything) == 5
+        assert [info.id for info in store.find_messages(after=everything[2])] == everything[3:]
+        assert [info.subject for info in store.find_messages(after=everything[3])] == ["m4"]
+    finally:
+        store.close()

@@ -73,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2, already printed)
         return exc.code if isinstance(exc.code, int) else 2
     command: Callable[[argparse.Namespace], int] = args.run
+    args.argv = argv  # a `--workers N` parent starts its workers with the same arguments
     try:
         config.resolve(args)  # FAKEMX_* variables for the options not given as flags
         return command(args)

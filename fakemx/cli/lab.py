@@ -19,8 +19,13 @@ from fakemx.classroom import Case
 from fakemx.cli.offline import _export_ca, _usable_state_dir
 from fakemx.cli.serving import (
     _api,
+    _api_of_worker,
     _api_settings,
+    _following,
     _for_option,
+    _other_workers,
+    _parent,
+    _shared,
     _stop_on_signals,
     _store,
     run_logging,
@@ -31,6 +36,7 @@ from fakemx.profiles import catalog
 from fakemx.server import FakeMX, loopback_like
 from fakemx.sessionlog import SessionLog
 from fakemx.tls import certs
+from fakemx.workers import report_ready, this_worker
 
 LAB_DOMAIN = classroom.LAB_DOMAIN
 
@@ -48,23 +54,35 @@ def _lab(args: argparse.Namespace) -> int:
     dns_count = sum(classroom.resolved_by_relay(case) for case in lab)
     _check_ports(args, "dns_base_port", dns_count)
     dns_host = args.dns_host or loopback_like(args.host)
+    place = this_worker()
+    if place is None and args.workers > 1:
+        return _parent(args)
+    api = _api_of_worker(api, place)
+    first = place is None or place.slot == 0  # the worker that says where things are
     log = SessionLog(args.log_format)
     advertised = _advertised_address(args.advertise or args.host, args.host, log)
 
     async def run() -> None:
         stop = _stop_on_signals()
         store = _store(args)
+        shared = _shared(store, place)
         certs.load_or_create_ca(args.state_dir)  # relays are told to trust STATE_DIR/ca.pem
         servers: list[tuple[Case, FakeMX]] = []
+        started: list[FakeMX] = []
+        subscriber, others = _other_workers(store, place, started, log)
         dns_index = 0
         try:
             for index, case in enumerate(lab):
                 port = args.base_port + index if args.base_port else 0
+                if place is not None and place.ports:  # worker 0's, after its start
+                    port = place.ports[case.name]
                 # Fixed ports for the zones the relay resolves (published); any for the rest.
                 relay_resolves = classroom.resolved_by_relay(case)
                 dns_port = args.dns_base_port + dns_index if relay_resolves and \
                     args.dns_base_port else 0
                 dns_index += relay_resolves
+                if not first:  # a zone's fixed port is worker 0's; the others' are unused
+                    dns_port = 0
                 server = FakeMX(classroom.lab_zone(case), host=args.host,
                                 port=port, state_dir=args.state_dir, seed=args.seed,
                                 hostname=args.hostname, store=store,
@@ -73,7 +91,8 @@ def _lab(args: argparse.Namespace) -> int:
                                 dns_fakemx_address=advertised,
                                 # students behind the one relay: each their own attempts
                                 attempts_per_sender=args.student)
-                server.journal.subscribe(log)
+                server.journal.subscribe(subscriber)
+                started.append(server)
                 try:
                     await server.start()
                 except ListenError as exc:  # the port came from --base-port, not --port
@@ -82,29 +101,41 @@ def _lab(args: argparse.Namespace) -> int:
                     raise ListenError(f"{case.name} ({base} + {index}): "
                                       f"{_for_option(str(exc), base)}") from None
                 servers.append((case, server))
-            if args.postfix_transport is not None:
-                _write_relay_files(args.postfix_transport, servers, args.advertise or args.host)
-            if args.export_ca is not None:
-                _export_ca(args.state_dir, args.export_ca, origin(args, "export_ca"))
-            if args.student:
-                sheets = args.sheets or args.state_dir / "classroom"
-                for path in classroom.write_sheets(sheets, lab):
-                    log.info(f"fakemx: wrote {path}")
-            _print_lab_table(servers, log)
+            if first:
+                _write_lab_files(args, lab, servers, log)
             students = None
             if args.student:
                 from fakemx.api.views import StudentMode
 
                 students = StudentMode(frozenset(c.name for c in lab if c.hidden))
-            async with _api(api, [server for _, server in servers], log, students,
-                            args.student_token):
+            async with (_api(api, [server for _, server in servers], log, students,
+                             args.student_token) as api_server, _following(others)):
+                if place is not None:
+                    report_ready({case.name: server.port for case, server in servers},
+                                 None if api_server is None else api_server.address.port)
                 await stop.wait()
         finally:
             for _, server in servers:
                 await server.stop()
             store.close()
+            if shared is not None:
+                shared.close()
 
     return run_logging(run(), log)
+
+
+def _write_lab_files(args: argparse.Namespace, lab: list[Case],
+                     servers: list[tuple[Case, FakeMX]], log: SessionLog) -> None:
+    """The relay's files, the CA, the sheets and the table (by worker 0 alone)."""
+    if args.postfix_transport is not None:
+        _write_relay_files(args.postfix_transport, servers, args.advertise or args.host)
+    if args.export_ca is not None:
+        _export_ca(args.state_dir, args.export_ca, origin(args, "export_ca"))
+    if args.student:
+        sheets = args.sheets or args.state_dir / "classroom"
+        for path in classroom.write_sheets(sheets, lab):
+            log.info(f"fakemx: wrote {path}")
+    _print_lab_table(servers, log)
 
 
 def _check_ports(args: argparse.Namespace, dest: str, count: int) -> None:

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from fakemx.api.server import (
@@ -19,12 +19,17 @@ from fakemx.api.server import (
 from fakemx.cli.offline import _usable_state_dir
 from fakemx.config import origin
 from fakemx.errors import FakeMXError, ListenError
+from fakemx.journal import Session
+from fakemx.listener import share_ports
 from fakemx.model import CertKind
 from fakemx.profiles import load_profile
 from fakemx.server import FakeMX
 from fakemx.sessionlog import SessionLog
+from fakemx.sharedstate import SharedState
 from fakemx.store import Store
 from fakemx.tls import certs
+from fakemx.workerjournal import OtherWorkers
+from fakemx.workers import Parent, WorkerPlace, report_ready, this_worker
 
 if TYPE_CHECKING:
     from fakemx.api.views import StudentMode
@@ -34,16 +39,28 @@ def _serve(args: argparse.Namespace) -> int:
     api = _api_settings(args)  # refuse an exposed API before anything starts
     profile = load_profile(args.profile)
     _usable_state_dir(args.state_dir, origin(args, "state_dir"))
+    place = this_worker()
+    if place is None and args.workers > 1:
+        if profile.dns is not None or profile.mta_sts is not None:
+            what = "DNS" if profile.dns is not None else "an MTA-STS policy host"
+            raise FakeMXError(f"{origin(args, 'workers')} {args.workers}: {profile.name} serves"
+                              f" {what} on one port, which workers cannot share (use"
+                              f" {origin(args, 'workers')} 1 for it)")
+        return _parent(args)
+    api = _api_of_worker(api, place)
     log = SessionLog(args.log_format)
 
     async def run() -> None:
         stop = _stop_on_signals()
         store = _store(args)
-        server = FakeMX(profile, host=args.host, port=args.port, state_dir=args.state_dir,
+        shared = _shared(store, place)
+        port = place.ports[""] if place is not None and place.ports else args.port
+        server = FakeMX(profile, host=args.host, port=port, state_dir=args.state_dir,
                         seed=args.seed, hostname=args.hostname, time_scale=args.time_scale,
                         dns_host=args.dns_host, dns_port=args.dns_port,
                         mta_sts_port=args.mta_sts_port, store=store)
-        server.journal.subscribe(log)
+        subscriber, others = _other_workers(store, place, [server], log)
+        server.journal.subscribe(subscriber)
         try:
             # Relays are told to trust STATE_DIR/ca.pem: it exists whatever the profile's
             # certificate (self-signed and untrusted ones do not come from this CA).
@@ -54,8 +71,9 @@ def _serve(args: argparse.Namespace) -> int:
                 port = "dns_port" if "for DNS" in str(exc) else "port"
                 raise ListenError(_for_option(str(exc), origin(args, port))) from None
             try:
-                log.info(f"fakemx: serving {profile.name} on {server.address} "
-                         f"(listener {server.listener_state}, state dir {args.state_dir})")
+                if place is None or place.slot == 0:
+                    log.info(f"fakemx: serving {profile.name} on {server.address} "
+                             f"(listener {server.listener_state}, state dir {args.state_dir})")
                 if server.mta_sts is not None:
                     log.info(f"fakemx: MTA-STS policy host {server.mta_sts.spec.host} on"
                              f" https://{server.mta_sts.address}/.well-known/mta-sts.txt")
@@ -66,12 +84,17 @@ def _serve(args: argparse.Namespace) -> int:
                              f" {server.dns.trust_anchor.strip()}")
                 if server.dns is not None:
                     log.info(f"fakemx: DNS for {profile.name} on {server.dns.address}")
-                async with _api(api, [server], log):
+                async with _api(api, [server], log) as api_server, _following(others):
+                    if place is not None:
+                        report_ready({"": server.port},
+                                     None if api_server is None else api_server.address.port)
                     await stop.wait()
             finally:
                 await server.stop()
         finally:
             store.close()
+            if shared is not None:
+                shared.close()
 
     return run_logging(run(), log)
 
@@ -83,6 +106,71 @@ def run_logging(main: Coroutine[Any, Any, None], log: SessionLog) -> int:
     finally:
         log.close()
     return 0
+
+
+def _parent(args: argparse.Namespace) -> int:
+    """``--workers N`` (N > 1): start the workers, watch them, stop them on a signal."""
+    log = SessionLog(args.log_format)
+    try:
+        return Parent(args.argv, args.workers, args.state_dir, log.info).run()
+    finally:
+        log.close()
+
+
+def _shared(store: Store, place: WorkerPlace | None) -> SharedState | None:
+    """In a worker: ports shared with the other workers, and state through the store."""
+    if place is None:
+        return None  # one process: everything stays in memory, as always
+    share_ports(holds_blackhole=place.slot == 0)
+    store.worker = place.slot
+    store.shared = SharedState(store.path)  # every server on this store keeps its counters there
+    return store.shared
+
+
+def _api_of_worker(api: tuple[ApiAddress, str | None] | None, place: WorkerPlace | None
+                   ) -> tuple[ApiAddress, str | None] | None:
+    """The API is served by worker 0 alone, on the port it had (after a restart too)."""
+    if api is None or place is None:
+        return api
+    if place.slot != 0:
+        return None
+    address, token = api
+    if place.api_port is not None:
+        address = ApiAddress(address.host, place.api_port)
+    return address, token
+
+
+def _other_workers(store: Store, place: WorkerPlace | None, servers: list[FakeMX],
+                   log: SessionLog) -> tuple[Callable[[str, Session], None], OtherWorkers | None]:
+    """What to subscribe to each server's journal for the session log; in worker 0, also
+    the reader that adds the other workers' sessions and messages to the journals of
+    ``servers`` (as the list is when it reads), for the API."""
+    if place is None or place.slot != 0:
+        return log, None
+    others = OtherWorkers(store.path, place.slot, lambda: {s.name: s.journal for s in servers},
+                          store.content_of)
+
+    def own_only(kind: str, session: Session) -> None:
+        if not others.is_theirs(session):  # each worker prints its own sessions
+            log(kind, session)
+
+    return own_only, others
+
+
+@contextlib.asynccontextmanager
+async def _following(others: OtherWorkers | None) -> AsyncIterator[None]:
+    """Read the other workers' sessions and messages while the block runs."""
+    if others is None:
+        yield
+        return
+    task = asyncio.create_task(others.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        others.close()
 
 
 def _store(args: argparse.Namespace) -> Store:
@@ -154,16 +242,16 @@ def _api_settings(args: argparse.Namespace) -> tuple[ApiAddress, str | None] | N
 async def _api(
     settings: tuple[ApiAddress, str | None] | None, servers: list[FakeMX], log: SessionLog,
     students: StudentMode | None = None, student_token: str | None = None,
-) -> AsyncIterator[None]:
+) -> AsyncIterator[ApiServer | None]:
     """Serve the API over ``servers`` on this loop while the block runs (if asked for)."""
     if settings is None:
-        yield
+        yield None
         return
     address, token = settings
     async with ApiServer(servers, host=address.host, port=address.port, token=token,
                          students=students, student_token=student_token) as api:
         log.info(f"fakemx: API on {api.url}")
-        yield
+        yield api
 
 
 def _stop_on_signals() -> asyncio.Event:
