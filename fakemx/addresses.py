@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 
 from fakemx.errors import ListenError
 
@@ -29,3 +30,14 @@ def listen_error(exc: OSError | OverflowError, doing: str, where: str,
         errno.EADDRNOTAVAIL: "use an address of this machine, e.g. 127.0.0.1",
     }.get(code, "check --host")
     return ListenError(f"cannot {doing} on {where}: {problem} ({fix})")
+
+
+def loopback_like(host: str) -> str:
+    """``host`` if it is a loopback address, else the loopback address of its family."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:  # a name such as "localhost"
+        return host if host == "localhost" else "127.0.0.1"
+    if address.is_loopback:
+        return host
+    return "::1" if address.version == 6 else "127.0.0.1"

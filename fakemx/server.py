@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import math
 import os
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from fakemx import control, logs
-from fakemx.addresses import host_port
+from fakemx.addresses import host_port, loopback_like
 from fakemx.clientbytes import shown
 from fakemx.control import RuleSpec
 from fakemx.errors import FakeMXError
@@ -42,17 +41,6 @@ if TYPE_CHECKING:  # imported when first needed: dnspython and cryptography cost
     from fakemx.tls.revocation import RevocationServer
 
 ProfileSpec = str | os.PathLike[str] | Profile | None
-
-
-def loopback_like(host: str) -> str:
-    """``host`` if it is a loopback address, else the loopback address of its family."""
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:  # a name such as "localhost"
-        return host if host == "localhost" else "127.0.0.1"
-    if address.is_loopback:
-        return host
-    return "::1" if address.version == 6 else "127.0.0.1"
 
 
 class FakeMX(ThreadMode):

@@ -16,8 +16,8 @@ from pathlib import Path
 from wire import connect, dialogue, read_reply, until, wait_closed
 
 from fakemx import FakeMX, Outcome, profile_from_data
+from fakemx.addresses import loopback_like
 from fakemx.journal import Journal
-from fakemx.server import loopback_like
 
 RCPTS_IN_BURST = 9_000  # under commands_per_session
 HEALTHY_CLIENT = """

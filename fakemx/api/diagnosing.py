@@ -14,8 +14,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fakemx.addresses import loopback_like
 from fakemx.diagnose import Options, Report, Target, Timeouts, TlsPolicy, diagnose, render
-from fakemx.server import FakeMX, loopback_like
+from fakemx.server import FakeMX
 
 # Each wait at most 2 s: a stalled profile answers the page within seconds.
 API_TIMEOUTS = Timeouts(dns_seconds=2.0, connect_seconds=2.0, reply_seconds=2.0,

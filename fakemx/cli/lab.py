@@ -14,6 +14,7 @@ import socket
 from pathlib import Path
 
 from fakemx import classroom
+from fakemx.addresses import loopback_like
 from fakemx.api.server import MAX_PORT
 from fakemx.classroom import Case
 from fakemx.cli.offline import _export_ca, _usable_state_dir
@@ -33,7 +34,7 @@ from fakemx.cli.serving import (
 from fakemx.config import origin
 from fakemx.errors import FakeMXError, ListenError
 from fakemx.profiles import catalog
-from fakemx.server import FakeMX, loopback_like
+from fakemx.server import FakeMX
 from fakemx.sessionlog import SessionLog
 from fakemx.tls import certs
 from fakemx.workers import report_ready, this_worker
