@@ -43,8 +43,9 @@ from fakemx.edge_actions import (
     Segmented,
     Unterminated,
 )
+from fakemx.extensions import Extensions
 from fakemx.mtasts.model import MtaSts
-from fakemx.stages import CONDITIONS_ONLY_AT, ListenerState, Stage, TlsMode
+from fakemx.stages import CONDITIONS_ONLY_AT, ListenerState, Protocol, Stage, TlsMode
 from fakemx.verdicts import EximVerdict as EximVerdict  # re-exported: fakemx.EximVerdict
 from fakemx.verdicts import Need, SmtplibVerdict
 from fakemx.verdicts import PostfixVerdict as PostfixVerdict  # re-exported: fakemx.PostfixVerdict
@@ -346,7 +347,9 @@ class Profile(_Strict):
     name: str = "custom"
     about: About | None = None
     listener: ListenerState = ListenerState.OPEN
+    protocol: Protocol = Protocol.SMTP
     tls: Tls = Tls()
+    extensions: Extensions = Extensions()
     inband: bool = False
     seed: int | None = None  # for probability conditions; `--seed` overrides it
     # RFC 1870 SIZE; at least 1: fakemx always enforces a size (0 is not "unlimited").

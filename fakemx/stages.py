@@ -21,6 +21,7 @@ class Stage(StrEnum):
     RCPT = "rcpt"
     DATA = "data"
     BODY = "body"
+    BDAT = "bdat"  # a BDAT chunk has been read (RFC 3030), before its reply
     END_OF_DATA = "end_of_data"
     QUIT = "quit"
 
@@ -40,6 +41,7 @@ _LABELS = {
     Stage.RCPT: "after RCPT",
     Stage.DATA: "on DATA",
     Stage.BODY: "during the body",
+    Stage.BDAT: "after a BDAT chunk",
     Stage.END_OF_DATA: "after the final dot",
     Stage.QUIT: "after QUIT",
 }
@@ -61,3 +63,10 @@ class TlsMode(StrEnum):
     NONE = "none"  # STARTTLS not offered
     STARTTLS = "starttls"  # offered on the plain port (RFC 3207)
     IMPLICIT = "implicit"  # TLS from the first byte (SMTPS, RFC 8314)
+
+
+class Protocol(StrEnum):
+    """What fakemx speaks on the connection."""
+
+    SMTP = "smtp"  # RFC 5321, with the extensions the profile advertises
+    LMTP = "lmtp"  # RFC 2033: LHLO, and one reply per recipient after the message

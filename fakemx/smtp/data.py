@@ -21,9 +21,12 @@ class FakeEnvelope(Envelope):
     def __init__(self) -> None:
         super().__init__()
         self.inband: list[Rule] = []  # in-band rules for DATA and the final dot
+        self.chunked = False  # a BDAT chunk of this transaction has arrived (RFC 3030)
+        self.chunks = bytearray()  # the message so far, from its BDAT chunks
+        self.body_reply: str | None = None  # a body rule's reply, sent after BDAT LAST
 
 
-def _is_2xx(reply: str | None) -> bool:
+def is_2xx(reply: str | None) -> bool:
     """Does the reply accept? Its last line says (a mixed_codes reply may disagree)."""
     return reply is not None and reply.rsplit("\r\n", 1)[-1].startswith("2")
 
@@ -40,6 +43,9 @@ class DataCommands(SessionCore):
         if arg:
             await self.push("501 5.5.4 Syntax: DATA")
             return
+        if envelope.chunked:  # RFC 3030 3: DATA and BDAT never share a transaction
+            await self.push("503 5.5.1 Error: DATA after BDAT")
+            return
         reply = await self._act(Stage.DATA, self._decide(Stage.DATA, first=envelope.inband))
         if reply is not None:
             await self.push(reply)
@@ -47,9 +53,14 @@ class DataCommands(SessionCore):
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         content, problem, body_reply = await self._read_body()
         self._note(f"body: {len(content)} bytes")
+        await self._end_of_message(envelope, content, problem, body_reply)
+
+    async def _end_of_message(self, envelope: FakeEnvelope, content: bytes, problem: str | None,
+                              body_reply: str | None) -> None:
+        """The whole message is in (the final dot, or BDAT LAST): rules, store, reply."""
         rule = self._decide(Stage.END_OF_DATA, first=envelope.inband, body_bytes=len(content))
         stored: str | None = None
-        if problem is None and (accepts(rule.action) if rule else _is_2xx(body_reply)):
+        if problem is None and (accepts(rule.action) if rule else is_2xx(body_reply)):
             # A 2xx at end of data says "accepted": the message is stored before it
             # goes out, whatever the rule's text, or the store's 452 goes instead.
             stored = self._store(envelope, content)
@@ -61,14 +72,16 @@ class DataCommands(SessionCore):
         self.end_transaction()
         await self.push(reply)
 
-    def _store(self, envelope: FakeEnvelope, content: bytes) -> str:
-        """Store durably, then (and only then) the 250 may go out."""
+    def _store(self, envelope: FakeEnvelope, content: bytes,
+               recipients: list[str] | None = None) -> str:
+        """Store durably (for ``recipients``, by default all), then (and only then) the
+        250 may go out."""
         record = self.record
         assert record is not None
         try:
             stored = self.state.store.add_message(
-                record.id, self.state.name, envelope.mail_from or "", list(envelope.rcpt_tos),
-                content,
+                record.id, self.state.name, envelope.mail_from or "",
+                list(envelope.rcpt_tos) if recipients is None else recipients, content,
             )
         except (sqlite3.Error, OSError) as exc:
             self._note(f"could not store the message: {exc}")

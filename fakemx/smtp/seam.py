@@ -154,8 +154,9 @@ class AiosmtpdSession(SMTP):
     """aiosmtpd's SMTP protocol, with what fakemx needs of its insides as plain members.
 
     Subclasses implement ``greet`` (sent instead of aiosmtpd's greeting),
-    ``run_command`` (every command goes through it), ``on_reply`` (every reply
-    line), ``on_crash`` (an exception escaping the session), ``idle_timed_out``,
+    ``run_command`` (every command goes through it), ``outgoing`` (may
+    rewrite or hold a reply), ``on_reply`` (every reply line sent),
+    ``on_crash`` (an exception escaping the session), ``idle_timed_out``,
     ``new_envelope`` and ``auth_options``.
     """
 
@@ -187,6 +188,11 @@ class AiosmtpdSession(SMTP):
 
     def on_reply(self, text: str) -> None:
         """A reply is about to go out (``text`` may hold several CRLF-separated lines)."""
+
+    def outgoing(self, text: str) -> str | None:
+        """A reply on its way out: the text to send, or None to hold it (sent later
+        with ``send_reply``)."""
+        return text
 
     def on_push_after_close(self) -> None:
         """aiosmtpd answers after it hung up (see ``push``)."""
@@ -230,12 +236,22 @@ class AiosmtpdSession(SMTP):
             # is still buffered; over TLS that write raised AttributeError in asyncio.
             self.on_push_after_close()
             raise SessionOver()
-        self.on_reply(status.decode("utf-8", "replace") if isinstance(status, bytes) else status)
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        outgoing = self.outgoing(text)
+        if outgoing is not None:
+            await self.send_reply(outgoing)
+
+    async def send_reply(self, text: str) -> None:
+        """Write ``text`` now (``push`` goes through ``outgoing`` first)."""
+        if self.transport is None or self.transport.is_closing():
+            self.on_push_after_close()
+            raise SessionOver()
+        self.on_reply(text)
         shape, self.shape_next_reply = self.shape_next_reply, None
         if shape is not None:  # the same bytes as aiosmtpd's (UTF-8: SMTPUTF8 is on)
-            await shape(status.encode() if isinstance(status, str) else status)
+            await shape(text.encode())
             return
-        await super().push(status)
+        await super().push(text)
 
     def _timeout_cb(self) -> None:
         self.idle_timed_out()

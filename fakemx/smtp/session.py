@@ -17,18 +17,21 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, TLSSetupException, syntax
 
 from fakemx.journal import Outcome
-from fakemx.smtp import inband, limits
+from fakemx.smtp import inband, limits, lmtp
 from fakemx.smtp.auth import Authentication
-from fakemx.smtp.data import DataCommands
+from fakemx.smtp.chunking import Chunking
 from fakemx.smtp.edges import EdgeReplies
+from fakemx.smtp.extensions import SmtpExtensions
+from fakemx.smtp.lmtp import Lmtp
 from fakemx.smtp.starttls import StartTls
-from fakemx.stages import Stage
+from fakemx.stages import Protocol, Stage
 
 _SIZE_OPTION = re.compile(r"^SIZE=(\d+)$", re.IGNORECASE)
 
 
-class FakeSMTP(StartTls, Authentication, DataCommands, EdgeReplies):
-    """One connection: the greeting, EHLO/HELO, MAIL, RCPT and QUIT (the rest: see bases)."""
+class FakeSMTP(Lmtp, Chunking, SmtpExtensions, StartTls, Authentication, EdgeReplies):
+    """One connection: the greeting, EHLO/HELO/LHLO, MAIL, RCPT and QUIT (the rest: see
+    bases)."""
 
     async def greet(self) -> None:
         if self._over_limit is not None:  # before any rule: the limits keep fakemx up
@@ -36,7 +39,8 @@ class FakeSMTP(StartTls, Authentication, DataCommands, EdgeReplies):
             await self.push(self._over_limit)
             self._hang_up(Stage.GREETING, "fin", replied=True)
         await self._act(Stage.CONNECT, self._decide(Stage.CONNECT))
-        greeting = f"220 {self.hostname} ESMTP fakemx"
+        speaks = "LMTP" if self.profile.protocol is Protocol.LMTP else "ESMTP"
+        greeting = f"220 {self.hostname} {speaks} fakemx"
         replacement = await self._act(Stage.GREETING, self._decide(Stage.GREETING))
         if replacement is not None:
             greeting = replacement
@@ -46,11 +50,25 @@ class FakeSMTP(StartTls, Authentication, DataCommands, EdgeReplies):
 
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str | None) -> None:
+        if self.profile.protocol is Protocol.LMTP:
+            await self.push(lmtp.USE_LHLO)
+            return
         await self._hello(hostname, super().smtp_EHLO)
 
     @syntax("HELO hostname")
     async def smtp_HELO(self, hostname: str | None) -> None:
+        if self.profile.protocol is Protocol.LMTP:
+            await self.push(lmtp.USE_LHLO)
+            return
         await self._hello(hostname, super().smtp_HELO)
+
+    @syntax("LHLO hostname")
+    async def smtp_LHLO(self, hostname: str | None) -> None:
+        """RFC 2033 4.1: LMTP's EHLO; unknown to an SMTP server."""
+        if self.profile.protocol is not Protocol.LMTP:
+            await self.push(lmtp.NOT_RECOGNIZED)
+            return
+        await self._hello(hostname, super().smtp_EHLO)
 
     async def _hello(
         self, hostname: str | None, normal: Callable[[str | None], Awaitable[None]]
@@ -64,24 +82,6 @@ class FakeSMTP(StartTls, Authentication, DataCommands, EdgeReplies):
                 return
         await normal(hostname)
 
-    def ehlo_lines(self, responses: list[str]) -> list[str]:
-        """aiosmtpd's EHLO lines with SIZE added, AUTH as the profile offers it now, and
-        stripped extensions removed."""
-        keywords = [line[4:] for line in responses if not line[4:].startswith("AUTH ")]
-        keywords.insert(1, f"SIZE {self.profile.max_message_size}")
-        auth = self.auth_keyword()
-        if auth is not None:
-            keywords.insert(-1, auth)  # before aiosmtpd's last line, HELP
-        kept = [kw for i, kw in enumerate(keywords) if i == 0 or not self._stripped(kw)]
-        if self._strip:
-            self._note(f"EHLO reply stripped of {', '.join(sorted(self._strip))}")
-        lines = [f"250-{kw}" for kw in kept[:-1]] + [f"250 {kept[-1]}"]
-        # aiosmtpd pushes each line; a shaped reply (edges) is written whole, as one push.
-        return ["\r\n".join(lines)] if self.shape_next_reply is not None else lines
-
-    def _stripped(self, keyword_line: str) -> bool:
-        return keyword_line.split(" ", 1)[0].upper() in self._strip
-
     async def on_mail(self, address: str, options: list[str]) -> Any:
         self._last_sender = address
         reply = await self._act(Stage.MAIL, self._decide(Stage.MAIL, sender=address))
@@ -94,6 +94,8 @@ class FakeSMTP(StartTls, Authentication, DataCommands, EdgeReplies):
         return MISSING
 
     async def on_rcpt(self, address: str) -> Any:
+        if self._envelope().chunked:  # RFC 3030 3: the message is already on its way
+            return "503 5.5.1 Error: RCPT after BDAT"
         self._last_recipient = address
         wanted = inband.parse(address) if self.profile.inband else None
         now = [wanted] if wanted is not None and wanted.stage is Stage.RCPT else []
