@@ -26,6 +26,7 @@ from pathlib import Path
 from fakemx.dns.model import Dns
 from fakemx.errors import FakeMXError
 from fakemx.model import Profile
+from fakemx.stages import Protocol
 from fakemx.verdicts import PostfixVerdict
 
 LAB_DOMAIN = "lab.fakemx.test"
@@ -150,6 +151,8 @@ def transport_line(case: Case, host: str, port: int) -> str:
     """
     if resolved_by_relay(case):
         return f"{case.domain} {service(case)}:{smart_host(case, port)}"
+    if case.profile.protocol is Protocol.LMTP:  # Postfix's lmtp(8) client, over TCP
+        return f"{case.domain} lmtp:inet:[{host}]:{port}"
     return f"{case.domain} {service(case)}:[{host}]:{port}"
 
 

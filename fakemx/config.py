@@ -74,6 +74,13 @@ def hostname(text: str) -> str:
     return text
 
 
+def protocol(text: str) -> str:
+    if text not in ("smtp", "lmtp"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a protocol (use smtp, or lmtp for a delivery agent's LMTP)")
+    return text
+
+
 def seed(text: str) -> int:
     try:
         return int(text)
@@ -169,6 +176,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("--state-dir", "FAKEMX_STATE_DIR", Path, Path(DEFAULT_STATE_DIR),
            f"messages, journal and CA (default ./{DEFAULT_STATE_DIR})", (SERVE, LAB, TOOLS)),
     Option("--seed", "FAKEMX_SEED", seed, None, "seed for probability rules"),
+    Option("--protocol", "FAKEMX_PROTOCOL", protocol, None,
+           "smtp or lmtp (RFC 2033: LHLO, a reply per recipient); default: the profile's"
+           " protocol, smtp unless it says otherwise; --lmtp is --protocol lmtp", (SERVE,),
+           metavar="smtp|lmtp"),
     Option("--time-scale", "FAKEMX_TIME_SCALE", time_scale, 1.0,
            "multiply every duration in the profile (0.01: 300 s -> 3 s)"),
     Option("--hostname", "FAKEMX_HOSTNAME", hostname, DEFAULT_HOSTNAME,

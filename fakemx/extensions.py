@@ -195,7 +195,7 @@ UNCODED_COMMANDS = frozenset({"", "EHLO", "HELO", "LHLO"})  # "": before any com
 
 def with_enhanced_code(reply: str, command: str) -> str:
     """``reply`` with an enhanced status code on every line (RFC 2034 4), when it lacks one."""
-    if command in UNCODED_COMMANDS or reply[:1] == "3":
+    if command in UNCODED_COMMANDS or reply[:1] not in ("2", "4", "5"):
         return reply
     lines = reply.split("\r\n")
     if all(_HAS_ENHANCED.match(line) for line in lines):

@@ -115,6 +115,9 @@ def _never_fires(profile: Profile, index: int, rule: Rule) -> tuple[str, str] | 
     if rule.stage is Stage.STARTTLS and profile.tls.mode is not TlsMode.STARTTLS:
         return (f"never fires: with tls.mode = \"{profile.tls.mode}\" STARTTLS is not"
                 " offered", "remove the rule, or set tls = { mode = \"starttls\" }")
+    if rule.stage is Stage.BDAT and not profile.extensions.chunking:
+        return ("never fires: CHUNKING is not advertised, so no client sends BDAT",
+                "set chunking = true in [extensions]")
     # At its own stage only the rules above count; an earlier stage stops it wherever
     # its rule is written.
     for number, earlier in enumerate(profile.rules):

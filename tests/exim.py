@@ -16,7 +16,8 @@ required and verified against fakemx's CA (``tls_verify_hosts``),
 ``w<PORT>.test`` over implicit TLS (``protocol = smtps``, verified),
 ``h<PORT>.test`` with the EHLO name ``localhost.localdomain`` and
 ``a<PORT>.test`` logging in (SMTP AUTH, ``hosts_try_auth`` as Debian's
-smarthost setup does; PLAIN and LOGIN) with the credentials ``log_in`` gave. Exim's
+smarthost setup does; PLAIN and LOGIN) with the credentials ``log_in`` gave, and
+``l<PORT>.test`` over LMTP (``protocol = lmtp``). Exim's
 timeouts are scaled by 0.01 like the profiles (5 min -> 3 s, the final
 dot's 10 min -> 6 s) and it retries every second.
 """
@@ -80,6 +81,7 @@ TRANSPORTS = {
     "w": "  protocol = smtps\n  hosts_require_tls = *\n  tls_verify_hosts = *\n",
     "h": "  helo_data = localhost.localdomain\n",
     "a": "  hosts_try_auth = *\n",
+    "l": "  protocol = lmtp\n",  # Exim's smtp transport speaking LMTP (LHLO)
 }
 
 CONFIGURE = """\

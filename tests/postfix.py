@@ -8,7 +8,8 @@ with opportunistic TLS, ``v<PORT>.test`` with TLS verified against fakemx's CA,
 ``e<PORT>.test`` with TLS required but not verified, ``w<PORT>.test`` over
 implicit TLS (SMTPS, verified), ``h<PORT>.test`` with the EHLO name
 ``localhost.localdomain``, and ``a<PORT>.test`` logging in with SMTP AUTH (Cyrus
-SASL) as ``credentials[PORT]`` says, looked up in the same table. (A regexp map cannot do it:
+SASL) as ``credentials[PORT]`` says, looked up in the same table, and ``l<PORT>.test`` over LMTP (Postfix's lmtp(8)
+client, ``lmtp:inet:[127.0.0.1]:PORT``). (A regexp map cannot do it:
 trivial-rewrite refuses $1 substitution in transport maps.) Timeouts and retry
 delays are a few seconds so every verdict arrives quickly; the sender is the
 null sender unless a profile asks otherwise, so bounces are discarded.
@@ -83,8 +84,8 @@ ROUTED_SETTINGS = {
 
 # recipient domain prefix -> master.cf service
 SERVICES = {"p": "smtp", "v": "tlsverify", "e": "tlsencrypt", "h": "badhelo", "w": "smtps",
-            "a": "sasl"}
-_ROUTE = re.compile(r"@([pvehwa])([0-9]+)\.test$")
+            "a": "sasl", "l": "lmtp"}
+_ROUTE = re.compile(r"@([pvehwal])([0-9]+)\.test$")
 _SASL_KEY = re.compile(r"^\[127\.0\.0\.1\]:([0-9]+)$")  # smtp_sasl_password_maps: the next hop
 
 # Postfix's own master.cf, minus smtpd and the pipes, nothing chrooted.
@@ -114,6 +115,7 @@ smtps     unix  -       -       n       -       -       smtp
   -o smtp_tls_security_level=verify
 sasl      unix  -       -       n       -       -       smtp
   -o smtp_sasl_auth_enable=yes
+lmtp      unix  -       -       n       -       -       lmtp
 showq     unix  n       -       n       -       -       showq
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
@@ -146,7 +148,8 @@ def route(key: str) -> str | None:
     match = _ROUTE.search(key)
     if match is None:
         return None
-    return f"{SERVICES[match[1]]}:[127.0.0.1]:{match[2]}"
+    inet = "inet:" if match[1] == "l" else ""  # lmtp(8) also speaks to unix sockets
+    return f"{SERVICES[match[1]]}:{inet}[127.0.0.1]:{match[2]}"
 
 
 class _TransportTable(socketserver.ThreadingTCPServer):

@@ -21,7 +21,7 @@ from typing import Generic, Protocol, TypeVar
 
 from wire import connect, read_reply
 
-from fakemx import FakeMX, Profile
+from fakemx import FakeMX, Profile, stages
 from fakemx.profiles import catalog
 from fakemx.verdicts import RelayProbe
 
@@ -137,8 +137,11 @@ def relay_profiles() -> list[Profile]:
     return [p for p in catalog() if getattr(p, "dns", None) is None]
 
 
-def domain(expected: RelayProbe, port: int) -> str:
-    """The recipient domain both harnesses route to fakemx's port with the verdict's TLS."""
+def domain(profile: Profile, expected: RelayProbe, port: int) -> str:
+    """The recipient domain both harnesses route to fakemx's port with the verdict's TLS
+    (an LMTP profile: to the relay's LMTP client)."""
+    if profile.protocol is stages.Protocol.LMTP:
+        return f"l{port}.test"
     if expected.sasl is not None:  # logs in (SMTP AUTH), TLS when offered
         return f"a{port}.test"
     prefix = "h" if expected.bad_helo else {
@@ -165,7 +168,7 @@ def _probe(profile: Profile, relay: Relay, state: Path, expected: RelayProbe,
         for _ in range(expected.hold_connections):
             sock = held.enter_context(connect(mx.host, mx.port))
             assert read_reply(sock).startswith(b"220")
-        to = domain(expected, mx.port)
+        to = domain(profile, expected, mx.port)
         if expected.sasl is not None:
             relay.log_in(mx.port, expected.sasl)
         for n in range(1, expected.warm_up_messages + 1):  # one after the other, each sent

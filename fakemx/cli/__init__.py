@@ -144,6 +144,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve one profile (default: the healthy sink)")
     config.add_options(serve, config.SERVE)
+    serve.add_argument("--lmtp", dest="protocol", action="store_const", const="lmtp",
+                       help="speak LMTP: the same as --protocol lmtp")
     serve.set_defaults(run=_serve)
 
     run = sub.add_parser("run", help="serve or lab, as $FAKEMX_MODE says (default serve):"

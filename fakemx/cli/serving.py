@@ -26,6 +26,7 @@ from fakemx.profiles import load_profile
 from fakemx.server import FakeMX
 from fakemx.sessionlog import SessionLog
 from fakemx.sharedstate import SharedState
+from fakemx.stages import Protocol
 from fakemx.store import Store
 from fakemx.tls import certs
 from fakemx.workerjournal import OtherWorkers
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 def _serve(args: argparse.Namespace) -> int:
     api = _api_settings(args)  # refuse an exposed API before anything starts
     profile = load_profile(args.profile)
+    if args.protocol is not None:
+        profile = profile.model_copy(update={"protocol": Protocol(args.protocol)})
     _usable_state_dir(args.state_dir, origin(args, "state_dir"))
     place = this_worker()
     if place is None and args.workers > 1:

@@ -35,8 +35,10 @@ class Lmtp(DataCommands):
             self._last_recipient = recipient
             rules.append(self._decide(Stage.END_OF_DATA, first=self._own_inband(recipient),
                                       recipient=recipient, body_bytes=len(content)))
+        # Taken: a 2xx from a rule (or accept), or no rule and no body rule's refusal.
         taking = [r for r, rule in zip(recipients, rules, strict=True) if problem is None
-                  and (accepts(rule.action) if rule else is_2xx(body_reply))]
+                  and (accepts(rule.action) if rule else body_reply is None
+                       or is_2xx(body_reply))]
         stored = self._store(envelope, content, taking) if taking else None
         if stored is not None and not stored.startswith("2"):
             # Storage failed: every recipient that would have had a 2xx gets the 452.
@@ -48,7 +50,9 @@ class Lmtp(DataCommands):
             reply = await self._act(Stage.END_OF_DATA, rule)
             if stored is not None and not stored.startswith("2") and recipient in taking:
                 reply = stored
-            await self.push(reply or body_reply or problem or stored or "")
+            final = reply or body_reply or problem or stored
+            assert final is not None  # each recipient is taken (stored) or refused
+            await self.push(final)
 
     def _own_inband(self, recipient: str) -> list[Rule]:
         """The in-band end_of_data rule this recipient's own address asks for, if any."""
