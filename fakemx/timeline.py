@@ -45,6 +45,7 @@ _COMMAND_STAGES = {
     "MAIL": Stage.MAIL,
     "RCPT": Stage.RCPT,
     "DATA": Stage.DATA,
+    "BDAT": Stage.BDAT,
     "QUIT": Stage.QUIT,
 }
 _STAGE_BY_LABEL = {stage.label: stage for stage in Stage}

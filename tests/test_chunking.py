@@ -8,6 +8,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from test_rules_v2 import example
 from wire import command, connect, read_reply, until, wait_closed
 
 from fakemx import FakeMX, load_profile, profile_from_data
@@ -193,3 +194,17 @@ def test_bdat_rule_lint_needs_chunking() -> None:
         update={"chunking": False})})
     assert [f.problem for f in lint(without)] == [
         "never fires: CHUNKING is not advertised, so no client sends BDAT"]
+
+
+def test_docs_example_refuses_chunks_for_one_sender() -> None:
+    with FakeMX(example("bdat-refused-for-one-sender")) as mx:
+        for sender, reply in (("alice@example.net", b"250 2.0.0 OK: queued as 1\r\n"),
+                              ("news@bulk.example", b"451 4.3.0 Error: queue file write"
+                                                    b" error\r\n")):
+            with connect(mx.host, mx.port) as sock:
+                read_reply(sock)
+                command(sock, "EHLO client.example.net")
+                command(sock, f"MAIL FROM:<{sender}>")
+                command(sock, "RCPT TO:<bob@example.test>")
+                assert bdat(sock, MESSAGE, last=True) == reply
+        assert [m.mail_from for m in mx.messages] == ["alice@example.net"]

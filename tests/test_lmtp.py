@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_rules_v2 import example
 from wire import TIMEOUT, command, connect, read_reply, serve_process
 
 from fakemx import FakeMX, load_profile
@@ -148,3 +149,10 @@ def test_serve_lmtp(tmp_path: Path, flag: list[str]) -> None:
         finally:
             process.terminate()
         assert process.wait(timeout=TIMEOUT) == 0
+
+
+def test_docs_example_fails_bob2_alone() -> None:
+    with FakeMX(example("lmtp-bob2-over-quota")) as mx, connect(mx.host, mx.port) as sock:
+        lhlo(sock)
+        after_dot = deliver(sock, ["bob1@example.test", "bob2@example.test"])
+        assert [r[:3] for r in after_dot] == [b"250", b"552"]
