@@ -208,3 +208,10 @@ def test_docs_example_refuses_chunks_for_one_sender() -> None:
                 command(sock, "RCPT TO:<bob@example.test>")
                 assert bdat(sock, MESSAGE, last=True) == reply
         assert [m.mail_from for m in mx.messages] == ["alice@example.net"]
+
+
+def test_help_lists_bdat_only_with_chunking(chunking: FakeMX, sink: FakeMX) -> None:
+    for mx, listed in ((chunking, True), (sink, False)):
+        with connect(mx.host, mx.port) as sock:
+            read_reply(sock)
+            assert (b" BDAT " in command(sock, "HELP")) is listed

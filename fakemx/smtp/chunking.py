@@ -23,19 +23,17 @@ from fakemx.stages import Stage
 
 _BDAT = re.compile(r"^(\d{1,18})(?:[ \t]+(LAST))?$", re.IGNORECASE)
 _READ_BLOCK = 65536
-# aiosmtpd's own reply to a command it does not know: BDAT while CHUNKING is withheld.
-NOT_RECOGNIZED = '500 Error: command "BDAT" not recognized'
 # Postfix's words: a BDAT without a count leaves the chunk's end unknown, so it hangs up.
 BAD_SYNTAX = "521 5.5.4 Syntax: BDAT count [LAST]"
 TOO_LARGE = "552 5.3.4 Message size exceeds fixed maximum message size"
 
 
 class Chunking(DataCommands):
+    """BDAT, offered only with CHUNKING (SmtpExtensions.offers: without it, BDAT is an
+    unknown command and the octets after it are read as commands)."""
+
     @syntax("BDAT chunk-size [LAST]")
     async def smtp_BDAT(self, arg: str | None) -> None:
-        if not self.profile.extensions.chunking:
-            await self.push(NOT_RECOGNIZED)  # and what follows is read as commands
-            return
         match = _BDAT.match((arg or "").strip())
         if match is None:
             await self.push(BAD_SYNTAX)

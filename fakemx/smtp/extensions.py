@@ -32,6 +32,13 @@ class SmtpExtensions(Authentication):
         if ext.dsn or ext.requiretls:
             self.command_size_limits = _command_size_limits()
 
+    def offers(self, command: str) -> bool:
+        if command == "BDAT":
+            return self.ext.chunking
+        if command == "LHLO":
+            return self.profile.protocol is Protocol.LMTP
+        return True
+
     def ehlo_lines(self, responses: list[str]) -> list[str]:
         """aiosmtpd's EHLO lines with the profile's extensions (and stripped ones removed)."""
         offered = [line[4:] for line in responses[1:] if not line[4:].startswith("AUTH ")]

@@ -19,8 +19,6 @@ from fakemx.stages import Protocol, Stage
 
 # RFC 2033 4.1: an LMTP server answers LHLO, not HELO or EHLO.
 USE_LHLO = "500 5.5.1 Error: this is an LMTP server: send LHLO (RFC 2033)"
-# aiosmtpd's own words for an unknown command: LHLO to an SMTP server.
-NOT_RECOGNIZED = '500 Error: command "LHLO" not recognized'
 
 
 class Lmtp(DataCommands):

@@ -64,14 +64,14 @@ class Commands:
 
     def get(self, name: str, default: Any = None) -> Any:
         method = getattr(self._smtp, f"smtp_{name}", None) if name.isalpha() else None
-        if method is None:
-            return default
+        if method is None or not self._smtp.offers(name):
+            return default  # aiosmtpd: 500 Error: command "NAME" not recognized
         bound = functools.partial(self._smtp.run_command, name, method)
         return functools.update_wrapper(bound, method)  # keeps HELP's __smtp_syntax__
 
     def items(self) -> Iterator[tuple[str, Any]]:
         for attribute in dir(self._smtp):
-            if attribute.startswith("smtp_"):
+            if attribute.startswith("smtp_") and self._smtp.offers(attribute[5:]):
                 yield attribute[5:], getattr(self._smtp, attribute)
 
 
@@ -188,6 +188,11 @@ class AiosmtpdSession(SMTP):
 
     def on_reply(self, text: str) -> None:
         """A reply is about to go out (``text`` may hold several CRLF-separated lines)."""
+
+    def offers(self, command: str) -> bool:
+        """Does this session know ``command`` (BDAT only with CHUNKING, say)? One it does
+        not is aiosmtpd's unknown command, and HELP leaves it out."""
+        return True
 
     def outgoing(self, text: str) -> str | None:
         """A reply on its way out: the text to send, or None to hold it (sent later

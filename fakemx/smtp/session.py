@@ -64,10 +64,7 @@ class FakeSMTP(Lmtp, Chunking, SmtpExtensions, StartTls, Authentication, EdgeRep
 
     @syntax("LHLO hostname")
     async def smtp_LHLO(self, hostname: str | None) -> None:
-        """RFC 2033 4.1: LMTP's EHLO; unknown to an SMTP server."""
-        if self.profile.protocol is not Protocol.LMTP:
-            await self.push(lmtp.NOT_RECOGNIZED)
-            return
+        """RFC 2033 4.1: LMTP's EHLO (unknown to an SMTP session: SmtpExtensions.offers)."""
         await self._hello(hostname, super().smtp_EHLO)
 
     async def _hello(
