@@ -11,6 +11,7 @@ applies them to a session.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -107,45 +108,50 @@ def split_parameters(arg: str) -> tuple[str, list[str]]:
     return f"{keyword}{colon}{address}", params
 
 
-def screen_mail(ext: Extensions, params: list[str], *, tls_active: bool) -> tuple[
-        list[str], list[str], str | None]:
+def screen_mail(ext: Extensions, params: list[str], *, tls_active: bool) -> Screened:
     """MAIL FROM's parameters: (those for aiosmtpd, those fakemx took, an error reply)."""
-    passed: list[str] = []
-    taken: list[str] = []
-    for param in params:
-        key, _, value = param.partition("=")
-        key = key.upper()
+
+    def judge(param: str, key: str, value: str, taken: list[str]) -> str:
         if key in ("RET", "ENVID"):
-            problem = _dsn_problem(ext, param, key, value, taken)
-            if problem:
-                return passed, taken, problem
-            taken.append(param)
-        elif key == "REQUIRETLS":
-            if not (ext.requiretls and tls_active) or value:
-                return passed, taken, UNSUPPORTED.format(param)
-            taken.append(param)
-        elif ((key == "SIZE" and not ext.size) or (key == "SMTPUTF8" and not ext.smtputf8)
-              or (key == "BODY" and value.upper() == "8BITMIME" and not ext.eightbitmime)):
-            return passed, taken, UNSUPPORTED.format(param)
-        else:
-            passed.append(param)  # SIZE, BODY, SMTPUTF8, AUTH...: aiosmtpd's to judge
-    return passed, taken, None
+            return _dsn_problem(ext, param, key, value, taken) or _TAKE
+        if key == "REQUIRETLS":
+            return _TAKE if ext.requiretls and tls_active and not value else \
+                UNSUPPORTED.format(param)
+        if ((key == "SIZE" and not ext.size) or (key == "SMTPUTF8" and not ext.smtputf8)
+                or (key == "BODY" and value.upper() == "8BITMIME" and not ext.eightbitmime)):
+            return UNSUPPORTED.format(param)
+        return _PASS  # SIZE, BODY, SMTPUTF8, AUTH...: aiosmtpd's to judge
+
+    return _screen(params, judge)
 
 
-def screen_rcpt(ext: Extensions, params: list[str]) -> tuple[list[str], list[str], str | None]:
+def screen_rcpt(ext: Extensions, params: list[str]) -> Screened:
     """RCPT TO's parameters: (those for aiosmtpd, those fakemx took, an error reply)."""
+
+    def judge(param: str, key: str, value: str, taken: list[str]) -> str:
+        if key in ("NOTIFY", "ORCPT"):
+            return _dsn_problem(ext, param, key, value, taken) or _TAKE
+        return _PASS
+
+    return _screen(params, judge)
+
+
+Screened = tuple[list[str], list[str], str | None]
+_TAKE, _PASS = "take", "pass"  # a judge's verdicts; anything else is the refusal
+
+
+def _screen(params: list[str], judge: Callable[[str, str, str, list[str]], str]) -> Screened:
     passed: list[str] = []
     taken: list[str] = []
     for param in params:
         key, _, value = param.partition("=")
-        key = key.upper()
-        if key in ("NOTIFY", "ORCPT"):
-            problem = _dsn_problem(ext, param, key, value, taken)
-            if problem:
-                return passed, taken, problem
+        verdict = judge(param, key.upper(), value, taken)
+        if verdict == _PASS:
+            passed.append(param)
+        elif verdict == _TAKE:
             taken.append(param)
         else:
-            passed.append(param)
+            return passed, taken, verdict
     return passed, taken, None
 
 

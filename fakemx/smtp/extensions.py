@@ -77,19 +77,20 @@ class SmtpExtensions(Authentication):
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
-        screened, refusal = self._screen(arg, mail=True)
-        if refusal is not None:
-            await self.push(refusal)
-            return
-        await super().smtp_MAIL(screened)
+        await self._screened(arg, super().smtp_MAIL, mail=True)
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:
-        screened, refusal = self._screen(arg, mail=False)
+        await self._screened(arg, super().smtp_RCPT, mail=False)
+
+    async def _screened(self, arg: str | None,
+                        then: Callable[[str | None], Awaitable[None]], *, mail: bool) -> None:
+        """Refuse the command for a parameter, or hand aiosmtpd the rest to run ``then``."""
+        screened, refusal = self._screen(arg, mail=mail)
         if refusal is not None:
             await self.push(refusal)
             return
-        await super().smtp_RCPT(screened)
+        await then(screened)
 
     def _screen(self, arg: str | None, *, mail: bool) -> tuple[str | None, str | None]:
         """(the argument without the parameters fakemx takes itself, a refusal or None)."""
