@@ -97,15 +97,33 @@ _XTEXT = re.compile(r"^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*$")
 def split_parameters(arg: str) -> tuple[str, list[str]]:
     """``FROM:<a@b> SIZE=10 RET=HDRS`` -> (``FROM:<a@b>``, [``SIZE=10``, ``RET=HDRS``]).
 
-    The path ends at its last ``>`` (DSN values are xtext, RFC 3461 4: they
-    carry no raw ``>``); a path without brackets ends at its first space.
+    A path in brackets ends at its first ``>`` outside a quoted local part
+    (RFC 5321 4.1.2), so ``AUTH=<>`` after it stays a parameter; a path
+    without brackets ends at its first space. Raises ValueError without a path.
     """
-    if ">" in arg:
-        path, _, rest = arg.rpartition(">")
-        return path + ">", rest.split()
     keyword, colon, rest = arg.partition(":")
-    address, *params = rest.strip().split()
-    return f"{keyword}{colon}{address}", params
+    rest = rest.lstrip()
+    end = _path_end(rest) if rest.startswith("<") else rest.find(" ")
+    if not rest or end == 0:
+        raise ValueError("no path")
+    if end < 0:
+        end = len(rest)
+    return f"{keyword}{colon}{rest[:end]}", rest[end:].split()
+
+
+def _path_end(rest: str) -> int:
+    """Where the bracketed path at the start of ``rest`` ends (after its ``>``), or -1."""
+    quoted = escaped = False
+    for index, char in enumerate(rest):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = quoted
+        elif char == '"':
+            quoted = not quoted
+        elif char == ">" and not quoted:
+            return index + 1
+    return -1
 
 
 def screen_mail(ext: Extensions, params: list[str], *, tls_active: bool) -> Screened:

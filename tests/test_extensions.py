@@ -16,7 +16,7 @@ from tlshelp import verifying_context
 from wire import TIMEOUT, command, connect, read_reply
 
 from fakemx import FakeMX, load_profile, profile_from_data
-from fakemx.extensions import Extensions, with_enhanced_code
+from fakemx.extensions import Extensions, split_parameters, with_enhanced_code
 
 TODAY = ["mx.fakemx.test", "SIZE 33554432", "8BITMIME", "SMTPUTF8", "STARTTLS", "HELP"]
 ALL = ["mx.fakemx.test", "PIPELINING", "SIZE 33554432", "8BITMIME", "SMTPUTF8", "STARTTLS",
@@ -261,3 +261,13 @@ def test_faults_need_the_extension_they_act_on() -> None:
     with pytest.raises(ValueError, match="refuse_dsn needs dsn = true"):
         Extensions.model_validate({"refuse_dsn": True})
     assert Extensions.model_validate({"8bitmime": False}).eightbitmime is False
+
+
+@pytest.mark.parametrize(("arg", "path", "params"), [
+    ("FROM:<a@b> SIZE=1 RET=HDRS AUTH=<>", "FROM:<a@b>", ["SIZE=1", "RET=HDRS", "AUTH=<>"]),
+    ('FROM: <"x>y"@b> NOTIFY=NEVER', 'FROM:<"x>y"@b>', ["NOTIFY=NEVER"]),
+    ("FROM:a@b SIZE=1", "FROM:a@b", ["SIZE=1"]),
+    ("FROM:<>", "FROM:<>", []),
+])
+def test_the_path_ends_where_rfc_5321_says(arg: str, path: str, params: list[str]) -> None:
+    assert split_parameters(arg) == (path, params)
