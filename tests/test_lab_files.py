@@ -150,6 +150,9 @@ def test_the_compose_command_writes_the_relays_transport_map(tmp_path: Path) -> 
         cases = [domain for domain in routes if domain != f"sink.{LAB_DOMAIN}"]
         assert len(cases) == len(catalog()) - 1
         assert all(domain.startswith("case-") for domain in cases)
+        # An LMTP profile is reached with Postfix's lmtp(8) client.
+        lmtp = [r for r in routes.values() if r.startswith("lmtp:inet:[fakemx]:")]
+        assert len(lmtp) == len([p for p in catalog() if p.protocol == "lmtp"])
         port = int(routes[f"sink.{LAB_DOMAIN}"].rsplit(":", 1)[1])
         assert dialogue("127.0.0.1", port).code("body") == 250
         process.terminate()
