@@ -13,7 +13,7 @@ from email.message import EmailMessage
 import aiosmtplib
 import pytest
 from tlshelp import verifying_context
-from wire import TIMEOUT, command, connect, read_reply
+from wire import TIMEOUT, command, connect, read_reply, wait_closed
 
 from fakemx import FakeMX, load_profile, profile_from_data
 from fakemx.extensions import Extensions, split_parameters, with_enhanced_code
@@ -271,3 +271,15 @@ def test_faults_need_the_extension_they_act_on() -> None:
 ])
 def test_the_path_ends_where_rfc_5321_says(arg: str, path: str, params: list[str]) -> None:
     assert split_parameters(arg) == (path, params)
+
+
+def test_a_closing_reply_goes_out_after_the_held_ones() -> None:
+    held = load_profile("pipelining-held").model_copy(update={"inband": True})
+    with FakeMX(held) as mx, connect(mx.host, mx.port) as sock:
+        read_reply(sock)
+        command(sock, "EHLO client.example.net")
+        sock.sendall(b"MAIL FROM:<alice@example.net>\r\nRCPT TO:<bob@example.test>\r\n"
+                     b"RCPT TO:<421-4.7.0@example.test>\r\n")
+        closed = wait_closed(sock)
+    assert closed.how == "fin"
+    assert [line[:3] for line in closed.data.split(b"\r\n")[:3]] == [b"250", b"250", b"421"]

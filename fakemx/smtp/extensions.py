@@ -5,12 +5,15 @@ decides; this module applies it)."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import NoReturn
 
 from aiosmtpd.smtp import syntax
 
 from fakemx import extensions
+from fakemx.actions import DropHow
 from fakemx.smtp.auth import Authentication
-from fakemx.stages import Protocol
+from fakemx.stages import Protocol, Stage
 from fakemx.state import ServerState
 
 # RFC 2920 3.1: these may stand anywhere in a pipelined group; any other command ends it.
@@ -74,6 +77,15 @@ class SmtpExtensions(Authentication):
             text = "\r\n".join([*self._held, text])
             self._held = None
         return text
+
+    def _hang_up(self, stage: Stage, how: DropHow, *, replied: bool) -> NoReturn:
+        """A reply that closes (a 421 to RCPT, say) goes out after the held ones."""
+        if self._held and self.transport is not None and not self.transport.is_closing():
+            text = "\r\n".join(self._held)
+            self._held = None
+            self.on_reply(text)
+            self.writer.write(f"{text}\r\n".encode())
+        super()._hang_up(stage, how, replied=replied)
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
