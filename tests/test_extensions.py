@@ -53,6 +53,11 @@ def test_the_default_ehlo_reply_is_unchanged(sink: FakeMX) -> None:
 def test_every_extension_advertised_and_requiretls_only_under_tls(all_extensions: FakeMX
                                                                   ) -> None:
     assert ehlo(all_extensions) == ALL
+    with connect(all_extensions.host, all_extensions.port) as sock:  # not before TLS
+        read_reply(sock)
+        command(sock, "EHLO client.example.net")
+        assert command(sock, "MAIL FROM:<a@example.net> REQUIRETLS") == (
+            b"555 5.5.4 Unsupported option: REQUIRETLS\r\n")
     with smtplib.SMTP(all_extensions.host, all_extensions.port, timeout=TIMEOUT) as client:
         client.starttls(context=verifying_context(all_extensions))
         _, text = client.ehlo("client.example.net")
