@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fakemx.control import UnknownRuleError
     from fakemx.errors import FakeMXError, ListenError, ProfileError, UnknownProfileError
+    from fakemx.extensions import Extensions
     from fakemx.incidents import Incident, ServerSideError
     from fakemx.journal import Event, Outcome, Session, StoredMessage
     from fakemx.model import (
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     )
     from fakemx.profiles import catalog, load_profile, profile_from_data
     from fakemx.server import FakeMX
-    from fakemx.stages import ListenerState, Stage, TlsMode
+    from fakemx.stages import ListenerState, Protocol, Stage, TlsMode
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,7 @@ _WHERE = {
     "BreakKind": "timeline",
     "Event": "journal",
     "EximVerdict": "model",
+    "Extensions": "extensions",
     "FakeMX": "server",
     "FakeMXError": "errors",
     "Incident": "incidents",
@@ -49,6 +51,7 @@ _WHERE = {
     "PostfixVerdict": "model",
     "Profile": "model",
     "ProfileError": "errors",
+    "Protocol": "stages",
     "Reply": "model",
     "Rule": "model",
     "ServerSideError": "incidents",
@@ -73,6 +76,7 @@ __all__ = [
     "BreakKind",
     "Event",
     "EximVerdict",
+    "Extensions",
     "FakeMX",
     "FakeMXError",
     "Incident",
@@ -82,6 +86,7 @@ __all__ = [
     "PostfixVerdict",
     "Profile",
     "ProfileError",
+    "Protocol",
     "Reply",
     "Rule",
     "ServerSideError",
