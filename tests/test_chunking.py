@@ -8,8 +8,11 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_fuzz import assert_rfc_shaped, exchange
 from test_rules_v2 import example
-from wire import command, connect, read_reply, until, wait_closed
+from wire import command, connect, dialogue, read_reply, until, wait_closed
 
 from fakemx import FakeMX, load_profile, profile_from_data
 
@@ -215,3 +218,42 @@ def test_help_lists_bdat_only_with_chunking(chunking: FakeMX, sink: FakeMX) -> N
         with connect(mx.host, mx.port) as sock:
             read_reply(sock)
             assert (b" BDAT " in command(sock, "HELP")) is listed
+
+
+# region fuzzing: chunks and commands interleaved, with every extension advertised ----
+
+_STEPS = st.one_of(
+    st.sampled_from([b"EHLO x\r\n", b"MAIL FROM:<a@b.example> RET=HDRS ENVID=e\r\n",
+                     b"RCPT TO:<c@d.example> NOTIFY=SUCCESS,FAILURE\r\n", b"DATA\r\n",
+                     b"RSET\r\n", b"NOOP\r\n", b"BDAT\r\n", b"BDAT -1\r\n", b"BDAT 1 LAST x\r\n",
+                     b"MAIL FROM:<a@b.example> REQUIRETLS SMTPUTF8\r\n"]),
+    st.builds(lambda data, last: b"BDAT %d%s\r\n" % (len(data), b" LAST" if last else b"")
+              + data, st.binary(max_size=300), st.booleans()),
+    st.binary(max_size=60),
+)
+
+
+@pytest.fixture(scope="module")
+def fuzzed() -> Iterator[FakeMX]:
+    profile = profile_from_data({
+        "idle_timeout_seconds": 10, "max_message_size": 500,
+        "extensions": {"pipelining": True, "chunking": True, "dsn": True,
+                       "enhancedstatuscodes": True, "requiretls": True}}, "fuzz-extensions")
+    with FakeMX(profile) as mx:
+        yield mx
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(steps=st.lists(_STEPS, max_size=10))
+def test_chunks_and_commands_in_any_order_get_rfc_replies(fuzzed: FakeMX,
+                                                          steps: list[bytes]) -> None:
+    assert_rfc_shaped(exchange(fuzzed, b"".join(steps)))
+
+
+def test_still_serving_after_the_chunk_fuzzing(fuzzed: FakeMX) -> None:
+    assert dialogue(fuzzed.host, fuzzed.port, body_size=200).code("body") == 250
+    fuzzed.check()  # nothing failed inside the server
+
+
+# endregion
