@@ -93,8 +93,13 @@ class Relay:
                 # Postfix does by default (smtp_sasl_auth_soft_bounce), since a wrong
                 # password is fixed on the relay, and the mail should still go then.
                 smtp.login(*self.credentials)
+            options = []
+            if not (sender + recipient).isascii():  # an internationalized address (RFC 6531)
+                if not smtp.has_extn("smtputf8"):
+                    raise Permanent("SMTPUTF8 is required, but was not offered")  # as Postfix
+                options.append("SMTPUTF8")
             try:
-                smtp.sendmail(sender, [recipient], message)
+                smtp.sendmail(sender, [recipient], message, mail_options=options)
             except smtplib.SMTPRecipientsRefused as exc:
                 code, text = exc.recipients[recipient]
                 self._raise_if_permanent(code, text)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import pytest
 from relay import Relay, Status
 
-from fakemx import Profile, TlsMode
+from fakemx import Profile, Protocol, TlsMode
 from fakemx.pytest_plugin import FakeMXFactory, catalog_params
 
 # Profiles run 500 times faster: a 300 s greylist window lasts 0.6 s, a 600 s
@@ -50,6 +50,12 @@ BY_HAND: dict[str, Expected] = {
     # smtplib takes a reply line cut off by the close as complete, so the 250 without
     # its CRLF counts and the message is sent once; Postfix defers and sends it again.
     "4.4.318-unterminated-after-final-dot": Expected(Status.SENT, 1),
+    # Postfix sends ORCPT once DSN is advertised and is refused; this relay asks for no
+    # delivery report, sends no DSN parameter, and its message goes through.
+    "5.7.1-dsn-refused": Expected(Status.SENT, 1),
+    # Postfix pipelines MAIL, RCPT and DATA; this relay (smtplib) waits for the reply to
+    # MAIL FROM, which the profile holds back, and times out at every attempt.
+    "pipelining-held": Expected(Status.DEFERRED, 3),
 }
 
 
@@ -104,8 +110,10 @@ class FakeClock:
 
 
 def relay_profiles() -> list[object]:
-    # DNS profiles need the relay to resolve through fakemx's DNS: another example.
-    return catalog_params(where=lambda profile: getattr(profile, "dns", None) is None)
+    # DNS profiles need the relay to resolve through fakemx's DNS: another example. LMTP
+    # profiles are for a relay's LMTP client (Postfix's lmtp), not this SMTP relay.
+    return catalog_params(where=lambda profile: getattr(profile, "dns", None) is None
+                          and profile.protocol is Protocol.SMTP)
 
 
 @pytest.mark.parametrize("profile", relay_profiles())
