@@ -195,7 +195,7 @@ def test_enhanced_codes_follow_rfc_3463() -> None:
         "503 5.5.1 Error: need MAIL command")
     assert with_enhanced_code("250-a\r\n250 b", "HELP") == "250-2.0.0 a\r\n250 2.0.0 b"
     assert with_enhanced_code("250 2.0.0 OK", "MAIL") == "250 2.0.0 OK"
-    assert with_enhanced_code("220 mx ESMTP", None) == "220 mx ESMTP"
+    assert with_enhanced_code("220 mx ESMTP", "") == "220 mx ESMTP"  # the greeting
     assert with_enhanced_code("354 End data", "DATA") == "354 End data"
 
 
