@@ -176,7 +176,7 @@ MX_TRANSPORTS = {
 # One delivery attempt to one recipient: => (and ->) sent, == deferred, ** bounced.
 _ATTEMPT = re.compile(
     r"^\S+ \S+ (?P<mid>[0-9A-Za-z]{6}-[0-9A-Za-z]{6,}-[0-9A-Za-z]{2}) "
-    r"(?P<mark>=>|->|==|\*\*) (?P<rcpt>[^\s:]+):?(?: <[^>]*>)? (?P<rest>.*)$"
+    r"(?P<mark>=>|->|==|\*\*) (?P<rcpt>[^\s:]+):?(?: <(?P<given>[^>]*)>)? (?P<rest>.*)$"
 )
 # "->": another recipient sent in the same SMTP transaction as the "=>" one.
 _STATUS = {"=>": "sent", "->": "sent", "==": "deferred", "**": "bounced"}
@@ -295,11 +295,16 @@ class PrivateExim(LoggedRelay[Verdict]):
             return []
         found = []
         for m in map(_ATTEMPT.search, text.splitlines()):
-            if m is None or m["mid"] != exim_id or recipient not in (None, m["rcpt"]):
+            # <given>: the address as the message named it, where Exim sent another (a UTF-8
+            # local part it downconverted for a server without SMTPUTF8: xn--...).
+            if m is None or m["mid"] != exim_id:
+                continue
+            rcpt = m["given"] or m["rcpt"]
+            if recipient not in (None, rcpt):
                 continue
             if any(skip in m["rest"] for skip in _NOT_AN_ATTEMPT):
                 continue
-            found.append(Verdict(exim_id, _STATUS[m["mark"]], m["rest"], m["rcpt"]))
+            found.append(Verdict(exim_id, _STATUS[m["mark"]], m["rest"], rcpt))
         return found
 
     def lines_about(self, port: int) -> list[str]:
