@@ -242,8 +242,11 @@ def exercise(case: Case) -> Exercise | None:
     Left to the instructor: scenarios that need earlier traffic (rates), held
     connections, a loopback client (the lab relay is not one), DANE or MTA-STS (the
     lab relay applies neither), a login (the lab relay has no SASL credentials: its
-    verdict would be the 530 of an anonymous client, not the AUTH failure), or that
-    have no Postfix verdict (a stale cache needs a caching resolver).
+    verdict would be the 530 of an anonymous client, not the AUTH failure), an
+    internationalized address (swaks submits it without SMTPUTF8, so the relay does
+    not know the message needs it: Postfix's bounce comes from its sendmail's
+    autodetection), or that have no Postfix verdict (a stale cache needs a caching
+    resolver).
     """
     about = case.profile.about
     verdict = about.postfix if about else None
@@ -255,6 +258,8 @@ def exercise(case: Case) -> Exercise | None:
             case.profile.dns is not None and not resolved_by_relay(case)):
         return None
     if any(rule.when.client_ip for rule in case.profile.rules):
+        return None
+    if not (verdict.sender + verdict.local_part).isascii():
         return None
     return Exercise(case, verdict)
 
