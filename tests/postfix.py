@@ -8,8 +8,9 @@ with opportunistic TLS, ``v<PORT>.test`` with TLS verified against fakemx's CA,
 ``e<PORT>.test`` with TLS required but not verified, ``w<PORT>.test`` over
 implicit TLS (SMTPS, verified), ``h<PORT>.test`` with the EHLO name
 ``localhost.localdomain``, and ``a<PORT>.test`` logging in with SMTP AUTH (Cyrus
-SASL) as ``credentials[PORT]`` says, looked up in the same table, and ``l<PORT>.test`` over LMTP (Postfix's lmtp(8)
-client, ``lmtp:inet:[127.0.0.1]:PORT``). (A regexp map cannot do it:
+SASL) as ``credentials[PORT]`` says, looked up in the same table, and
+``l<PORT>.test`` over LMTP (Postfix's lmtp(8) client, ``lmtp:inet:[127.0.0.1]:PORT``).
+(A regexp map cannot do it:
 trivial-rewrite refuses $1 substitution in transport maps.) Timeouts and retry
 delays are a few seconds so every verdict arrives quickly; the sender is the
 null sender unless a profile asks otherwise, so bounces are discarded.
