@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 
 from fakemx.config import _positive
-from fakemx.diagnose import Options, Target, Timeouts, TlsPolicy, diagnose, render
-from fakemx.diagnose.dnssec import read_anchor
-from fakemx.diagnose.model import is_address
+from fakemx.diagnose.model import Options, Target, Timeouts, TlsPolicy, is_address
 from fakemx.errors import FakeMXError
+
+# The probe's own modules (dnspython's DNSSEC, ssl, the catalog) are imported when it
+# runs: every fakemx command builds this parser, and `fakemx list` must start fast.
 
 _DEFAULTS = Timeouts()
 _ADDRESS = re.compile(r"^[^\s<>@]+@[^\s<>@]+$")
@@ -76,6 +77,8 @@ def _seconds(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fakemx.diagnose import diagnose, render
+
     report = diagnose(options(args))
     print(render.as_json(report) if args.json else render.text(report))
     return 0 if report.verdict.healthy else 1
@@ -91,6 +94,8 @@ def options(args: argparse.Namespace) -> Options:
     if args.trust_anchor is not None and TlsPolicy(args.tls) is not TlsPolicy.DANE:
         raise FakeMXError("--trust-anchor: only --tls dane validates DNSSEC (add --tls dane)")
     if args.trust_anchor is not None:
+        from fakemx.diagnose.dnssec import read_anchor
+
         read_anchor(args.trust_anchor)  # a file without a DS is one line now, not mid-probe
     if args.ca is not None and not args.ca.is_file():
         raise FakeMXError(f"--ca {args.ca}: no such file (give a PEM file of CA certificates,"
