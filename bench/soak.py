@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from common import percentile
+from common import machine_header, percentile
 
 HOST = "127.0.0.1"
 LORIS = 300
@@ -217,9 +216,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30)
     args = parser.parse_args()
-    print(f"# bench/soak.py --minutes {args.minutes:g}")
-    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {platform.platform()};"
-          f" {os.cpu_count()} cores; Python {platform.python_version()}")
+    print(machine_header(f"bench/soak.py --minutes {args.minutes:g}"))
     asyncio.run(run(args.minutes))
 
 

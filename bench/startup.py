@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import percentile
+from common import machine_header, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = [
@@ -67,9 +66,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=21)
     args = parser.parse_args()
-    print(f"# python3 bench/startup.py --runs {args.runs}")
-    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; {platform.system()} "
-          f"{platform.release()}; {os.cpu_count()} cores; Python {platform.python_version()}")
+    print(machine_header(f"python3 bench/startup.py --runs {args.runs}"))
     with tempfile.TemporaryDirectory() as scratch:
         env = {**os.environ, "FAKEMX_CACHE_DIR": str(Path(scratch) / "cache")}
         cold = []

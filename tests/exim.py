@@ -141,17 +141,19 @@ fakemx_{letter}:
 
 """
 
+# Exim's timeouts scaled like Postfix's (the e2e suite runs fakemx at time_scale 0.01).
+_TIMEOUTS = """\
+  connect_timeout = 3s
+  command_timeout = 3s
+  data_timeout = 3s
+  final_timeout = 6s
+"""
 TRANSPORT = """\
 {letter}_smtp:
   driver = smtp
   port = ${{substr_1:${{sg{{$domain}}{{\\N\\.test$\\N}}{{}}}}}}
   tls_verify_certificates = {ca_file}
-  connect_timeout = 3s
-  command_timeout = 3s
-  data_timeout = 3s
-  final_timeout = 6s
-{extra}
-"""
+""" + _TIMEOUTS + "{extra}\n"
 
 _MESSAGE_ID = re.compile(r"\b[0-9A-Za-z]{6}-[0-9A-Za-z]{6,}-[0-9A-Za-z]{2}\b")
 # For a router that finds fakemx itself (an MX lookup): port 25, Exim's TLS defaults,
@@ -161,12 +163,7 @@ MX_TRANSPORT = """\
 {name}:
   driver = smtp
   tls_verify_certificates = {ca_file}
-  connect_timeout = 3s
-  command_timeout = 3s
-  data_timeout = 3s
-  final_timeout = 6s
-{extra}
-"""
+""" + _TIMEOUTS + "{extra}\n"
 MX_TRANSPORTS = {
     "mx_smtp": "",
     "mx_dane": "  dnssec_request_domains = *\n  hosts_try_dane = *\n",
