@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+
+
+def free_port() -> int:
+    """A loopback port free a moment ago (the server is started on it next)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
 
 def percentile(values: list[float], fraction: float) -> float:
     """The value below which ``fraction`` of ``values`` fall (nearest rank)."""

@@ -1,12 +1,23 @@
-"""Sink throughput beside Postfix's smtp-sink and bare aiosmtpd, in one run.
+"""Sink throughput beside smtp-sink, bare aiosmtpd, MailDev and smtp-server, in one run.
 
     python bench/sink_throughput.py [--messages 5000] [--sessions 20] [--size 10240] [--runs 3]
-                                    [--workers 1 2]
+                                    [--workers 1 2] [--peers smtp-sink aiosmtpd maildev smtp-server]
+                                    [--node-messages-per-session 200] [--no-install]
 
-Drives each server with Postfix's smtp-source on loopback and prints messages
-per second (median of the runs, interleaved: one run of each server per round)
-and the ratio to smtp-sink. fakemx runs as shipped: every message durably stored
-before its 250; ``fakemx-Nw`` is ``fakemx serve --workers N``.
+Drives each server with Postfix's smtp-source on loopback (the same command for
+every one) and prints messages per second (median of the runs, interleaved: one
+run of each server per round) and the ratios to smtp-sink, bare aiosmtpd and
+fakemx with one worker. The peers: Postfix's smtp-sink; aiosmtpd with its
+``Sink`` handler (stores nothing); MailDev as shipped (mail kept in memory, web
+UI on loopback); nodemailer's smtp-server with a handler that discards
+(bench/node/smtp-server-sink.js). fakemx runs as shipped: every message durably
+stored before its 250; ``fakemx-Nw`` is ``fakemx serve --workers N``. The Node
+peers are installed with ``npm ci`` when missing (not with ``--no-install``);
+a peer that cannot run is printed as skipped, with the reason. Both Node peers
+wait 100 ms before each greeting (smtp-server's check for clients that talk
+too soon, not configurable), which holds them to 10 msg/s per session with one
+message per connection; ``--node-messages-per-session`` caps their runs so one
+session does not take minutes (the table shows each server's message count).
 """
 
 from __future__ import annotations
@@ -26,6 +37,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import node_peers
+from common import free_port
+
 BARE_AIOSMTPD = """
 import asyncio, functools, socket, sys
 from aiosmtpd.handlers import Sink
@@ -38,12 +52,6 @@ async def main():
     await asyncio.Event().wait()
 asyncio.run(main())
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_greeting(port: int, timeout: float = 10) -> None:
@@ -62,7 +70,11 @@ def wait_for_greeting(port: int, timeout: float = 10) -> None:
 @contextmanager
 def server(kind: str, state_dir: str) -> Iterator[int]:
     port = free_port()
-    if kind == "smtp-sink":
+    environment = None
+    if kind in node_peers.NODE_PEERS:
+        command = node_peers.command(kind, port, free_port())
+        environment = node_peers.environment(state_dir)
+    elif kind == "smtp-sink":
         command = [tool("smtp-sink"), "-c", f"127.0.0.1:{port}", "1000"]
         if os.geteuid() == 0:  # smtp-sink refuses to run as root without a user to become
             command[1:1] = ["-u", "nobody"]
@@ -73,7 +85,7 @@ def server(kind: str, state_dir: str) -> Iterator[int]:
         command = [sys.executable, "-m", "fakemx", "serve", "--port", str(port),
                    "--state-dir", state_dir, "--workers", workers]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True)
+                               text=True, env=environment)
     try:
         assert process.stdout is not None
         if kind.startswith("fakemx-") and kind != "fakemx-1w":
@@ -108,6 +120,22 @@ def rate(port: int, messages: int, sessions: int, size: int) -> float:
     return messages / (time.monotonic() - started)
 
 
+PEERS = ("smtp-sink", "aiosmtpd", *node_peers.NODE_PEERS)
+
+
+def runnable(peers: list[str], install: bool) -> list[str]:
+    """``peers`` less the Node ones when they cannot run, each printed as skipped with why."""
+    wanted = [peer for peer in peers if peer in node_peers.NODE_PEERS]
+    reason = node_peers.unavailable(install) if wanted else None
+    for peer in wanted if reason else []:
+        print(f"{peer:<12} skipped: {reason}", flush=True)
+    return [peer for peer in peers if not (reason and peer in wanted)]
+
+
+def ratio(medians: dict[str, float], kind: str, base: str) -> str:
+    return f"{medians[kind] / medians[base]:.2f}" if base in medians else "-"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000)
@@ -116,22 +144,35 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="fakemx with each of these --workers counts")
+    parser.add_argument("--peers", nargs="*", choices=PEERS, default=list(PEERS),
+                        help="the servers beside fakemx (default: all)")
+    parser.add_argument("--node-messages-per-session", type=int, default=0,
+                        help="run the Node peers with at most this many messages per session"
+                             " (0: --messages, as the others)")
+    parser.add_argument("--no-install", action="store_true",
+                        help="skip the Node peers when bench/node/node_modules is missing"
+                             " rather than run npm ci")
     args = parser.parse_args()
-    kinds = ["smtp-sink", "aiosmtpd", *(f"fakemx-{n}w" for n in args.workers)]
     print(f"{args.messages} messages of {args.size} bytes, median of {args.runs} interleaved"
-          f" runs, {len(os.sched_getaffinity(0))} cores")
-    print(f"{'server':<12}{'sessions':>9}{'msg/s':>10}{'x smtp-sink':>13}{'x fakemx-1w':>13}")
+          f" runs, {len(os.sched_getaffinity(0))} cores", flush=True)
+    kinds = [*runnable(args.peers, not args.no_install), *(f"fakemx-{n}w" for n in args.workers)]
+    print(f"{'server':<12}{'sessions':>9}{'messages':>9}{'msg/s':>10}{'x smtp-sink':>13}"
+          f"{'x aiosmtpd':>12}{'x fakemx-1w':>13}", flush=True)
     for sessions in args.sessions:
+        counts = {kind: args.messages for kind in kinds}
+        if args.node_messages_per_session:
+            for kind in set(kinds) & set(node_peers.NODE_PEERS):
+                counts[kind] = min(args.messages, args.node_messages_per_session * sessions)
         rates: dict[str, list[float]] = {kind: [] for kind in kinds}
         for _ in range(args.runs):  # interleaved: a busy moment hits every server alike
             for kind in kinds:
                 with tempfile.TemporaryDirectory() as state, server(kind, state) as port:
-                    rates[kind].append(rate(port, args.messages, sessions, args.size))
+                    rates[kind].append(rate(port, counts[kind], sessions, args.size))
         medians = {kind: statistics.median(found) for kind, found in rates.items()}
         for kind in kinds:
-            ratio = medians[kind] / medians["smtp-sink"]
-            one = medians[kind] / medians["fakemx-1w"] if "fakemx-1w" in medians else 0.0
-            print(f"{kind:<12}{sessions:>9}{medians[kind]:>10.0f}{ratio:>13.2f}{one:>13.2f}")
+            print(f"{kind:<12}{sessions:>9}{counts[kind]:>9}{medians[kind]:>10.0f}"
+                  f"{ratio(medians, kind, 'smtp-sink'):>13}{ratio(medians, kind, 'aiosmtpd'):>12}"
+                  f"{ratio(medians, kind, 'fakemx-1w'):>13}", flush=True)
 
 
 if __name__ == "__main__":
