@@ -1,15 +1,18 @@
 """How fakemx's cost grows: msg/s and latency at 1..500 concurrent sessions, 10 kB..25 MB messages.
 
     python bench/cost_growth.py [--sessions 1 20 100 500] [--sizes 10240 1048576 26214400]
-                                [--messages 2000] [--workers 1 2]
+                                [--messages 2000] [--workers 1 2] [--max-in-flight 4294967296]
 
 Each session is one connection per message (connect, EHLO, MAIL, RCPT, DATA,
 the body, QUIT), as a relay delivers; the latency of a message is from its
 connect to the 250 after its final dot. The client is asyncio in this process
 and shares the machine's cores with the server, so at many sessions p99
 includes the client's own scheduling; it is the same client for every row.
-A cell whose messages in flight would pass --max-in-flight bytes (fakemx holds
-a body in memory until it is stored) is skipped and says so.
+Peak RSS is the server's high-water mark (VmHWM), summed over its workers.
+A cell whose messages in flight would pass --max-in-flight bytes is skipped and
+says so: fakemx holds each body in memory until it is stored, and this client
+buffers each body it is sending, so such a cell needs a multiple of that (see
+the peak RSS of the cells that ran) on a machine whose memory is shared.
 """
 
 from __future__ import annotations
@@ -18,9 +21,22 @@ import argparse
 import asyncio
 import tempfile
 import time
+from pathlib import Path
 
 from common import percentile
 from sink_throughput import server
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """VmHWM of ``pid`` and of every process below it (fakemx's workers)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0
+    own = next((int(line.split()[1]) * 1024 for line in status.splitlines()
+                if line.startswith("VmHWM:")), 0)
+    return own + sum(peak_rss_bytes(int(child)) for child in children)
 
 
 def body_of(size: int) -> bytes:
@@ -81,27 +97,32 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10240, 1048576, 26214400])
     parser.add_argument("--messages", type=int, default=2000,
                         help="per cell, for 10 kB; fewer for larger messages (at most"
-                             " --max-bytes in all), never fewer than 2 per session")
-    parser.add_argument("--max-bytes", type=int, default=2 * 2**30)
-    parser.add_argument("--max-in-flight", type=int, default=2**30)
+                             " --max-bytes in all), never fewer than one per session")
+    parser.add_argument("--max-bytes", type=int, default=2**30)
+    parser.add_argument("--max-in-flight", type=int, default=4 * 2**30,
+                        help="skip a cell whose sessions x size passes this many bytes")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     print(f"{'server':<12}{'sessions':>9}{'size':>10}{'messages':>9}{'msg/s':>9}"
-          f"{'p50 ms':>9}{'p99 ms':>9}")
+          f"{'p50 ms':>9}{'p99 ms':>9}{'peak RSS MiB':>14}", flush=True)
     for workers in args.workers:
         kind = f"fakemx-{workers}w"
         for size in args.sizes:
             for sessions in args.sessions:
                 if sessions * size > args.max_in_flight:
-                    print(f"{kind:<12}{sessions:>9}{size:>10}  skipped: {sessions * size} bytes"
-                          f" in flight > --max-in-flight")
+                    print(f"{kind:<12}{sessions:>9}{size:>10}  skipped: {sessions} x {size} bytes"
+                          f" = {sessions * size / 2**20:,.0f} MiB in flight, held by the server"
+                          f" and again by this client, > --max-in-flight"
+                          f" {args.max_in_flight / 2**20:,.0f} MiB", flush=True)
                     continue
-                messages = max(2 * sessions, min(args.messages, args.max_bytes // size))
-                with tempfile.TemporaryDirectory() as state, server(kind, state) as port:
-                    rate, latencies = asyncio.run(cell(port, sessions, size, messages))
+                messages = max(sessions, min(args.messages, args.max_bytes // size))
+                with tempfile.TemporaryDirectory() as state, server(kind, state) as running:
+                    rate, latencies = asyncio.run(cell(running.port, sessions, size, messages))
+                    peak = peak_rss_bytes(running.pid)
                 print(f"{kind:<12}{sessions:>9}{size:>10}{messages:>9}{rate:>9.0f}"
                       f"{percentile(latencies, 0.5) * 1000:>9.1f}"
-                      f"{percentile(latencies, 0.99) * 1000:>9.1f}", flush=True)
+                      f"{percentile(latencies, 0.99) * 1000:>9.1f}{peak / 2**20:>14.0f}",
+                      flush=True)
 
 
 if __name__ == "__main__":

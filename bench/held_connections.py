@@ -4,9 +4,12 @@
 
 Runs ``fakemx lab`` (one process serving every profile) and opens N
 connections to ``4.4.315-no-greeting`` (a greeting that never comes) from
-several client processes, each from its own 127.0.0.x address. Reports the
+several client processes, each from its own 127.0.x.y addresses. Reports the
 server's memory per held connection (RSS growth / N) and how long a new client
 waits for the healthy sink's greeting while they are held (p50 / p99 of 200).
+Before it starts it checks what the count needs (open files: the server and
+each client raise their soft limit to the hard one; ephemeral ports per source
+address) and stops with the fix when the machine cannot give it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import multiprocessing
 import os
 import re
+import resource
 import signal
 import socket
 import statistics
@@ -22,9 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from math import ceil
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from common import percentile
+
+from fakemx.fdbudget import RESERVE
 
 
 def rss_bytes(pid: int) -> int:
@@ -56,6 +64,37 @@ def hold(network: str, port: int, count: int, ready: Connection, done: Connectio
     done.recv()
     for sock in sockets:
         sock.close()
+
+
+def preflight(connections: int, clients: int) -> None:
+    """Say what holding ``connections`` needs, and stop with the fix if this machine lacks it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by lab and clients
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    sources = clients * SOURCES_PER_CLIENT
+    print(f"open files: hard limit {hard}; ephemeral ports {low}-{high} ({high - low + 1} per"
+          f" source address, {ceil(connections / sources)} used on each of {sources})",
+          flush=True)
+    needed = connections + RESERVE + 100  # fakemx keeps RESERVE for itself, plus this bench's
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        sys.exit(f"held_connections: {connections} connections need an open-file hard limit of"
+                 f" at least {needed}, this one is {hard}: raise it (as root: ulimit -Hn"
+                 f" {needed}, or LimitNOFILE) or pass fewer --connections")
+    if ceil(connections / sources) > high - low + 1:
+        sys.exit("held_connections: not enough ephemeral ports per source address: pass more"
+                 " --clients")
+
+
+def settled_fds(pid: int) -> int:
+    """The server's open descriptors once the warm-up sessions it is closing have gone."""
+    last, still = open_fds(pid), 0
+    while still < 5:
+        time.sleep(0.05)
+        now = open_fds(pid)
+        still = still + 1 if now == last else 0
+        last = now
+    return last
 
 
 def wait_until_accepted(pid: int, base_fds: int, held: int) -> int:
@@ -91,6 +130,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--samples", type=int, default=200)
     args = parser.parse_args()
+    preflight(args.connections, args.clients)
     with tempfile.TemporaryDirectory() as state:
         lab = subprocess.Popen(
             [sys.executable, "-m", "fakemx", "lab", "--base-port", "0", "--state-dir", state],
@@ -108,7 +148,8 @@ def main() -> None:
             stall, sink = ports["4.4.315-no-greeting"], ports["sink"]
             greeting_latency(sink, 20)  # warm up
             idle = statistics.median(greeting_latency(sink, args.samples))
-            base_rss, base_fds = rss_bytes(lab.pid), open_fds(lab.pid)
+            base_fds = settled_fds(lab.pid)
+            base_rss = rss_bytes(lab.pid)
             per_client = args.connections // args.clients
             pipes, workers = [], []
             for index in range(args.clients):
@@ -132,7 +173,8 @@ def main() -> None:
             lab.send_signal(signal.SIGTERM)
             lab.wait(timeout=60)
     print(f"held connections (accepted by the server): {accepted} of {held}")
-    print(f"memory per held connection: {per_connection / 1024:.1f} kB")
+    print(f"memory per held connection: {per_connection / 1024:.1f} kB"
+          f" ({per_connection:.0f} bytes)")
     print(f"new client's wait for the greeting, idle server: p50 {idle * 1000:.2f} ms")
     print(f"  while they are held: p50 {statistics.median(waits) * 1000:.2f} ms,"
           f" p99 {percentile(waits, 0.99) * 1000:.2f} ms")

@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import node_peers
 from common import free_port
@@ -67,8 +68,13 @@ def wait_for_greeting(port: int, timeout: float = 10) -> None:
             time.sleep(0.01)
 
 
+class Running(NamedTuple):
+    port: int
+    pid: int  # fakemx with workers: their parent
+
+
 @contextmanager
-def server(kind: str, state_dir: str) -> Iterator[int]:
+def server(kind: str, state_dir: str) -> Iterator[Running]:
     port = free_port()
     environment = None
     if kind in node_peers.NODE_PEERS:
@@ -94,7 +100,7 @@ def server(kind: str, state_dir: str) -> Iterator[int]:
                     break
         threading.Thread(target=process.stdout.read, daemon=True).start()  # never full
         wait_for_greeting(port)
-        yield port
+        yield Running(port, process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -166,8 +172,8 @@ def main() -> None:
         rates: dict[str, list[float]] = {kind: [] for kind in kinds}
         for _ in range(args.runs):  # interleaved: a busy moment hits every server alike
             for kind in kinds:
-                with tempfile.TemporaryDirectory() as state, server(kind, state) as port:
-                    rates[kind].append(rate(port, counts[kind], sessions, args.size))
+                with tempfile.TemporaryDirectory() as state, server(kind, state) as running:
+                    rates[kind].append(rate(running.port, counts[kind], sessions, args.size))
         medians = {kind: statistics.median(found) for kind, found in rates.items()}
         for kind in kinds:
             print(f"{kind:<12}{sessions:>9}{counts[kind]:>9}{medians[kind]:>10.0f}"

@@ -10,6 +10,9 @@
 3. Starts `fakemx serve --api` on that state dir, prints its RSS, delivers
    --delivered messages with smtp-source, prints its RSS again and the time of
    the API's message listing (`GET /api/messages`, first page and last page).
+   The API lists the server's journal, which keeps the newest 10,000 messages
+   in memory (bodies past its byte budget are read back from the store), so
+   its listing does not grow with the store; `fakemx messages` pages the store.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 
 from sink_throughput import free_port, tool, wait_for_greeting
 
+from fakemx.journal import KEEP_SESSIONS
 from fakemx.mailbox import MessageQuery
 from fakemx.store import DB_NAME, Store
 
@@ -101,9 +105,11 @@ def serve(state: Path, delivered: int) -> None:
         first = timed(lambda: urllib.request.urlopen(url).read())
         last = timed(lambda: urllib.request.urlopen(f"{url}&offset={max(0, total - 50)}").read())
         print(f"server RSS: {before / 1024:.1f} MiB at start over the filled store,"
-              f" {after / 1024:.1f} MiB after {delivered} more messages of 10 kB", flush=True)
-        print(f"API GET /api/messages ({total} listed): first page {first:.1f} ms, last page"
-              f" {last:.1f} ms", flush=True)
+              f" {after / 1024:.1f} MiB after {delivered} more messages of 10 kB"
+              f" ({(after - before) * 1024 / delivered:.0f} bytes each)", flush=True)
+        print(f"API GET /api/messages ({total} listed: the journal keeps the newest"
+              f" {KEEP_SESSIONS}, the store is paged above): first page {first:.1f} ms,"
+              f" last page {last:.1f} ms", flush=True)
     finally:
         process.terminate()
         process.wait(timeout=30)
