@@ -29,7 +29,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from sink_throughput import free_port, tool, wait_for_greeting
+from common import free_port
+from sink_throughput import tool, wait_for_greeting
 
 from fakemx.journal import KEEP_SESSIONS
 from fakemx.mailbox import MessageQuery
