@@ -18,16 +18,23 @@ from pathlib import Path
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 NODE_PEERS = ("maildev", "smtp-server")
+NODE_MAJOR = 20  # both packages' engines field
 
 
 def unavailable(install: bool) -> str | None:
     """Why the Node peers cannot run (None: they can), installing them first if ``install``."""
     if shutil.which("node") is None:
         return "node is not installed"
-    if (NODE_DIR / "node_modules" / ".package-lock.json").exists():
+    version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    if int(version.lstrip("v").split(".")[0] or 0) < NODE_MAJOR:
+        return f"node {version} is older than the {NODE_MAJOR} that MailDev and smtp-server need"
+    installed = NODE_DIR / "node_modules" / ".package-lock.json"  # written last by npm ci
+    lock = NODE_DIR / "package-lock.json"
+    if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
         return None
     if not install:
-        return f"{NODE_DIR / 'node_modules'} is missing (npm ci --prefix bench/node)"
+        state = "older than package-lock.json" if installed.exists() else "missing"
+        return f"{NODE_DIR / 'node_modules'} is {state} (npm ci --prefix bench/node)"
     if shutil.which("npm") is None:
         return "npm is not installed"
     print(f"installing the Node peers: npm ci --prefix {NODE_DIR}", flush=True)
