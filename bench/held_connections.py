@@ -172,7 +172,8 @@ def main() -> None:
         finally:
             lab.send_signal(signal.SIGTERM)
             lab.wait(timeout=60)
-    print(f"held connections (accepted by the server): {accepted} of {held}")
+    short = "" if accepted >= args.connections else f" - SHORT of the {args.connections} asked"
+    print(f"held connections (accepted by the server): {accepted} of {held}{short}")
     print(f"memory per held connection: {per_connection / 1024:.1f} kB"
           f" ({per_connection:.0f} bytes)")
     print(f"new client's wait for the greeting, idle server: p50 {idle * 1000:.2f} ms")
