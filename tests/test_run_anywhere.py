@@ -151,12 +151,12 @@ def test_the_image_serves_one_profile_by_variables_and_keeps_the_compose_lab() -
     assert found
     assert json.loads(found[1]) == ["fakemx", "run"]
     env = dockerfile_env()
-    assert set(env) - {"PYTHONUNBUFFERED"} <= set(config.environment_names())
+    assert set(env) - {"PYTHONUNBUFFERED", "PATH"} <= set(config.environment_names())
     args = _parser().parse_args([env["FAKEMX_MODE"]])
     config.resolve(args, {**env, "FAKEMX_API_TOKEN": TOKEN})
     assert (args.command, args.host, args.port) == ("serve", "0.0.0.0", 2525)
     assert (args.api, str(args.state_dir)) == ("0.0.0.0:8025", "/var/lib/fakemx")
-    assert "COPY deploy/healthcheck.py /usr/local/bin/fakemx-healthcheck" in text
+    assert "COPY deploy/healthcheck.py /opt/fakemx/bin/fakemx-healthcheck" in text
     assert 'CMD ["fakemx-healthcheck"]' in text
     # The compose lab's command overrides the image's; its flags win over the image's
     # variables, and its API is where the health check asks.
