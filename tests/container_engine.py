@@ -20,6 +20,7 @@ What this machine needs, and why (each found by trying; docs/run-anywhere.md):
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import http.server
@@ -44,6 +45,7 @@ BUILD_REQUIREMENTS = ("build==1.2.2", "hatchling>=1.21")
 # reuses the image a previous run (or the other xdist worker) built.
 IMAGE_INPUTS = ("Dockerfile", "pyproject.toml", "README.md", "fakemx", "profiles",
                 "deploy/healthcheck.py")
+WHEELHOUSE_PORT = 28631  # any; a fixed one lets an unchanged build reuse its layers
 TOOLS = ("podman", "docker", "runc", "debootstrap")
 
 
@@ -143,10 +145,24 @@ def wheelhouse(cache: Path) -> Path:
 
 
 @contextmanager
+def _machine_lock(name: str) -> Iterator[None]:
+    with open(f"/run/lock/{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
 def serve_directory(path: Path) -> Iterator[str]:
-    """``path`` over HTTP on 127.0.0.1 (pip's --find-links reads its listing)."""
+    """``path`` over HTTP on 127.0.0.1 (pip's --find-links reads its listing). The port is
+    the same each time if free: the URL is a build argument, part of the layer cache's key."""
     handler = functools.partial(_QuietHandler, directory=str(path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", WHEELHOUSE_PORT), handler)
+    except OSError:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -163,8 +179,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 def build_image(engine: Engine, tag: str, wheels: Path, *extra: str
                 ) -> subprocess.CompletedProcess[str]:
-    """``docker build -t TAG .`` of this checkout, on the local base, from the wheelhouse."""
-    with serve_directory(wheels) as url:
+    """``docker build -t TAG .`` of this checkout, on the local base, from the wheelhouse.
+    One build at a time on the machine: the other xdist worker then finds every layer built."""
+    with _machine_lock("fakemx-image-build"), serve_directory(wheels) as url:
         return engine.docker("build", "--network", "host",
                              "--build-arg", f"BASE={BASE_IMAGE}",
                              "--build-arg", "PIP_NO_INDEX=1",

@@ -436,3 +436,14 @@ def test_fakemx_container_that_cannot_start_says_why(image: str) -> None:
         FakeMXContainer(image, profile="no-such-profile").start()
     assert str(failed.value).startswith("fakemx container ended (")
     assert "fakemx: unknown profile 'no-such-profile'" in str(failed.value)  # its log
+
+
+@pytest.mark.usefixtures("testcontainers_env")
+def test_the_docs_testcontainers_example(image: str) -> None:
+    """The Python block of docs/run-anywhere.md, run as written but for the image's name."""
+    text = (DOCS / "run-anywhere.md").read_text()
+    [example] = [block for block in re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+                 if "FakeMXContainer" in block]
+    assert 'FakeMXContainer("fakemx", ' in example
+    exec(compile(example.replace('FakeMXContainer("fakemx", ', f"FakeMXContainer({image!r}, "),
+                 "docs/run-anywhere.md", "exec"), {})
