@@ -182,8 +182,14 @@ def build_image(engine: Engine, tag: str, wheels: Path, *extra: str
     """``docker build -t TAG .`` of this checkout, on the local base, from the wheelhouse.
     One build at a time on the machine: the other xdist worker then finds every layer built."""
     with _machine_lock("fakemx-image-build"), serve_directory(wheels) as url:
-        return engine.docker("build", "--network", "host",
-                             "--build-arg", f"BASE={BASE_IMAGE}",
-                             "--build-arg", "PIP_NO_INDEX=1",
-                             "--build-arg", f"PIP_FIND_LINKS={url}",
-                             *extra, "-t", tag, str(ROOT), timeout=900)
+        built = engine.docker("build", "--network", "host",
+                              "--build-arg", f"BASE={BASE_IMAGE}",
+                              "--build-arg", "PIP_NO_INDEX=1",
+                              "--build-arg", f"PIP_FIND_LINKS={url}",
+                              *extra, "-t", tag, str(ROOT), timeout=900)
+        # Earlier trees' images: removed unless a container uses one (no --force).
+        repository = tag.rsplit(":", 1)[0]
+        listed = engine.docker("images", "--format", "{{.Repository}}:{{.Tag}}", repository)
+        for old in set(listed.stdout.split()) - {tag}:
+            engine.docker("rmi", old, check=False)
+        return built
