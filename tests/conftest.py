@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from fakemx import FakeMX
+
+if TYPE_CHECKING:
+    from container_engine import Engine
 
 
 @pytest.fixture
@@ -27,3 +32,42 @@ def control(sink: FakeMX) -> None:
     assert transcript.code("body") == 250
     assert transcript.code("quit") == 221
     sink.wait_for(messages=1)
+
+
+# region the container tests (tests/test_container*.py) ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """podman serving Docker's API on a socket of this run (tests/container_engine.py)."""
+    from container_engine import podman_service
+
+    with podman_service(tmp_path_factory.mktemp("engine")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def image(engine: Engine) -> str:
+    """This checkout's Dockerfile built with BASE = the local Debian image; its tag."""
+    from container_engine import build_image, ensure_base_image, image_tag, wheelhouse
+
+    ensure_base_image()
+    wheels = wheelhouse(Path.home() / ".cache" / "fakemx-tests" / "wheelhouse")
+    tag = image_tag()
+    build_image(engine, tag, wheels)
+    return tag
+
+
+@pytest.fixture
+def testcontainers_env(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """testcontainers-python talks to the engine through DOCKER_HOST, as to Docker's.
+    Its reaper (Ryuk) is an image from Docker Hub, which cannot be pulled here: off,
+    as TESTCONTAINERS_RYUK_DISABLED=true does (each container is removed by its `with`).
+    This machine has a /.dockerenv without being a container, which makes testcontainers
+    look for a Docker network of its own: TESTCONTAINERS_CONNECTION_MODE=docker_host."""
+    from testcontainers.core.config import ConnectionMode, testcontainers_config
+
+    monkeypatch.setenv("DOCKER_HOST", engine.env["DOCKER_HOST"])
+    monkeypatch.setattr(testcontainers_config, "ryuk_disabled", True)
+    monkeypatch.setattr(testcontainers_config, "connection_mode_override",
+                        ConnectionMode.docker_host)

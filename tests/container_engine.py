@@ -1,4 +1,4 @@
-"""A real container engine for tests/test_container.py: podman, serving Docker's API on
+"""A real container engine for tests/test_container*.py: podman, serving Docker's API on
 a socket of this run, which the real docker CLI and testcontainers-python use
 (``DOCKER_HOST``), as they would a Docker daemon.
 
