@@ -35,15 +35,18 @@ NEEDS_ENGINE = [
 
 @contextmanager
 def container(engine: Engine, *run_args: str) -> Iterator[str]:
-    """``docker run -d ARGS``; its id; removed at the end (its log shown if a test failed)."""
-    cid = engine.docker("run", "-d", *run_args).stdout.strip()
+    """``docker run -d ARGS``; its name; removed at the end (its log shown if a test
+    failed). Named first, so that a ``run`` that fails or times out leaves nothing behind
+    (publishing the lab's 150 ports takes seconds, more under load)."""
+    name = f"fakemx-test-{secrets.token_hex(6)}"
     try:
-        yield cid
+        engine.docker("run", "-d", "--name", name, *run_args, timeout=300)
+        yield name
     except BaseException:
-        print(engine.docker("logs", cid, check=False).stdout[-4000:])
+        print(engine.docker("logs", name, check=False).stdout[-4000:])
         raise
     finally:
-        engine.docker("rm", "-f", cid, check=False)
+        engine.docker("rm", "-f", name, check=False, timeout=300)
 
 
 def run_once(engine: Engine, *run_args: str) -> subprocess.CompletedProcess[str]:
@@ -51,9 +54,9 @@ def run_once(engine: Engine, *run_args: str) -> subprocess.CompletedProcess[str]
     status 0 from podman 4.3's Docker API whatever the container's was."""
     name = f"fakemx-once-{secrets.token_hex(6)}"
     try:
-        return engine.docker("run", "--name", name, *run_args, check=False)
+        return engine.docker("run", "--name", name, *run_args, check=False, timeout=300)
     finally:
-        engine.docker("rm", "-f", name, check=False)
+        engine.docker("rm", "-f", name, check=False, timeout=300)
 
 
 # Host ports to publish on: below the kernel's ephemeral range (32768-60999), so no
