@@ -107,7 +107,8 @@ def test_gitlab_ci_service_as_the_recipe_defines_it(engine: Engine, image: str) 
     variables = {"FAKEMX_API_TOKEN": token,  # a project variable: services get it too
                  **{name: str(value) for name, value in service["variables"].items()}}
     network = f"fakemx-ci-{secrets.token_hex(6)}"
-    engine.docker("network", "create", network)
+    # --internal: the containers on it reach each other and nothing beyond this machine.
+    engine.docker("network", "create", "--internal", network)
     try:
         args = ["--network", network, "--network-alias", service["alias"]]
         for name, value in variables.items():
