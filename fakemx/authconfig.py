@@ -26,7 +26,7 @@ class Auth(BaseModel):
     command ``503 5.5.1``, as a Postfix without SASL does.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     mechanisms: Annotated[list[AuthMechanism], Field(min_length=1)] = ["PLAIN", "LOGIN"]
     users: dict[str, str] = {}

@@ -32,7 +32,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from fakemx.strict import Strict
 
 
 class Event(StrEnum):
@@ -87,10 +89,8 @@ def scaled_rate(text: str, time_scale: float) -> str:
     return f"{limit}/{seconds * time_scale!r}s"
 
 
-class Count(BaseModel):
+class Count(Strict):
     """A condition on a count: ``above`` (a total) and/or ``rate`` (within a window)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     above: Annotated[int, Field(ge=0)] | None = Field(default=None, description=(
         "fires when more than this many have been counted in the scope since start or"

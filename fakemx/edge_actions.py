@@ -17,7 +17,9 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from fakemx.strict import Strict
 
 if TYPE_CHECKING:
     from fakemx.model import Reply
@@ -36,10 +38,6 @@ class EdgeAction:
         return None
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
 def _no_cr(value: str) -> str:
     if "\r" in value:
         raise ValueError("must not contain a carriage return; use \\n between lines")
@@ -55,7 +53,7 @@ def _lines_one_each(lines: list[str]) -> list[str]:
     return lines
 
 
-class Unterminated(_Strict, EdgeAction):
+class Unterminated(Strict, EdgeAction):
     """Reply ``code text``, the last line without its CRLF, then close (FIN)."""
 
     code: Annotated[int, Field(ge=200, le=599)]
@@ -68,7 +66,7 @@ class Unterminated(_Strict, EdgeAction):
         return Reply(code=self.code, text=self.text, close="fin")
 
 
-class Segmented(_Strict, EdgeAction):
+class Segmented(Strict, EdgeAction):
     """The reply in ``segments`` TCP segments, ``pause_seconds`` apart.
 
     With ``code`` (and ``text``) that reply goes instead of the normal one;
@@ -95,7 +93,7 @@ class Segmented(_Strict, EdgeAction):
         return None if self.code is None else Reply(code=self.code, text=self.text)
 
 
-class MixedCodes(_Strict, EdgeAction):
+class MixedCodes(Strict, EdgeAction):
     """A multi-line reply whose lines carry different codes, sent as written.
 
     RFC 5321 4.2.1 says every line of a multi-line reply has the same code;
@@ -143,7 +141,7 @@ class HeloOnly(EdgeAction):
     reply: str = "502 5.5.1 Error: command not implemented"
 
 
-class OtherServer(_Strict, EdgeAction):
+class OtherServer(Strict, EdgeAction):
     """Another protocol's server on the port: ``http`` (nginx) or ``ssh`` (OpenSSH).
 
     ``ssh`` sends its identification at once; both answer the client's first
@@ -164,7 +162,7 @@ class OtherServer(_Strict, EdgeAction):
         return data
 
 
-class InjectPlaintext(_Strict, EdgeAction):
+class InjectPlaintext(Strict, EdgeAction):
     """Plaintext ``lines`` in the same TCP segment as ``220 Ready to start TLS``.
 
     The STARTTLS command-injection class (CVE-2011-0411) seen from the server

@@ -32,7 +32,7 @@ class Extensions(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
-                              serialize_by_alias=True)
+                              serialize_by_alias=True, defer_build=True)  # see fakemx.strict
     pipelining: bool = False  # RFC 2920
     chunking: bool = False  # RFC 3030: BDAT
     dsn: bool = False  # RFC 3461

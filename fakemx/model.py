@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from fakemx.actions import (
     ONLY_AT,
@@ -46,8 +46,9 @@ from fakemx.edge_actions import (
 from fakemx.extensions import Extensions
 from fakemx.mtasts.model import MtaSts
 from fakemx.stages import CONDITIONS_ONLY_AT, ListenerState, Protocol, Stage, TlsMode
+from fakemx.strict import Strict, one_line
+from fakemx.verdicts import About as About  # re-exported: fakemx.About
 from fakemx.verdicts import EximVerdict as EximVerdict  # re-exported: fakemx.EximVerdict
-from fakemx.verdicts import Need, SmtplibVerdict
 from fakemx.verdicts import PostfixVerdict as PostfixVerdict  # re-exported: fakemx.PostfixVerdict
 
 
@@ -74,21 +75,7 @@ DEFAULT_IDLE_TIMEOUT_SECONDS = 300.0
 DEFAULT_MAX_MESSAGE_SIZE = 33_554_432
 
 
-class _Strict(BaseModel):
-    # Every number is finite: TOML's (and JSON's) inf and nan are no time a timer
-    # can wait, no probability a draw can meet.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-def _one_line(value: str | None) -> str | None:
-    """Text that ends up on one line (a greeting, a label, a log line): no CR, LF or control."""
-    if value is not None and any(ord(char) < 0x20 or char == "\x7f" for char in value):
-        raise ValueError("must be one line: remove the line break, tab or other control"
-                         " character")
-    return value
-
-
-class Reply(_Strict):
+class Reply(Strict):
     """Answer with ``code`` and ``text``; a text with newlines becomes a multi-line reply.
 
     ``text`` may name ``{client_ip}``, ``{helo}``, ``{sender}``, ``{recipient}`` and
@@ -117,7 +104,7 @@ class Reply(_Strict):
         return value
 
 
-class Then(_Strict):
+class Then(Strict):
     """What a stall does when its time is up: reply, or drop. Neither: carry on normally."""
 
     reply: Reply | None = None
@@ -135,19 +122,18 @@ class Then(_Strict):
         return Drop(self.drop) if self.drop is not None else self.reply
 
 
-class Stall(_Strict):
+class Stall(Strict):
     """Stay silent for ``seconds`` (for ever when omitted), then do ``then``."""
 
     seconds: Annotated[float, Field(gt=0)] | None = None
     then: Then | None = None
 
 
-class When(_Strict):
+class When(Strict):
     """Conditions for a rule; every one given must hold (an empty ``when`` always fires)."""
 
     # ``not`` is a Python keyword: the field is ``not_``, written ``not`` in files and JSON.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
-                              populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
     first_attempts: Annotated[int, Field(ge=1)] | None = None
     within_seconds: Annotated[float, Field(gt=0)] | None = None
     probability: Annotated[float, Field(ge=0, le=1)] | None = None
@@ -186,10 +172,10 @@ ACTION_KEYS = ("reply", "drop", "stall", "accept", "strip_extensions", "mask_ban
                "handshake", *EDGE_ACTION_KEYS)
 
 
-class Rule(_Strict):
+class Rule(Strict):
     stage: Stage
     name: str | None = None
-    when: When = When()
+    when: When = When.model_construct()
     reply: Reply | None = None
     drop: DropHow | None = None
     stall: Stall | None = None
@@ -213,7 +199,7 @@ class Rule(_Strict):
 
     # A CR or LF would add reply lines of the profile's own making to the greeting
     # (RFC 5321 4.2: a reply line ends at CRLF); the name is a label and a log line.
-    _one_line_texts = field_validator("name", "mask_banner")(_one_line)
+    _one_line_texts = field_validator("name", "mask_banner")(one_line)
 
     @model_validator(mode="after")
     def _exactly_one_action(self) -> Rule:
@@ -271,28 +257,7 @@ class Rule(_Strict):
         return self.name or f"{self.stage}-{self.action_key}"
 
 
-class About(_Strict):
-    """The catalog entry: what the profile teaches and what a relay reports.
-
-    ``postfix``, ``exim`` and ``smtplib`` say what each reports (fakemx.verdicts,
-    each held to it by a test); ``needs`` names the sender settings without
-    which the profile does not fail (a TLS floor, TLS required, ...:
-    fakemx.verdicts.NEEDS).
-    """
-
-    code: Annotated[str, Field(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]
-    title: str
-    relay_sees: str
-    ndr: str = ""
-    causes: list[str] = []
-    fixes: list[str] = []
-    postfix: PostfixVerdict | None = None
-    exim: EximVerdict | None = None
-    smtplib: SmtplibVerdict | None = None
-    needs: list[Need] = []
-
-
-class Tls(_Strict):
+class Tls(Strict):
     """How fakemx does TLS: where it is offered, which certificate, which protocols.
 
     ``min_version``/``max_version`` left out mean OpenSSL's and Python's
@@ -322,7 +287,7 @@ class Tls(_Strict):
         return self
 
 
-class Limits(_Strict):
+class Limits(Strict):
     """What fakemx will take before it says 421 (or 452), to stay up under load.
 
     ``sessions``: open sessions in all (also capped by the process's file
@@ -343,26 +308,26 @@ class Limits(_Strict):
 _DURATIONS = (("stall", "seconds"), ("segmented", "pause_seconds"), ("other_server", "seconds"))
 
 
-class Profile(_Strict):
+class Profile(Strict):
     name: str = "custom"
     about: About | None = None
     listener: ListenerState = ListenerState.OPEN
     protocol: Protocol = Protocol.SMTP
-    tls: Tls = Tls()
-    extensions: Extensions = Extensions()
+    tls: Tls = Tls.model_construct()
+    extensions: Extensions = Extensions.model_construct()
     inband: bool = False
     seed: int | None = None  # for probability conditions; `--seed` overrides it
     # RFC 1870 SIZE; at least 1: fakemx always enforces a size (0 is not "unlimited").
     max_message_size: Annotated[int, Field(json_schema_extra={"minimum": 1})] = \
         DEFAULT_MAX_MESSAGE_SIZE
     idle_timeout_seconds: Annotated[float, Field(gt=0)] = DEFAULT_IDLE_TIMEOUT_SECONDS
-    limits: Limits = Limits()
+    limits: Limits = Limits.model_construct()
     auth: Auth | None = None  # SMTP AUTH offered (RFC 4954); None: not offered
     rules: list[Rule] = []
     dns: Dns | None = None  # a fake DNS zone in front of this server (fakemx.dns.model)
     mta_sts: MtaSts | None = None  # an MTA-STS policy host beside it (fakemx.mtasts)
 
-    _one_line_name = field_validator("name")(_one_line)
+    _one_line_name = field_validator("name")(one_line)
 
     @field_validator("max_message_size")
     @classmethod

@@ -20,10 +20,12 @@ from fakemx.catalog_files import catalog_paths as catalog_paths  # re-exported (
 from fakemx.catalog_files import search_dirs
 from fakemx.errors import ProfileError, UnknownProfileError
 from fakemx.model import Profile
+from fakemx.strict import build_all
 
 
 def profile_from_data(data: Mapping[str, Any], source: str, name: str | None = None) -> Profile:
     """Validate a mapping (TOML table, JSON body, marker kwargs) into a Profile."""
+    build_all()  # once: see fakemx.strict
     payload = dict(data)
     if name is not None:
         payload.setdefault("name", name)

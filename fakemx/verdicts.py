@@ -6,14 +6,17 @@ OpenSSL underneath) raises. They differ, and users meet all three, so the
 catalog documents each and the tests hold every profile to each: tests/e2e
 with a private Postfix (tests/postfix.py) and a private Exim (tests/exim.py),
 tests/test_smtplib_verdicts.py with smtplib. Data only: the tests read these
-fields, the doors show them, fakemx's server never does.
+fields, the doors show them, fakemx's server never does. ``About``, the catalog
+entry of a profile, holds them with the text ``fakemx explain`` shows.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from fakemx.strict import Strict
 
 Status = Literal["sent", "deferred", "bounced"]
 Dsn = Annotated[str, Field(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]
@@ -29,11 +32,7 @@ Dsn = Annotated[str, Field(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]
 RelayTls = Literal["may", "encrypt", "verify", "implicit", "dane", "dane-only", "mta-sts"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class Probe(_Strict):
+class Probe(Strict):
     """The probe message a verdict is about, and the traffic before it.
 
     The probe goes from ``sender`` to ``local_part@...`` (with ``recipients =
@@ -93,7 +92,7 @@ class RelayProbe(Probe):
     eventually_sent: bool = False
 
 
-class PostfixAttempt(_Strict):
+class PostfixAttempt(Strict):
     """Another verdict the same profile may get from Postfix, when the wire allows a race."""
 
     status: Status
@@ -117,7 +116,7 @@ class PostfixVerdict(RelayProbe):
     alternatives: list[PostfixAttempt] = []
 
 
-class EximAttempt(_Strict):
+class EximAttempt(Strict):
     """Another verdict the same profile may get from Exim, when the wire allows a race."""
 
     status: Status
@@ -224,3 +223,24 @@ NEED_LABELS: dict[Need, str] = {
     "key-size-policy": "key-size policy",
     "mx-lookup": "MX lookup",
 }
+
+
+class About(Strict):
+    """The catalog entry: what the profile teaches and what a relay reports.
+
+    ``postfix``, ``exim`` and ``smtplib`` say what each reports (fakemx.verdicts,
+    each held to it by a test); ``needs`` names the sender settings without
+    which the profile does not fail (a TLS floor, TLS required, ...:
+    fakemx.verdicts.NEEDS).
+    """
+
+    code: Annotated[str, Field(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]
+    title: str
+    relay_sees: str
+    ndr: str = ""
+    causes: list[str] = []
+    fixes: list[str] = []
+    postfix: PostfixVerdict | None = None
+    exim: EximVerdict | None = None
+    smtplib: SmtplibVerdict | None = None
+    needs: list[Need] = []

@@ -38,7 +38,7 @@ MAX_AGE_LIMIT = 31_557_600  # RFC 8461 3.2: at most one year
 
 
 class MtaSts(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     domain: str = "example.test"
     mode: PolicyMode = "enforce"
