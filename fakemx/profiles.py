@@ -7,6 +7,7 @@ Search order for a name: an explicit path, then the search path of
 from __future__ import annotations
 
 import difflib
+import io
 import os
 import tomllib
 from collections.abc import Mapping
@@ -36,16 +37,30 @@ def profile_from_data(data: Mapping[str, Any], source: str, name: str | None = N
 
 
 def load_file(path: Path) -> Profile:
+    return profile_from_bytes(path, read_file(path))
+
+
+def read_file(path: Path) -> bytes:
+    """A profile file's bytes; ProfileError naming the file if it cannot be read."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ProfileError(str(path), "", "no such file", "check the path") from None
+    except OSError as exc:
+        raise ProfileError(str(path), "", f"cannot read: {exc}", "check the file") from None
+
+
+def profile_from_bytes(path: Path, data: bytes) -> Profile:
+    """Validate the bytes read from ``path`` (as text: UTF-8, universal newlines)."""
     source = str(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ProfileError(source, "", "no such file", "check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8").read()
+        table = tomllib.loads(text)
+    except UnicodeDecodeError as exc:
         raise ProfileError(source, "", f"cannot read: {exc}", "check the file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(source, "", f"not valid TOML: {exc}", "fix the TOML syntax") from None
-    return profile_from_data(data, source, name=path.stem)
+    return profile_from_data(table, source, name=path.stem)
 
 
 def catalog() -> list[Profile]:

@@ -4,6 +4,7 @@ export, ca."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -16,6 +17,7 @@ from fakemx.clientbytes import shown
 from fakemx.errors import FakeMXError
 
 if TYPE_CHECKING:
+    from fakemx import check_cache
     from fakemx.store import Store
 
 # The models, the store and the catalog are imported inside the commands that use
@@ -125,26 +127,40 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    """Validate, then lint (fakemx.lint): one line per problem, exit 2 if there is any."""
-    from fakemx.lint import lint
-    from fakemx.profiles import load_file
+    """Validate, then lint (fakemx.lint): one line per problem, exit 2 if there is any.
+
+    An unchanged file's outcome comes from fakemx.check_cache, without importing
+    pydantic; a changed one is checked for real."""
+    from fakemx import check_cache
 
     failed = 0
     for path in args.files:
         try:
-            profile = load_file(path)
-        except FakeMXError as exc:
-            print(exc, file=sys.stderr)
-            failed += 1
-            continue
-        findings = lint(profile)
-        for finding in findings:
-            print(finding.line(str(path)), file=sys.stderr)
-        if findings:
-            failed += 1
+            data = path.read_bytes()
+        except OSError:  # checked for real: its error says what is wrong now
+            outcome = _check_file(path, None)
         else:
-            print(f"{path}: ok ({len(profile.rules)} rules, listener {profile.listener})")
+            outcome = check_cache.outcome(path, data, functools.partial(_check_file, path, data))
+        for line in outcome.lines:
+            print(line, file=sys.stdout if outcome.ok else sys.stderr)
+        failed += not outcome.ok
     return 2 if failed else 0
+
+
+def _check_file(path: Path, data: bytes | None) -> check_cache.Outcome:
+    """What ``fakemx check`` says of ``data``, read from ``path`` (None: read it now)."""
+    from fakemx.check_cache import Outcome
+    from fakemx.lint import lint
+    from fakemx.profiles import profile_from_bytes, read_file
+
+    try:
+        profile = profile_from_bytes(path, read_file(path) if data is None else data)
+    except FakeMXError as exc:
+        return Outcome(False, [str(exc)])
+    findings = lint(profile)
+    if findings:
+        return Outcome(False, [finding.line(str(path)) for finding in findings])
+    return Outcome(True, [f"{path}: ok ({len(profile.rules)} rules, listener {profile.listener})"])
 
 
 def _schema(args: argparse.Namespace) -> int:

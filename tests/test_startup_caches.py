@@ -1,0 +1,88 @@
+"""The start-up caches of `fakemx check` and `fakemx serve` (fakemx.check_cache,
+fakemx.profile_cache): the same output as without them, never stale, and no cache
+directory only means working without one. Real processes, as a CLI user runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fakemx.extensions import Extensions
+from fakemx.model import Limits, Tls, When
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD = '[[rules]]\nstage = "rcpt"\nreply = { code = 450 }\n'
+# The same size as GOOD: an edit that keeps size and modification time is still seen.
+BAD = '[[rules]]\nstage = "rcpt"\nreply = { code = 650 }\n'
+LINTED = '[[rules]]\nstage = "mail"\ndrop = "fin"\n[[rules]]\nstage = "mail"\naccept = true\n'
+
+
+def fakemx(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FAKEMX_CACHE_DIR": str(cache)}
+    return subprocess.run([sys.executable, "-m", "fakemx", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def outputs(result: subprocess.CompletedProcess[str]) -> tuple[int, str, str]:
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_check_from_the_cache_says_what_checking_says(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    files = {name: tmp_path / f"{name}.toml" for name in ("good", "bad", "linted")}
+    for name, text in (("good", GOOD), ("bad", BAD), ("linted", LINTED)):
+        files[name].write_text(text)
+    args = ["check", *map(str, files.values()), str(tmp_path / "missing.toml")]
+    first = outputs(fakemx(*args, cache=cache))
+    assert len(list(cache.glob("check-*.json"))) == 1
+    assert outputs(fakemx(*args, cache=cache)) == first  # read from it
+    assert outputs(fakemx(*args, cache=tmp_path / "other")) == first  # checked for real
+    code, out, err = first
+    assert code == 2
+    assert out == f"{files['good']}: ok (1 rules, listener open)\n"
+    assert f"{files['bad']}: rules[0].reply.code: 650 is not an SMTP reply code" in err
+    assert f"{files['linted']}: rules[1]: never fires" in err
+    assert f"{tmp_path / 'missing.toml'}: no such file" in err
+
+
+def test_an_edit_is_checked_at_once_even_with_the_same_size_and_time(tmp_path: Path) -> None:
+    cache, path = tmp_path / "cache", tmp_path / "mine.toml"
+    path.write_text(GOOD)
+    stat = path.stat()
+    assert outputs(fakemx("check", str(path), cache=cache))[0] == 0
+    path.write_text(BAD)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+    code, out, err = outputs(fakemx("check", str(path), cache=cache))
+    assert (code, out) == (2, "")
+    assert "650 is not an SMTP reply code" in err
+    path.write_text(GOOD)  # and back: the first outcome again
+    assert outputs(fakemx("check", str(path), cache=cache))[:2] == (0, f"{path}: ok (1 rules,"
+                                                                    " listener open)\n")
+
+
+def test_check_without_a_usable_cache_directory_still_checks(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    path = tmp_path / "bad.toml"
+    path.write_text(BAD)
+    for _ in range(2):
+        code, _, err = outputs(fakemx("check", str(path), cache=not_a_directory))
+        assert code == 2
+        assert "650 is not an SMTP reply code" in err
+    assert not_a_directory.read_text() == ""
+
+
+@pytest.mark.parametrize("model", [When, Tls, Limits, Extensions])
+def test_defaults_made_without_validation_equal_validated_ones(model: type[When]) -> None:
+    """Profile's defaults are made with model_construct (fakemx.strict): the same value."""
+    made, validated = model.model_construct(), model()
+    assert made == validated
+    assert made.model_fields_set == validated.model_fields_set
+    assert made.model_dump() == validated.model_dump()
