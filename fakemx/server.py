@@ -286,8 +286,7 @@ class FakeMX(ThreadMode):
 
     @property
     def ca_path(self) -> Path:
-        certs.load_or_create_ca(self.state_dir)
-        return self.state_dir / certs.CA_FILE
+        return certs.ensure_ca(self.state_dir)
 
     @property
     def ca_pem(self) -> bytes:

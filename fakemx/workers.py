@@ -14,7 +14,6 @@ What stays per worker, and what is shared, is said in docs/performance.md
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import select
@@ -67,11 +66,15 @@ def report_ready(ports: dict[str, int], api_port: int | None) -> None:
         pipe.write(json.dumps({"ports": ports, "api_port": api_port}) + "\n")
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the parent dies (even by kill -9), so no
-    worker is left serving the port alone."""
+def _die_with_parent() -> Callable[[], None]:
+    """What the child runs before exec: SIGTERM when the parent dies (even by kill -9), so
+    no worker is left serving the port alone. ctypes is imported here, in the parent: a
+    worker, which only imports this module, need not pay for it, and a child between
+    fork and exec must not import."""
+    import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    return lambda: libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class WorkerGone(FakeMXError):
@@ -162,7 +165,7 @@ class Parent:
             env[PORTS_ENV] = json.dumps(self.fixed)
         try:
             process = subprocess.Popen([sys.executable, "-m", "fakemx", *self.argv], env=env,
-                                       pass_fds=(ready_write,), preexec_fn=_die_with_parent)
+                                       pass_fds=(ready_write,), preexec_fn=_die_with_parent())
         finally:
             os.close(ready_write)
         worker = self.workers[slot] = _Worker(slot, process, ready_read)

@@ -67,7 +67,7 @@ def _lab(args: argparse.Namespace) -> int:
         stop = _stop_on_signals()
         store = _store(args)
         shared = _shared(store, place)
-        certs.load_or_create_ca(args.state_dir)  # relays are told to trust STATE_DIR/ca.pem
+        certs.ensure_ca(args.state_dir)  # relays are told to trust STATE_DIR/ca.pem
         servers: list[tuple[Case, FakeMX]] = []
         started: list[FakeMX] = []
         subscriber, others = _other_workers(store, place, started, log)

@@ -67,7 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             # Relays are told to trust STATE_DIR/ca.pem: it exists whatever the profile's
             # certificate (self-signed and untrusted ones do not come from this CA).
-            certs.load_or_create_ca(args.state_dir)
+            certs.ensure_ca(args.state_dir)
             try:
                 await server.start()
             except ListenError as exc:

@@ -45,7 +45,8 @@ from fakemx.dns.model import Dns, Dnssec, RrsigFault, normal_name
 from fakemx.dns.nsec import NsecChain
 from fakemx.dns.zone import Answer, Zone
 from fakemx.store import ensure_state_dir
-from fakemx.tls.certs import Signer, write_private
+from fakemx.tls.certs import write_private
+from fakemx.tls.recipes import Signer
 
 KSK_FILE = "dnssec-ksk.pem"
 ZSK_FILE = "dnssec-zsk.pem"

@@ -11,8 +11,6 @@ import ssl
 import warnings
 from pathlib import Path
 
-import trustme
-
 from fakemx.model import CertKind, Tls, TlsVersion
 from fakemx.tls import certs
 
@@ -103,6 +101,8 @@ def server_context(
         # A CA made now and forgotten: no client can hold a certificate from
         # it, so a client without one gets "certificate required" (TLS 1.3,
         # RFC 8446 4.4.2.4) and one with any certificate gets "unknown ca".
+        import trustme  # only here: a server that starts from its files never imports it
+
         nobody = trustme.CA(organization_name="fakemx client CA (trusted by nobody)")
         context.load_verify_locations(cadata=nobody.cert_pem.bytes().decode())
         context.verify_mode = ssl.CERT_REQUIRED

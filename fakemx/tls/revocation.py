@@ -28,8 +28,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from fakemx.tls.certs import Signer
 from fakemx.tls.der import content_span, sequence_elements
+from fakemx.tls.recipes import Signer
 
 log = logging.getLogger(__name__)
 

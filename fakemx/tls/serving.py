@@ -53,9 +53,10 @@ class TlsServing:
     async def _revocation_server(self, state_dir: Path) -> RevocationServer:
         """fakemx's CRL and OCSP responder on loopback, started when a profile needs it."""
         if self.revocation is None:
+            from fakemx.tls.recipes import Signer
             from fakemx.tls.revocation import RevocationServer
 
-            revocation = RevocationServer(certs.Signer.root(state_dir), state_dir)
+            revocation = RevocationServer(Signer.root(state_dir), state_dir)
             await revocation.start()
             self.revocation = revocation
         return self.revocation
