@@ -77,16 +77,25 @@ def load_profile(spec: str | os.PathLike[str] | Profile | None) -> Profile:
     """Resolve a catalog name, a path or a Profile; None is the default sink."""
     if isinstance(spec, Profile):
         return spec
-    if spec is None:
-        spec = "sink"
-    text = os.fspath(spec)
+    path, named = _find(spec)
+    return _load_cached(path) if named else load_file(path)
+
+
+def profile_file(spec: str | os.PathLike[str] | None) -> Path:
+    """The file ``load_profile(spec)`` reads (UnknownProfileError for an unknown name)."""
+    return _find(spec)[0]
+
+
+def _find(spec: str | os.PathLike[str] | None) -> tuple[Path, bool]:
+    """The file of a catalog name or a path, and whether it was found by name."""
+    text = os.fspath("sink" if spec is None else spec)
     path = Path(text)
     if text.endswith(".toml") or os.sep in text or path.is_file():
-        return load_file(path)
+        return path, False
     for directory in search_dirs():
         candidate = directory / f"{text}.toml"
         if candidate.is_file():
-            return _load_cached(candidate)
+            return candidate, True
     names = [p.stem for p in catalog_paths()]
     nearest = difflib.get_close_matches(text, names, n=3, cutoff=0.4)
     nearest += [n for n in names if text in n and n not in nearest][: 3 - len(nearest)]

@@ -61,15 +61,21 @@ def code_key() -> str:
     return digest.hexdigest()[:32]
 
 
-def write(path: Path, data: bytes, replaces: str) -> None:
-    """Write ``data`` atomically (two CLIs at once never read half a file), owner-only,
-    after removing the files of ``replaces`` (a glob: earlier keys). Failure is not an
-    error: the result is computed again next time."""
+def write(path: Path, data: bytes, replaces: str, keep: str | None = None,
+          most: int = 1) -> None:
+    """Write ``data`` atomically (two CLIs at once never read half a file), owner-only.
+
+    Files matching the glob ``replaces`` are earlier results: those whose names do not
+    start with ``keep`` (another key) are removed, and of the others, the oldest beyond
+    ``most``. Failure is not an error: the result is computed again next time.
+    """
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for old in path.parent.glob(replaces):
-            if old != path:
-                old.unlink(missing_ok=True)
+        others = [old for old in path.parent.glob(replaces) if old != path]
+        kept = [old for old in others if keep is not None and old.name.startswith(keep)]
+        kept.sort(key=lambda old: old.stat().st_mtime_ns)
+        for old in [*(set(others) - set(kept)), *kept[:max(0, len(kept) - most + 1)]]:
+            old.unlink(missing_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                              suffix=".tmp")  # mode 0600
         with os.fdopen(handle, "wb") as out:

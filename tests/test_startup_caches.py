@@ -6,14 +6,19 @@ directory only means working without one. Real processes, as a CLI user runs the
 from __future__ import annotations
 
 import os
+import pickle
+import smtplib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from processes import clean_env, process
 
+from fakemx import profile_cache
 from fakemx.extensions import Extensions
 from fakemx.model import Limits, Tls, When
+from fakemx.profiles import load_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,3 +91,86 @@ def test_defaults_made_without_validation_equal_validated_ones(model: type[When]
     assert made == validated
     assert made.model_fields_set == validated.model_fields_set
     assert made.model_dump() == validated.model_dump()
+
+
+# Two rules of the same size: an edit between them keeps size and modification time.
+REFUSING = '[[rules]]\nstage = "rcpt"\nreply = {{ code = {code}, text = "{text}" }}\n'
+UNKNOWN = REFUSING.format(code=550, text="5.1.1 No such user")
+GREYLISTED = REFUSING.format(code=451, text="4.7.1 Try again...")
+
+
+def rcpt_reply(cache: Path, profile: Path, state_dir: Path) -> tuple[int, bytes]:
+    """Serve ``profile`` (cache ``cache``) and send a message: the RCPT's reply."""
+    env = clean_env(FAKEMX_CACHE_DIR=str(cache))
+    with process("serve", str(profile), "--port", "0", "--state-dir", str(state_dir),
+                 env=env) as served:
+        port = served.port("fakemx: serving")
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.ehlo("client.example")
+            client.mail("sender@example.com")
+            return client.rcpt("bob@example.com")
+
+
+def test_serve_from_the_cache_serves_the_file_and_sees_an_edit_at_once(tmp_path: Path) -> None:
+    cache, profile = tmp_path / "cache", tmp_path / "mine.toml"
+    profile.write_text(UNKNOWN)
+    stat = profile.stat()
+    first = rcpt_reply(cache, profile, tmp_path / "state")  # validated, then pickled
+    assert len(list(cache.glob("profile-*.pickle"))) == 1
+    assert rcpt_reply(cache, profile, tmp_path / "state") == first == (
+        550, b"5.1.1 No such user")
+    profile.write_text(GREYLISTED)
+    os.utime(profile, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert profile.stat().st_size == stat.st_size
+    assert rcpt_reply(cache, profile, tmp_path / "state") == (451, b"4.7.1 Try again...")
+
+
+def test_a_cached_profile_is_the_validated_one_and_builds_no_model(tmp_path: Path) -> None:
+    profile = tmp_path / "mine.toml"
+    profile.write_text(UNKNOWN + '[tls]\nmode = "implicit"\n[about]\ncode = "5.1.1"\n'
+                                 'title = "t"\nrelay_sees = "550"\n')
+    script = ("import sys; from fakemx import profile_cache; from fakemx.model import Profile;"
+              " p = profile_cache.load_profile(sys.argv[1]);"
+              " print(Profile.__pydantic_complete__, p.model_dump_json())")
+    env = {**os.environ, "FAKEMX_CACHE_DIR": str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, "-c", script, str(profile)], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=60, check=True).stdout
+            for _ in range(2)]
+    # The first run validated (and so built the models); the second only unpickled, and
+    # model_dump_json built Profile afterwards, when asked.
+    validated = load_file(profile).model_dump_json()
+    assert runs == [f"True {validated}\n", f"False {validated}\n"]
+
+
+def test_serve_without_a_usable_cache_directory_still_serves(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    profile = tmp_path / "mine.toml"
+    profile.write_text(UNKNOWN)
+    for _ in range(2):
+        assert rcpt_reply(not_a_directory, profile, tmp_path / "state")[0] == 550
+    assert not_a_directory.read_text() == ""
+
+
+class _Planted:
+    """Unpickled, it creates the file ``path``: what a planted cache file could run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return open, (str(self.path), "w")
+
+
+def test_a_cache_file_others_can_write_is_never_unpickled(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    cache, profile, ran = tmp_path / "cache", tmp_path / "mine.toml", tmp_path / "ran"
+    profile.write_text(UNKNOWN)
+    monkeypatch.setenv("FAKEMX_CACHE_DIR", str(cache))
+    planted = profile_cache.cache_file(profile, profile.read_bytes())
+    cache.mkdir()
+    planted.write_bytes(pickle.dumps(_Planted(ran)))
+    planted.chmod(0o666)
+    assert rcpt_reply(cache, profile, tmp_path / "state")[0] == 550
+    assert not ran.exists()

@@ -9,6 +9,7 @@ import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from fakemx import profile_cache
 from fakemx.api.server import (
     ApiAddress,
     ApiServer,
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 def _serve(args: argparse.Namespace) -> int:
     api = _api_settings(args)  # refuse an exposed API before anything starts
-    profile = load_profile(args.profile)
+    profile = profile_cache.load_profile(args.profile)  # validated once per file content
     if args.protocol is not None:
         profile = profile.model_copy(update={"protocol": Protocol(args.protocol)})
     _usable_state_dir(args.state_dir, origin(args, "state_dir"))
