@@ -37,6 +37,9 @@ def build_all() -> None:
             pending.append(model)
             if model.__module__.startswith("fakemx.") and not model.__pydantic_complete__:
                 model.model_rebuild()
+                # A TypeAdapter of a model that defers defers too: FastAPI's would be built
+                # at the first request, outside its own handling of pydantic's warnings.
+                model.model_config["defer_build"] = False
     _all_built = True
 
 

@@ -5,11 +5,13 @@ directory only means working without one. Real processes, as a CLI user runs the
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import smtplib
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -140,6 +142,34 @@ def test_a_cached_profile_is_the_validated_one_and_builds_no_model(tmp_path: Pat
     # model_dump_json built Profile afterwards, when asked.
     validated = load_file(profile).model_dump_json()
     assert runs == [f"True {validated}\n", f"False {validated}\n"]
+
+
+def test_the_api_over_a_cached_profile_documents_and_serves_it(tmp_path: Path) -> None:
+    """A cached profile built no model; the API builds them (its /openapi.json shows
+    defaults that are models, which pydantic serializes only from built classes)."""
+    profile = tmp_path / "mine.toml"
+    profile.write_text(UNKNOWN)
+    env = clean_env(FAKEMX_CACHE_DIR=str(tmp_path / "cache"))
+    seen = []
+    for _ in range(2):  # validated, then from the cache
+        with process("serve", str(profile), "--port", "0", "--api", "0", "--state-dir",
+                     str(tmp_path / "state"), env=env) as served:
+            api = served.api()
+            pages = []
+            for page in ("/openapi.json", "/api/servers"):
+                with urllib.request.urlopen(api + page, timeout=10) as response:
+                    pages.append(response.read().decode())
+            seen.append(pages)
+    assert len(list((tmp_path / "cache").glob("profile-*.pickle"))) == 1
+    (schema, servers), (cached_schema, cached_servers) = seen
+    assert cached_schema == schema
+
+    def without_port(page: str) -> list[dict[str, object]]:
+        return [{key: value for key, value in server.items()
+                 if key not in ("name", "address", "port")} for server in json.loads(page)]
+
+    assert without_port(cached_servers) == without_port(servers)
+    assert without_port(servers)[0]["profile"] == "mine"
 
 
 def test_serve_without_a_usable_cache_directory_still_serves(tmp_path: Path) -> None:

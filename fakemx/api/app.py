@@ -65,6 +65,7 @@ from fakemx.mailbox import MessageQuery
 from fakemx.model import Profile, Rule
 from fakemx.server import FakeMX
 from fakemx.store import Store
+from fakemx.strict import build_all
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 # The page's files, by URL; a fixed table, so no request names a file itself.
@@ -156,6 +157,10 @@ def create_app(
     ``students``: a lab in student mode (what students may not see yet), who read
     with ``student_token``.
     """
+    # The API validates bodies and documents the models (/openapi.json shows defaults that
+    # are models): build every one now, as a validation would (fakemx.strict). A server
+    # started from a cached profile (fakemx.profile_cache) has built none.
+    build_all()
     registry = Servers(servers)
     hub = EventHub(asyncio.get_running_loop())
     hub.watch(registry.all)
