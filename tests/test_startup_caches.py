@@ -74,18 +74,6 @@ def test_an_edit_is_checked_at_once_even_with_the_same_size_and_time(tmp_path: P
                                                                     " listener open)\n")
 
 
-def test_check_without_a_usable_cache_directory_still_checks(tmp_path: Path) -> None:
-    not_a_directory = tmp_path / "file"
-    not_a_directory.write_text("")
-    path = tmp_path / "bad.toml"
-    path.write_text(BAD)
-    for _ in range(2):
-        code, _, err = outputs(fakemx("check", str(path), cache=not_a_directory))
-        assert code == 2
-        assert "650 is not an SMTP reply code" in err
-    assert not_a_directory.read_text() == ""
-
-
 @pytest.mark.parametrize("model", [When, Tls, Limits, Extensions])
 def test_defaults_made_without_validation_equal_validated_ones(model: type[When]) -> None:
     """Profile's defaults are made with model_construct (fakemx.strict): the same value."""
@@ -172,12 +160,16 @@ def test_the_api_over_a_cached_profile_documents_and_serves_it(tmp_path: Path) -
     assert without_port(servers)[0]["profile"] == "mine"
 
 
-def test_serve_without_a_usable_cache_directory_still_serves(tmp_path: Path) -> None:
+def test_check_and_serve_without_a_usable_cache_directory_still_work(tmp_path: Path) -> None:
     not_a_directory = tmp_path / "file"
     not_a_directory.write_text("")
-    profile = tmp_path / "mine.toml"
+    bad, profile = tmp_path / "bad.toml", tmp_path / "mine.toml"
+    bad.write_text(BAD)
     profile.write_text(UNKNOWN)
     for _ in range(2):
+        code, _, err = outputs(fakemx("check", str(bad), cache=not_a_directory))
+        assert code == 2
+        assert "650 is not an SMTP reply code" in err
         assert rcpt_reply(not_a_directory, profile, tmp_path / "state")[0] == 550
     assert not_a_directory.read_text() == ""
 
