@@ -73,7 +73,7 @@ def write(path: Path, data: bytes, replaces: str, keep: str | None = None,
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         others = [old for old in path.parent.glob(replaces) if old != path]
         kept = [old for old in others if keep is not None and old.name.startswith(keep)]
-        kept.sort(key=lambda old: old.stat().st_mtime_ns)
+        kept.sort(key=_age)
         for old in [*(set(others) - set(kept)), *kept[:max(0, len(kept) - most + 1)]]:
             old.unlink(missing_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
@@ -83,6 +83,14 @@ def write(path: Path, data: bytes, replaces: str, keep: str | None = None,
         os.replace(temporary, path)
     except OSError:
         pass
+
+
+def _age(path: Path) -> int:
+    """When ``path`` was written (0: gone meanwhile, another fakemx removed it)."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def read_own(path: Path) -> bytes | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from processes import clean_env, process
 
-from fakemx import profile_cache
+from fakemx import profile_cache, startcache
 from fakemx.extensions import Extensions
 from fakemx.model import Limits, Tls, When
 from fakemx.profiles import load_file
@@ -196,3 +196,13 @@ def test_a_cache_file_others_can_write_is_never_unpickled(tmp_path: Path,
     planted.chmod(0o666)
     assert rcpt_reply(cache, profile, tmp_path / "state")[0] == 550
     assert not ran.exists()
+
+
+def test_a_cache_keeps_its_newest_files_and_none_of_another_key(tmp_path: Path) -> None:
+    for age, name in enumerate(["old-a-1", "old-a-2", "new-a-1", "new-a-2", "new-a-3"]):
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, ns=(age * 10**9, age * 10**9))
+    startcache.write(tmp_path / "new-a-4", b"fresh", replaces="*-a-*", keep="new-", most=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new-a-2", "new-a-3", "new-a-4"]
+    assert (tmp_path / "new-a-4").read_bytes() == b"fresh"
+    assert (tmp_path / "new-a-4").stat().st_mode & 0o077 == 0  # the owner's alone
