@@ -16,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fakemx.counters import CountKey, CountPlan, Event, Scope, Tally, count_keys, plan, sender_key
+from fakemx.counters import CountKey, CountPlan, Event, Scope, Tally, sender_key
 from fakemx.fdbudget import FdBudget, process_budget
 from fakemx.incidents import Incidents
 from fakemx.journal import Journal
 from fakemx.model import Profile, Rule
+from fakemx.profileplan import ProfilePlan
 from fakemx.sharedstate import SharedState
 from fakemx.store import Store
 
@@ -80,9 +81,8 @@ class ServerState:
     # the server scopes and rule uses then live in the store, shared by every worker.
     shared: SharedState | None = None
     rng: random.Random = field(init=False)
-    # The counting plan of the last profile asked about, kept with it (so its id stays
-    # its own).
-    _plan: tuple[Profile, CountPlan] | None = field(default=None, init=False, repr=False)
+    # The plan of the last profile asked about, kept with it (so its id stays its own).
+    _plan: tuple[Profile, ProfilePlan] | None = field(default=None, init=False, repr=False)
     # id(rule) -> its index in the profile: a rule's name in the shared state
     _indexes: tuple[Profile, dict[int, int]] | None = field(default=None, init=False,
                                                             repr=False)
@@ -139,12 +139,15 @@ class ServerState:
             return self.shared.facts(self.name, keys, owners, self.clock())
         return self.tally.facts(keys, owners, self.clock())
 
-    def counting(self, profile: Profile) -> CountPlan:
-        """What ``profile``'s rules count, and for how long (found once per profile)."""
+    def plan(self, profile: Profile) -> ProfilePlan:
+        """What ``profile`` asks of every session (worked out once per profile)."""
         if self._plan is None or self._plan[0] is not profile:
-            keys = (key for rule in profile.rules for key in count_keys(rule.when))
-            self._plan = (profile, plan(keys))
+            self._plan = (profile, ProfilePlan.of(profile))
         return self._plan[1]
+
+    def counting(self, profile: Profile) -> CountPlan:
+        """What ``profile``'s rules count, and for how long."""
+        return self.plan(profile).counting
 
     def rule_uses(self, rules: tuple[Rule, ...], client_ip: str) -> dict[int, tuple[int, int]]:
         """id(rule) -> (matched, fired) so far, for the counted rules among ``rules``

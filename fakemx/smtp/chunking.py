@@ -75,7 +75,7 @@ class Chunking(DataCommands):
         """The body's rules (their reply waits for LAST, as DATA's waits for the dot),
         then the bdat stage's: the chunk's own reply, or None."""
         size = len(envelope.chunks)
-        if envelope.body_reply is None and self.profile.rules_at(Stage.BODY):
+        if envelope.body_reply is None and self.plan.rules[Stage.BODY]:
             rule = self._decide(Stage.BODY, body_bytes=size)
             if rule is not None:
                 envelope.body_reply = await self._act(Stage.BODY, rule)

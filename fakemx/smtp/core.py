@@ -21,7 +21,7 @@ from fakemx.actions import (
     StripExtensions,
 )
 from fakemx.clientbytes import auth_argument_kept
-from fakemx.counters import SERVER_SCOPES, CountKey, Event, Scope, Tally, count_keys
+from fakemx.counters import SERVER_SCOPES, CountKey, Event, Scope, Tally
 from fakemx.decide import Context, choose
 from fakemx.edge_actions import EdgeAction
 from fakemx.journal import Outcome, Session
@@ -48,6 +48,7 @@ class SessionCore(AiosmtpdSession):
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self.profile = state.profile  # the snapshot: run-time changes apply from the next one
+        self.plan = state.plan(self.profile)  # its rules per stage, what they count
         starttls = self.profile.tls.mode is TlsMode.STARTTLS
         super().__init__(
             hostname=state.hostname,
@@ -256,8 +257,8 @@ class SessionCore(AiosmtpdSession):
         record = self.record
         assert record is not None
         sender = sender if sender is not None else getattr(self.envelope, "mail_from", None)
-        rules = self.profile.rules_at(stage)
-        keys = tuple(key for rule in rules for key in count_keys(rule.when))
+        rules = self.plan.rules[stage]
+        keys = self.plan.count_keys[stage]
         counts: dict[CountKey, int] = {}
         if keys:  # only the numbers this stage's rules read
             counts = self.state.facts(keys, self._counted_as, sender)
@@ -292,7 +293,7 @@ class SessionCore(AiosmtpdSession):
         if stage is Stage.MAIL or stage is Stage.RCPT:
             self._count(Event.MESSAGES if stage is Stage.MAIL else Event.RECIPIENTS,
                         facts.get("sender"))
-        rules = self.profile.rules_at(stage)
+        rules = self.plan.rules[stage]
         if not rules and not first:
             return None  # the common case: nothing to decide, no snapshot to build
         ctx = self._context(stage, **facts)
@@ -309,7 +310,7 @@ class SessionCore(AiosmtpdSession):
         assert record is not None
         if sender is None:
             sender = getattr(self.envelope, "mail_from", None)
-        counting = self.state.counting(self.profile)
+        counting = self.plan.counting
         if not counting.wanted:
             return  # no rule counts anything: the common case costs nothing
         self.state.count(event, self._counted_as, sender, counting)

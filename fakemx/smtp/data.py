@@ -103,7 +103,7 @@ class DataCommands(SessionCore):
         limit = self.profile.max_message_size
         problem: str | None = None
         body_reply: str | None = None
-        watch_body = bool(self.profile.rules_at(Stage.BODY))
+        watch_body = bool(self.plan.rules[Stage.BODY])
         next_timer_reset = _TIMER_RESET_BYTES
         while True:
             try:
