@@ -49,6 +49,22 @@ class Outcome(StrEnum):
     SHUTDOWN = "shutdown"  # fakemx was stopped while the session was open
 
 
+# Session.ended_by, per outcome ({where}: the stage, e.g. "after MAIL"); formatted when asked.
+_ENDED_BY = {
+    Outcome.OPEN: "still open",
+    Outcome.QUIT: "client sent QUIT",
+    Outcome.CLIENT_CLOSED: "client closed the connection {where}",
+    Outcome.CLIENT_RESET: "client reset the connection {where}",
+    Outcome.CLOSED_AFTER_REPLY: "fakemx replied and closed (FIN) {where}",
+    Outcome.RESET_AFTER_REPLY: "fakemx replied and reset (RST) {where}",
+    Outcome.DROPPED_FIN: "fakemx closed (FIN) {where}",
+    Outcome.DROPPED_RST: "fakemx reset (RST) {where}",
+    Outcome.TIMEOUT: "fakemx's idle timeout closed it {where}",
+    Outcome.ERROR: "failed {where}",
+    Outcome.SHUTDOWN: "fakemx stopped {where}",
+}
+
+
 @dataclass(frozen=True)
 class Event:
     at: float  # Unix time
@@ -99,20 +115,7 @@ class Session:
     @property
     def ended_by(self) -> str:
         """The end in words, e.g. ``fakemx reset (RST) after MAIL``."""
-        where = self.stage.label
-        return {
-            Outcome.OPEN: "still open",
-            Outcome.QUIT: "client sent QUIT",
-            Outcome.CLIENT_CLOSED: f"client closed the connection {where}",
-            Outcome.CLIENT_RESET: f"client reset the connection {where}",
-            Outcome.CLOSED_AFTER_REPLY: f"fakemx replied and closed (FIN) {where}",
-            Outcome.RESET_AFTER_REPLY: f"fakemx replied and reset (RST) {where}",
-            Outcome.DROPPED_FIN: f"fakemx closed (FIN) {where}",
-            Outcome.DROPPED_RST: f"fakemx reset (RST) {where}",
-            Outcome.TIMEOUT: f"fakemx's idle timeout closed it {where}",
-            Outcome.ERROR: f"failed {where}",
-            Outcome.SHUTDOWN: f"fakemx stopped {where}",
-        }[self.outcome]
+        return _ENDED_BY[self.outcome].format(where=self.stage.label)
 
     @property
     def replies(self) -> list[str]:

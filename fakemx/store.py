@@ -153,20 +153,19 @@ class Store:
     ) -> StoredMessage:
         """Insert and commit; returns only once the message is durable.
 
-        Finished sessions waiting to be written ride along in the same transaction.
+        One INSERT in autocommit mode: its own transaction, committed before
+        ``execute`` returns. Finished sessions are written in their own batches
+        (``save_session``), not in this commit: a session row with every message
+        made each commit a page larger, and each message a statement or four more.
         """
         received = time.time()
         with self._lock:
-            with self._transaction():
-                sessions_written = self._write_pending_sessions_isolated()
-                cursor = self._db.execute(
-                    "INSERT INTO messages (session_id, server, received, mail_from, rcpt_tos,"
-                    " size, content, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (session_id, server, received, to_db(mail_from), json.dumps(rcpt_tos),
-                     len(content), content, self.worker),
-                )
-            if sessions_written:
-                self._pending_sessions.clear()
+            cursor = self._db.execute(
+                "INSERT INTO messages (session_id, server, received, mail_from, rcpt_tos,"
+                " size, content, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (session_id, server, received, to_db(mail_from), json.dumps(rcpt_tos),
+                 len(content), content, self.worker),
+            )
             self._count_estimate += 1
             if self._keep_messages is not None or self._keep_days is not None:
                 with contextlib.suppress(sqlite3.Error):  # never at the cost of the 250
@@ -201,11 +200,11 @@ class Store:
         # Client text (HELO, commands) may hold undecodable bytes as surrogates:
         # the HELO column takes them as a BLOB, JSON escapes them as \udcXX; both
         # read back to the same str.
-        record = session.as_dict()
+        events = [event.as_dict() for event in session.events]  # as_dict() has them so
         row = (session.id, session.server, session.profile, session.client_ip,
                session.client_port, session.attempt, session.started, session.ended,
-               record["outcome"], record["stage"], record["ended_by"], to_db(session.helo),
-               session.tls, json.dumps(record["events"]), self.worker)
+               str(session.outcome), str(session.stage), session.ended_by,
+               to_db(session.helo), session.tls, json.dumps(events), self.worker)
         with self._lock:
             self._pending_sessions.append(row)
             queued = len(self._pending_sessions)
@@ -232,22 +231,6 @@ class Store:
             with self._transaction():
                 self._write_pending_sessions()
             self._pending_sessions.clear()
-
-    def _write_pending_sessions_isolated(self) -> bool:
-        """Write the queued sessions inside a message's transaction, in a savepoint:
-        accepting mail never depends on the journal. Sessions that cannot be
-        written stay queued for the next flush (a full disk may clear)."""
-        if not self._pending_sessions:
-            return False
-        self._db.execute("SAVEPOINT sessions")
-        try:
-            self._write_pending_sessions()
-        except (sqlite3.Error, ValueError):
-            self._db.execute("ROLLBACK TO sessions")
-            self._db.execute("RELEASE sessions")
-            return False
-        self._db.execute("RELEASE sessions")
-        return True
 
     def _write_pending_sessions(self) -> None:
         self._db.executemany(
