@@ -77,6 +77,9 @@ class SharedState:
         # Counters, not mail: a commit need not reach the disk (FULL would fsync the WAL
         # at every connection); WAL with NORMAL still survives the process being killed.
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # The store's thread checkpoints this database (fakemx.checkpoint): a commit here
+        # would otherwise run one on the loop whenever the messages had grown the WAL.
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()  # reset() may come from the API's thread
 

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from fakemx.checkpoint import Checkpointer
 from fakemx.clientbytes import from_db, to_db
 from fakemx.journal import MessageBody, Session, StoredMessage
 from fakemx.mailbox import HEAD_BYTES, MessageInfo, MessageQuery, contains, subject_of
@@ -105,6 +106,9 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         self._db.execute("PRAGMA busy_timeout=5000")
+        # Checkpoints (and their fdatasyncs) run in a thread, not at a commit on the loop.
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer = Checkpointer(self.path)
         self._db.executescript(_SCHEMA)
         add_worker_columns(self._db)  # a store from before --workers has none
         # With `--workers N`: the slot writing through this store (worker 0 reads the
@@ -167,6 +171,7 @@ class Store:
                  len(content), content, self.worker),
             )
             self._count_estimate += 1
+            self._checkpointer.wrote(len(content))
             if self._keep_messages is not None or self._keep_days is not None:
                 with contextlib.suppress(sqlite3.Error):  # never at the cost of the 250
                     self._retain_locked(received)
@@ -230,6 +235,7 @@ class Store:
         if self._pending_sessions:
             with self._transaction():
                 self._write_pending_sessions()
+            self._checkpointer.wrote(sum(len(row[13]) for row in self._pending_sessions))
             self._pending_sessions.clear()
 
     def _write_pending_sessions(self) -> None:
@@ -375,5 +381,6 @@ class Store:
         except sqlite3.Error:
             pass  # e.g. a full disk: the journal's last sessions are lost, never mail
         finally:
+            self._checkpointer.close()
             with self._lock:
                 self._db.close()

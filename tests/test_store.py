@@ -6,9 +6,10 @@ import smtplib
 import sqlite3
 from pathlib import Path
 
-from wire import command, connect, read_reply
+from wire import command, connect, read_reply, until
 
 from fakemx import FakeMX
+from fakemx.checkpoint import CHECKPOINT_BYTES
 from fakemx.store import Store, export_messages
 
 
@@ -26,6 +27,22 @@ def test_message_is_durable_before_the_250_arrives(tmp_path: Path) -> None:
         row = reader.execute("SELECT mail_from, content FROM messages WHERE id = 1").fetchone()
         reader.close()
     assert row == ("a@sender.example", b"Subject: durable\r\n\r\nbody\r\n")
+
+
+def test_the_wal_is_copied_into_the_database_while_serving(tmp_path: Path) -> None:
+    # The checkpoints run in the store's own thread (fakemx/checkpoint.py), not at a
+    # commit on the event loop: the database file grows while the server runs.
+    database = tmp_path / "fakemx.sqlite3"
+    body = b"Subject: big\r\n\r\n" + b"x" * 900 + b"\r\n"
+    with FakeMX(state_dir=tmp_path) as mx, smtplib.SMTP(mx.host, mx.port, timeout=10) as c:
+        for _ in range(6):
+            c.sendmail("a@sender.example", ["b@dest.example"], body * 1000)
+        assert len(body) * 1000 * 6 > CHECKPOINT_BYTES
+        until(lambda: database.stat().st_size > CHECKPOINT_BYTES)
+        reader = sqlite3.connect(database)
+        assert reader.execute("SELECT count(*), sum(size) FROM messages").fetchone() == (
+            6, 6 * len(body) * 1000)
+        reader.close()
 
 
 def test_sessions_are_journaled_with_commands_and_replies(tmp_path: Path) -> None:
