@@ -101,6 +101,7 @@ class SessionLog:
     """
 
     QUEUE_LINES = 10_000
+    LINES_PER_WRITE = 256
     CLOSE_SECONDS = 2.0
 
     def __init__(self, log_format: str = HUMAN) -> None:
@@ -141,16 +142,28 @@ class SessionLog:
                 self._dropped += 1
 
     def _write_lines(self) -> None:
-        while (text := self._queue.get()) is not None:
+        ending = False
+        while not ending and (text := self._queue.get()) is not None:
+            lines = [text]
+            # Whatever else is queued goes out in the same write: under load a write
+            # (and a wake-up of this thread) per line cost more than the line.
+            while len(lines) < self.LINES_PER_WRITE:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    ending = True
+                    break
+                lines.append(more)
             with self._lock:
                 dropped, self._dropped = self._dropped, 0
             if dropped:
-                text = (f"fakemx: {dropped} log lines dropped (stdout was not read)\n"
-                        f"{text}")
+                lines.insert(0, f"fakemx: {dropped} log lines dropped (stdout was not read)")
             try:
-                self._write(text + "\n")
+                self._write("\n".join(lines) + "\n")
             except (OSError, ValueError):  # stdout closed, its reader gone: serving goes on
-                while self._queue.get() is not None:
+                while not ending and self._queue.get() is not None:
                     pass
                 return
 
