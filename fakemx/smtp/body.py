@@ -6,10 +6,6 @@ blocks of about a kilobyte instead of one line at a time.
 
 from __future__ import annotations
 
-import fcntl
-import struct
-import termios
-
 END = b".\r\n"  # the lone dot line, once it starts a line
 # RFC 5321 4.5.3.1.6: 998 octets of text per line; one more for a transparency dot.
 MAX_LINE_OCTETS = 999
@@ -29,18 +25,3 @@ def unstuff(raw: bytes) -> bytes:
 
 def has_overlong_line(raw: bytes) -> bool:
     return max(map(len, raw.split(b"\r\n"))) > MAX_LINE_OCTETS
-
-
-def unread_bytes(fd: int) -> int:
-    """Bytes the client sent that the kernel still holds for socket ``fd``, unread.
-
-    A close with any of them makes the kernel reset the connection (RST), not
-    close it (FIN): RFC 2525 2.17, what Linux does. A drop during a large body
-    meets that, so the journal says so rather than claim a FIN.
-    """
-    try:
-        raw = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
-    except OSError:  # closed already, or not a socket
-        return 0
-    count: int = struct.unpack("i", raw)[0]
-    return count

@@ -4,9 +4,7 @@ the one executor of their actions. The commands live in the modules beside it.""
 from __future__ import annotations
 
 import asyncio
-import socket
 import sqlite3
-import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NoReturn
@@ -26,7 +24,7 @@ from fakemx.decide import Context, choose
 from fakemx.edge_actions import EdgeAction
 from fakemx.journal import Outcome, Session
 from fakemx.model import Action, Reply, Rule, Stall
-from fakemx.smtp import body, limits
+from fakemx.smtp import limits, tcp
 from fakemx.smtp.replies import render
 from fakemx.smtp.seam import AiosmtpdSession, SessionOver
 from fakemx.stages import Stage, TlsMode
@@ -34,7 +32,6 @@ from fakemx.state import ServerState
 
 # RFC 5321 4.5.3.1.6: 998 octets + CRLF, plus one for a leading transparency dot.
 LINE_LENGTH_LIMIT = 1001
-_LINGER_RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 SHUTDOWN_REPLY = "421 4.3.2 Service shutting down, closing transmission channel"
 # Commands one session may have answered before the others get a turn (fairness).
 COMMANDS_PER_TURN = 16
@@ -85,16 +82,7 @@ class SessionCore(AiosmtpdSession):
             return
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            # asyncio sets TCP_NODELAY only when sock.proto is IPPROTO_TCP, and an
-            # accepted socket reports 0, so aiosmtpd's line-by-line replies (EHLO) met
-            # Nagle and the client's delayed ACK: about 40 ms per multi-line reply.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if hasattr(socket, "TCP_USER_TIMEOUT"):
-                # A client that stops reading keeps its window shut: our idle timer
-                # then closes, but a close waits for the unread replies for ever, and
-                # the session holds its descriptor. The kernel aborts it instead.
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
-                                max(1, int(self.profile.idle_timeout_seconds * 1000)))
+            tcp.tune_accepted(sock, self.profile.idle_timeout_seconds)
         record = self._begin_record(transport)
         from_client = self.state.session_opened(self, record.client_ip)
         self._holds_fd = self.state.fds.take()
@@ -387,16 +375,11 @@ class SessionCore(AiosmtpdSession):
             }[(how, replied)]
         raw = self.raw_transport
         if how == "rst" and isinstance(raw, asyncio.Transport):
-            sock = raw.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-            raw.abort()
-        elif self.transport is not None:
-            sock = raw.get_extra_info("socket") if raw is not None else None
-            unread = body.unread_bytes(sock.fileno()) if sock is not None else 0
+            tcp.reset(raw)
+        elif self.transport is not None:  # flushes a pending reply, then FIN (RST if unread)
+            unread = tcp.close(self.transport, raw)
             if unread:
                 self._note(f"{unread} bytes from the client unread: the kernel resets (RST)")
-            self.transport.close()  # flushes a pending reply, then FIN (RST if unread)
         raise SessionOver()
 
     def _incident(self, error: BaseException) -> None:
