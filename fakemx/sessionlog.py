@@ -16,7 +16,7 @@ client can write a line break or a terminal escape into the log.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import io
 import json
 import os
@@ -98,11 +98,17 @@ class SessionLog:
     new ones are counted and dropped, and a line says how many once it writes again.
     Written with ``os.write``, so a thread blocked on a full pipe holds no lock of
     ``sys.stdout`` at exit. ``close()`` writes what is queued (within ``CLOSE_SECONDS``).
+
+    Session lines made on an event loop are handed to that thread every
+    ``HANDOVER_SECONDS``, together: one wake-up of the thread per line cost the
+    loop a switch of the GIL per session under load. fakemx's own lines (``info``)
+    go at once, after the session lines before them.
     """
 
     QUEUE_LINES = 10_000
-    LINES_PER_WRITE = 256
+    WRITES_JOINED = 64  # queued items sent in one write
     CLOSE_SECONDS = 2.0
+    HANDOVER_SECONDS = 0.05
 
     def __init__(self, log_format: str = HUMAN) -> None:
         self.log_format = log_format
@@ -112,42 +118,62 @@ class SessionLog:
             self._fd: int | None = self._stream.fileno()
         except (AttributeError, ValueError, io.UnsupportedOperation):  # e.g. captured
             self._fd = None
-        self._queue: queue.Queue[str | None] = queue.Queue(self.QUEUE_LINES)
-        self._dropped = 0
+        # (text, how many lines it holds), or None to stop; at most QUEUE_LINES lines queued
+        self._queue: queue.Queue[tuple[str, int] | None] = queue.Queue()
+        self._queued = self._dropped = 0
         self._lock = threading.Lock()
+        self._pending: list[str] = []  # session lines not handed to the thread yet
+        self._handover: asyncio.TimerHandle | None = None
         self._thread = threading.Thread(target=self._write_lines, name="fakemx-log",
                                         daemon=True)
         self._thread.start()
 
     def __call__(self, kind: str, session: Session) -> None:
-        if kind == "ended":
-            self._put(line(session, len(session.message_ids), self.log_format))
+        if kind != "ended":
+            return
+        text = line(session, len(session.message_ids), self.log_format)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on a loop: no timer to hand it over
+            self._put(text)
+            return
+        with self._lock:
+            self._pending.append(text)
+            if self._handover is None:
+                self._handover = loop.call_later(self.HANDOVER_SECONDS, self._hand_over)
 
     def info(self, text: str) -> None:
         """A line of fakemx's own (ready, where the API is): as it is, or as a JSON object."""
         if self.log_format == JSON:
             text = json.dumps({"event": "info", "message": text})
+        self._hand_over()
         self._put(text)
 
     def close(self) -> None:
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=self.CLOSE_SECONDS)
-            self._thread.join(self.CLOSE_SECONDS)
+        self._hand_over()
+        self._queue.put(None)
+        self._thread.join(self.CLOSE_SECONDS)
 
-    def _put(self, text: str) -> None:
-        try:
-            self._queue.put_nowait(text)
-        except queue.Full:
-            with self._lock:
-                self._dropped += 1
+    def _hand_over(self) -> None:
+        with self._lock:
+            lines, self._pending, self._handover = self._pending, [], None
+        if lines:
+            self._put("\n".join(lines), len(lines))
+
+    def _put(self, text: str, lines: int = 1) -> None:
+        with self._lock:
+            if self._queued + lines > self.QUEUE_LINES:
+                self._dropped += lines
+                return
+            self._queued += lines
+        self._queue.put((text, lines))
 
     def _write_lines(self) -> None:
         ending = False
-        while not ending and (text := self._queue.get()) is not None:
-            lines = [text]
-            # Whatever else is queued goes out in the same write: under load a write
-            # (and a wake-up of this thread) per line cost more than the line.
-            while len(lines) < self.LINES_PER_WRITE:
+        while not ending and (item := self._queue.get()) is not None:
+            texts, taken = [item[0]], item[1]
+            # Whatever else is queued goes out in the same write.
+            while len(texts) < self.WRITES_JOINED:
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:
@@ -155,13 +181,15 @@ class SessionLog:
                 if more is None:
                     ending = True
                     break
-                lines.append(more)
+                texts.append(more[0])
+                taken += more[1]
             with self._lock:
                 dropped, self._dropped = self._dropped, 0
+                self._queued -= taken
             if dropped:
-                lines.insert(0, f"fakemx: {dropped} log lines dropped (stdout was not read)")
+                texts.insert(0, f"fakemx: {dropped} log lines dropped (stdout was not read)")
             try:
-                self._write("\n".join(lines) + "\n")
+                self._write("\n".join(texts) + "\n")
             except (OSError, ValueError):  # stdout closed, its reader gone: serving goes on
                 while not ending and self._queue.get() is not None:
                     pass
