@@ -70,13 +70,14 @@ def started(kind: str, trees: dict[str, Path], state_dir: str) -> Iterator[tuple
     port = free_port()
     env = dict(os.environ)
     if kind == "aiosmtpd":
-        command = [sys.executable, "-c", BARE_AIOSMTPD, str(port)]
-    else:
-        env["PYTHONPATH"] = os.pathsep.join([str(trees[kind]), env.get("PYTHONPATH", "")])
+        command, cwd = [sys.executable, "-c", BARE_AIOSMTPD, str(port)], None
+    else:  # `python -m` puts its working directory first on sys.path: the tree's fakemx
+        cwd = trees[kind]
+        env["PYTHONPATH"] = os.pathsep.join([str(cwd), env.get("PYTHONPATH", "")])
         command = [sys.executable, "-m", "fakemx", "serve", "--port", str(port),
                    "--state-dir", state_dir, "--workers", "1"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True, env=env)
+                               text=True, env=env, cwd=cwd)
     try:
         assert process.stdout is not None
         threading.Thread(target=process.stdout.read, daemon=True).start()  # never full
