@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from common import machine_header
-from sink_throughput import BARE_AIOSMTPD, free_port, tool, wait_for_greeting
+from sink_throughput import BARE_AIOSMTPD, free_port, stop, tool, wait_for_greeting
 
 TREE = Path(__file__).resolve().parent.parent
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
@@ -84,11 +84,7 @@ def started(kind: str, trees: dict[str, Path], state_dir: str) -> Iterator[tuple
         wait_for_greeting(port)
         yield port, process.pid
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 def send(port: int, messages: int, sessions: int, size: int) -> None:
