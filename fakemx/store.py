@@ -8,7 +8,8 @@ readers (another process, the API) read while the server writes.
 Durability: every message is committed before its ``250`` is sent. With
 ``synchronous=NORMAL`` (the default) a commit survives the fakemx process being
 killed; ``fsync=True`` (``synchronous=FULL``) also survives power loss, at the
-cost of an fsync per commit.
+cost of an fsync per commit. Checkpoints, which copy the WAL into the database
+file, run in a thread of their own (fakemx.checkpoint), never at a commit.
 """
 
 from __future__ import annotations
