@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from wire import connect, dialogue, read_reply, until, wait_closed
+from wire import command, connect, dialogue, read_reply, until, wait_closed
 
 from fakemx import FakeMX, Outcome, profile_from_data
 from fakemx.addresses import loopback_like
@@ -170,6 +170,28 @@ def test_unknown_commands_after_starttls_end_the_session_without_an_error() -> N
         mx.wait_for(ended=1)
         assert mx.sessions[0].outcome is Outcome.CLOSED_AFTER_REPLY
         mx.check()  # before: AttributeError inside asyncio's TLS transport, kept as an incident
+
+
+def test_made_up_commands_leave_nothing_behind_in_the_command_table() -> None:
+    # fakemx keeps one runner per known command (fakemx/smtp/seam.py); a name a client
+    # makes up must not be kept, or a client could grow the process without bound.
+    from fakemx.smtp import seam
+
+    with FakeMX() as mx:
+        for round_ in range(3):
+            with connect(mx.host, mx.port) as sock:
+                read_reply(sock)
+                for n in range(4):  # aiosmtpd ends the session after a few of them
+                    reply = command(sock, f"MADEUP{'X' * (round_ * 4 + n)}")
+                    assert reply.startswith(b"500"), reply
+                assert command(sock, "NOOP").startswith(b"250")
+        known = dict(seam._RUNNERS)
+        with connect(mx.host, mx.port) as sock:
+            read_reply(sock)
+            for n in range(4):
+                assert command(sock, f"ZZ{'Q' * n}").startswith(b"500")
+        assert known == seam._RUNNERS
+        assert not any(name.startswith(("MADEUP", "ZZ")) for _, name in seam._RUNNERS)
 
 
 def test_message_bodies_beyond_the_memory_budget_are_read_from_the_store() -> None:

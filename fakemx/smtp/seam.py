@@ -76,26 +76,26 @@ class Commands:
                 yield attribute[5:], getattr(self._smtp, attribute)
 
 
-_RUNNERS: dict[tuple[type, str], Callable[..., Awaitable[None]] | None] = {}
+_RUNNERS: dict[tuple[type, str], Callable[..., Awaitable[None]]] = {}
 
 
 def runner(cls: type, name: str) -> Callable[..., Awaitable[None]] | None:
     """``smtp_NAME`` of ``cls`` run through ``run_command``, as a plain function made once
     per class and command (it carries HELP's ``__smtp_syntax__``); None if ``cls`` has
-    no such command."""
-    key = (cls, name)
-    if key not in _RUNNERS:
+    no such command (not kept: the names a client makes up are not bounded)."""
+    found = _RUNNERS.get((cls, name))
+    if found is None:
         method = getattr(cls, f"smtp_{name}", None)
         if method is None:
-            _RUNNERS[key] = None
-        else:
-            async def run(smtp: Any, arg: str | None) -> None:
-                await smtp.run_command(name, getattr(smtp, f"smtp_{name}"), arg)
+            return None
 
-            run.__dict__.update(method.__dict__)  # __smtp_syntax__ and its kin, for HELP
-            run.__doc__, run.__name__ = method.__doc__, method.__name__
-            _RUNNERS[key] = run
-    return _RUNNERS[key]
+        async def run(smtp: Any, arg: str | None) -> None:
+            await smtp.run_command(name, getattr(smtp, f"smtp_{name}"), arg)
+
+        run.__dict__.update(method.__dict__)  # __smtp_syntax__ and its kin, for HELP
+        run.__doc__, run.__name__ = method.__doc__, method.__name__
+        found = _RUNNERS[(cls, name)] = run
+    return found
 
 
 class QuietSession(Session):
