@@ -90,6 +90,21 @@ def test_committed_manifests_are_the_chart_rendered(example: str) -> None:
 
 
 @needs_helm
+@pytest.mark.parametrize("values", [None, EXAMPLES / "lab.yaml"])
+def test_the_lab_service_publishes_a_port_for_every_catalog_profile(values: Path | None) -> None:
+    """The lab serves the catalog on basePort and the ports after it, in catalog order:
+    a Service with fewer ports leaves the last profiles unreachable (it had 100 for 133)."""
+    from fakemx.profiles import catalog
+
+    sets = ["lab.enabled=true", "api.existingSecret=fakemx-api"] if values is None else []
+    docs = render(values, *sets)
+    [service] = [doc for doc in docs if doc["kind"] == "Service"]
+    published = {port["port"] for port in service["spec"]["ports"]}
+    wanted = set(range(2600, 2600 + len(catalog())))
+    assert wanted <= published, f"unpublished: {sorted(wanted - published)[:3]}..."
+
+
+@needs_helm
 def test_an_api_without_a_token_secret_is_one_clear_error() -> None:
     result = helm("template", "fakemx", str(CHART))
     assert result.returncode != 0
