@@ -1,6 +1,6 @@
 """The whole benchmark: one command, one report, its raw output kept.
 
-    python bench/run.py                         # the issue's sizes (about 20 min, quiet machine)
+    python bench/run.py                         # the issue's sizes (about 12 min, quiet machine)
     python bench/run.py --only cost,store       # some sections
     python bench/run.py --smoke                 # tiny sizes, under a minute: CI runs this
 

@@ -119,4 +119,7 @@ def test_quoted_figures_are_in_the_raw_file(doc: str, number: int, line: str) ->
 
 
 def test_the_tls_start_figure_is_quoted_from_its_raw_file() -> None:
-    assert {doc for doc, _, _ in raw_quotes(DOCS, "tls-start-")} >= {"performance.md", "tls.md"}
+    assert "tls.md" in {doc for doc, _, _ in raw_quotes(DOCS, "tls-start-")}
+    # performance.md quotes it from the whole bench's run (bench/tls_start.py is a section)
+    assert any("STARTTLS greeting" in line for doc, _, line in raw_quotes(DOCS, "run-")
+               if doc == "performance.md")
