@@ -26,10 +26,11 @@ _LONGER_COMMANDS = {"MAIL": 512 + 26 + 10 + 110 + 11, "RCPT": 512 + 530}
 class SmtpExtensions(Authentication):
     """EHLO keywords (AUTH's among them) and the parameters and replies they promise."""
 
-    _held: list[str] | None = None  # replies held for the rest of a pipelined group
+    __slots__ = ("_held", "ext")  # as SessionCore's
 
     def __init__(self, state: ServerState) -> None:
         super().__init__(state)
+        self._held: list[str] | None = None  # replies held for the rest of a pipelined group
         ext = self.ext = extensions.in_effect(self.profile.extensions,
                                               lmtp=self.profile.protocol is Protocol.LMTP)
         if ext.dsn or ext.requiretls:

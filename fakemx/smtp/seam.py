@@ -24,8 +24,8 @@ import inspect
 import re
 import ssl
 import types
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, AnyStr
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, AnyStr, ClassVar, NamedTuple
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -34,13 +34,35 @@ PRIVATE_METHODS = ("_handle_client", "_timeout_cb", "_reset_timeout", "_create_e
                    "_set_post_data_state", "_create_session", "_getaddr")
 # Read or written: attributes aiosmtpd's SMTP sets on itself.
 PRIVATE_ATTRIBUTES = ("_smtp_methods", "_original_transport", "_timeout_handle", "_reader",
-                      "_writer", "_tls_protocol")
+                      "_writer", "_tls_protocol", "_handle_hooks", "_auth_methods")
 # asyncio.sslproto.SSLProtocol: the SSL object of a handshake that failed (asyncio
 # publishes "ssl_object" only after a handshake succeeds).
 ASYNCIO_PRIVATE = ("_sslobj",)
+# asyncio.streams.FlowControlMixin: the writers waiting in drain(). asyncio makes it a
+# deque, whose first block is 760 bytes per connection; it only appends to it, removes
+# from it and iterates it, which a list (56 bytes while empty) does as well.
+ASYNCIO_STREAMS_PRIVATE = ("_drain_waiters",)
 # ssl.SSLSocket's inner object: the chain the peer sent (public only from Python 3.13),
 # which diagnose's DANE check matches TLSA records against.
 SSL_PRIVATE = ("get_unverified_chain",)
+# Set on every connection's protocol object by aiosmtpd's SMTP and asyncio's
+# StreamReaderProtocol (its __init__ and connection_made). AiosmtpdSession makes them
+# slots: about 70 attributes in the instance's dict cost 1.6 kB per connection (a
+# dict past 30 keys no longer shares its keys), as slots 8 bytes each. Not kept
+# here: ``_source_traceback``, which asyncio also defines on the class (a slot would
+# hide that default). tests/test_hostile_clients.py checks that a held connection's
+# protocol keeps no per-connection attribute in a dict.
+PROTOCOL_ATTRIBUTES = (
+    "__ident__", "loop", "_loop", "_paused", "_drain_waiters", "_connection_lost",
+    "_stream_reader_wr", "_strong_reader", "_reject_connection", "_stream_writer", "_task",
+    "_transport", "_client_connected_cb", "_over_ssl", "_closed", "event_handler",
+    "data_size_limit", "enable_SMTPUTF8", "_decode_data", "hostname", "tls_context",
+    "require_starttls", "_timeout_duration", "_timeout_handle", "_tls_handshake_okay",
+    "_tls_protocol", "_original_transport", "session", "envelope", "transport",
+    "_handler_coroutine", "_auth_require_tls", "_proxy_timeout", "_authenticator",
+    "_auth_callback", "_auth_required", "_auth_methods", "_handle_hooks", "_ehlo_hook_ver",
+    "_smtp_methods", "_enforce_call_limit", "_reader", "_writer",
+)
 # aiosmtpd's own greeting, which fakemx replaces with its own (see _handle_client).
 AIOSMTPD_GREETING = "await self.push('220 {} {}'.format(self.hostname, self.__ident__))"
 
@@ -175,6 +197,48 @@ class Hooks:
 # (PEP 362) answers that at once.
 Hooks.handle_EHLO.__signature__ = inspect.signature(Hooks.handle_EHLO)  # type: ignore[attr-defined]
 HOOKS = Hooks()
+# aiosmtpd's table of the handler's hooks (``_handle_hooks``), which it builds per
+# connection; the handler is one for all, so is the table (aiosmtpd only reads it).
+HOOK_TABLE = {name[len("handle_"):]: getattr(HOOKS, name) for name in dir(HOOKS)}
+
+
+class AuthMechanism(NamedTuple):
+    """What aiosmtpd reads of an entry of its AUTH table (its own private ``_AuthMechAttr``)."""
+
+    method: Any  # the bound auth_<MECHANISM> method
+    is_builtin: bool
+
+
+class AuthMethods(Mapping[str, AuthMechanism]):
+    """aiosmtpd's table of AUTH mechanisms (``_auth_methods``), bound on lookup.
+
+    aiosmtpd builds a dict of bound methods and named tuples per connection (about
+    400 bytes), though only EHLO (its names) and AUTH (one entry) read it. The table
+    of functions is made once per class and set of mechanisms; this keeps only the
+    session and that table.
+    """
+
+    __slots__ = ("_smtp", "_table")
+    _TABLES: ClassVar[dict[tuple[type, frozenset[str]], dict[str, tuple[Any, bool]]]] = {}
+
+    def __init__(self, smtp: AiosmtpdSession, built: dict[str, Any]) -> None:
+        self._smtp = smtp
+        key = (type(smtp), frozenset(built))
+        table = self._TABLES.get(key)
+        if table is None:  # (the function, is it aiosmtpd's own) per mechanism
+            table = self._TABLES[key] = {
+                name: (entry.method.__func__, entry.is_builtin) for name, entry in built.items()}
+        self._table = table
+
+    def __getitem__(self, name: str) -> AuthMechanism:
+        function, is_builtin = self._table[name]
+        return AuthMechanism(types.MethodType(function, self._smtp), is_builtin)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
 
 
 def ssl_object_of(protocol: object) -> ssl.SSLObject | None:
@@ -213,14 +277,19 @@ class AiosmtpdSession(SMTP):
         """
         return [name for name in command_names(type(self)) if name.startswith("auth_")]
 
+    __slots__ = (*PROTOCOL_ATTRIBUTES, "_swallow_next_push", "shape_next_reply")
+
     def __init__(self, **options: Any) -> None:
         options |= self.auth_options()
         super().__init__(HOOKS, loop=asyncio.get_running_loop(), **options)
+        self._drain_waiters: list[asyncio.Future[None]] = []  # see ASYNCIO_STREAMS_PRIVATE
         self._swallow_next_push = False
         # Writes the next reply instead of aiosmtpd's push (fakemx/smtp/edges.py).
         self.shape_next_reply: Callable[[bytes], Awaitable[None]] | None = None
         # aiosmtpd only calls .get() and .items() on it; see Commands.
         self._smtp_methods = Commands(self)  # type: ignore[assignment]
+        self._handle_hooks = HOOK_TABLE  # see HOOK_TABLE and AuthMethods
+        self._auth_methods = AuthMethods(self, self._auth_methods)  # type: ignore[assignment]
 
     # region hooks for the subclass ------------------------------------------------
 
