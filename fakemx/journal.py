@@ -65,7 +65,7 @@ _ENDED_BY = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a few per session, 15,000 sessions held
 class Event:
     at: float  # Unix time
     kind: str  # "client": a command; "server": a reply line; "fakemx": rules, stalls, TLS, ends
@@ -75,7 +75,7 @@ class Event:
         return {"at": self.at, "kind": self.kind, "text": self.text}
 
 
-@dataclass
+@dataclass(slots=True)  # one per connection, 15,000 held
 class Session:
     """One connection. fakemx builds these; read them through ``FakeMX.sessions``."""
 

@@ -62,9 +62,8 @@ def test_a_held_connection_keeps_its_state_in_slots() -> None:
     # A new attribute of an upgrade lands in a per-connection dict again: named here.
     with fakemx.FakeMX("4.4.315-no-greeting") as mx, connect(mx.host, mx.port):
         until(lambda: any(e.text == "stall for ever" for s in mx.sessions for e in s.events))
-        session_id = mx.sessions[0].id
-        held = [o for o in gc.get_objects() if isinstance(o, FakeSMTP)
-                and o.record is not None and o.record.id == session_id]
+        record = mx.sessions[0]
+        held = [o for o in gc.get_objects() if isinstance(o, FakeSMTP) and o.record is record]
         assert len(held) == 1
         assert set(vars(held[0])) <= {"_source_traceback"}  # asyncio's, also on its class
 

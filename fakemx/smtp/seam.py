@@ -334,6 +334,8 @@ class AiosmtpdSession(SMTP):
     async def _handle_client(self) -> None:
         try:
             await self.greet()
+            if self.envelope is None:  # see _create_envelope
+                self.envelope = self.new_envelope()
             self._swallow_next_push = True  # aiosmtpd's own greeting comes next
             await super()._handle_client()
         except SessionOver:
@@ -375,7 +377,12 @@ class AiosmtpdSession(SMTP):
         self.idle_timed_out()
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 
-    def _create_envelope(self) -> Envelope:
+    def _create_envelope(self) -> Envelope | None:  # type: ignore[override]  # None: see below
+        if self.session is None:
+            # aiosmtpd's connection_made, before the greeting: a session held there (a
+            # greeting that never comes, by the thousand) needs no envelope yet, and
+            # an envelope and its lists are about 450 bytes. _handle_client makes it.
+            return None
         return self.new_envelope()
 
     def _create_session(self) -> Session:
