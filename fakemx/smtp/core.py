@@ -25,7 +25,7 @@ from fakemx.edge_actions import EdgeAction
 from fakemx.journal import Outcome, Session
 from fakemx.model import Action, Reply, Rule, Stall
 from fakemx.smtp import limits, tcp
-from fakemx.smtp.replies import render
+from fakemx.smtp.replies import no_reply, render
 from fakemx.smtp.seam import AiosmtpdSession, SessionOver
 from fakemx.stages import Stage, TlsMode
 from fakemx.state import ServerState
@@ -35,19 +35,13 @@ LINE_LENGTH_LIMIT = 1001
 SHUTDOWN_REPLY = "421 4.3.2 Service shutting down, closing transmission channel"
 # Commands one session may have answered before the others get a turn (fairness).
 COMMANDS_PER_TURN = 16
-# One for every session: each frozenset() is a new 216-byte object.
-_NOTHING_STRIPPED: frozenset[str] = frozenset()
-
-
-async def _no_reply() -> None:
-    return None
+_NOTHING_STRIPPED: frozenset[str] = frozenset()  # one for all: each frozenset() is 216 B
 
 
 class SessionCore(AiosmtpdSession):
     """One connection. Works from the profile snapshot taken when it was created."""
 
     line_length_limit = LINE_LENGTH_LIMIT
-    # Slots, not a dict: 15,000 held connections each carry these (see seam.PROTOCOL_ATTRIBUTES).
     __slots__ = ("_busy", "_close_when_done", "_commands", "_counted_as", "_finished", "_holds_fd",
                  "_last_recipient", "_last_sender", "_over_limit", "_refusing", "_since_yield",
                  "_strip", "_tally", "_timed_out", "_verb", "plan", "profile", "record", "state")
@@ -319,12 +313,9 @@ class SessionCore(AiosmtpdSession):
         self._tally.add(event, mine, self.state.clock(), counting)
 
     def _act(self, stage: Stage, rule: Rule | None) -> Awaitable[str | None]:
-        """Carry out ``rule``'s action: the reply to send instead of the normal one, or None.
-
-        Not a coroutine itself: a session waiting in an action (a stall for ever,
-        held by the thousand) then keeps one coroutine frame fewer.
-        """
-        return _no_reply() if rule is None else self.perform(stage, rule.action)
+        """Carry out ``rule``'s action: the reply to send instead of the normal one, or None."""
+        # Not a coroutine itself: a session held in a stall keeps one frame fewer.
+        return no_reply() if rule is None else self.perform(stage, rule.action)
 
     async def perform(self, stage: Stage, action: Action) -> str | None:
         """The one executor of actions (fakemx.actions).

@@ -23,3 +23,8 @@ def render(reply: Reply, values: dict[str, str]) -> str:
     head = [f"{reply.code}-{line}" for line in lines[:-1]]
     last = f"{reply.code} {lines[-1]}".rstrip()
     return "\r\n".join([*head, last])
+
+
+async def no_reply() -> None:
+    """An action's answer when it changes nothing: carry on with the normal reply."""
+    return None
