@@ -21,12 +21,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from fakemx.checkpoint import Checkpointer
 from fakemx.clientbytes import from_db, to_db
+from fakemx.groupcommit import INSERT, GroupCommit
 from fakemx.journal import MessageBody, Session, StoredMessage
 from fakemx.mailbox import HEAD_BYTES, MessageInfo, MessageQuery, contains, subject_of
 from fakemx.mailbox import export_messages as export_messages
@@ -110,6 +111,7 @@ class Store:
         # Checkpoints (and their fdatasyncs) run in a thread, not at a commit on the loop.
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._checkpointer = Checkpointer(self.path)
+        self._group = GroupCommit(self.path, fsync=fsync)  # store_message's writer
         self._db.executescript(_SCHEMA)
         add_worker_columns(self._db)  # a store from before --workers has none
         # With `--workers N`: the slot writing through this store (worker 0 reads the
@@ -156,29 +158,66 @@ class Store:
     def add_message(
         self, session_id: int, server: str, mail_from: str, rcpt_tos: list[str], content: bytes
     ) -> StoredMessage:
-        """Insert and commit; returns only once the message is durable.
+        """Insert and commit on the calling thread; returns only once the message is durable.
 
-        One INSERT in autocommit mode: its own transaction, committed before
-        ``execute`` returns. Finished sessions are written in their own batches
-        (``save_session``), not in this commit: a session row with every message
-        made each commit a page larger, and each message a statement or four more.
+        One INSERT in autocommit mode: its own transaction. A server on an event loop
+        uses ``store_message`` instead. Finished sessions are written in their own
+        batches (``save_session``), not in this commit: a session row with every
+        message made each commit a page larger, and each message a statement or four more.
         """
         received = time.time()
+        row = self._message_row(session_id, server, received, mail_from, rcpt_tos, content)
         with self._lock:
-            cursor = self._db.execute(
-                "INSERT INTO messages (session_id, server, received, mail_from, rcpt_tos,"
-                " size, content, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (session_id, server, received, to_db(mail_from), json.dumps(rcpt_tos),
-                 len(content), content, self.worker),
-            )
-            self._count_estimate += 1
-            self._checkpointer.wrote(len(content))
-            if self._keep_messages is not None or self._keep_days is not None:
-                with contextlib.suppress(sqlite3.Error):  # never at the cost of the 250
-                    self._retain_locked(received)
-        assert cursor.lastrowid is not None
-        return StoredMessage(cursor.lastrowid, session_id, received, mail_from,
-                             tuple(rcpt_tos), MessageBody(content, self.content_of))
+            cursor = self._db.execute(INSERT, row)
+            assert cursor.lastrowid is not None
+            self._stored_locked(received, len(content))
+        return self._stored(cursor.lastrowid, session_id, received, mail_from, rcpt_tos, content)
+
+    async def store_message(
+        self, session_id: int, server: str, mail_from: str, rcpt_tos: list[str], content: bytes,
+        on_stored: Callable[[StoredMessage], None],
+    ) -> StoredMessage:
+        """``add_message`` without blocking the loop: committed by fakemx.groupcommit's
+        thread (with the messages of other sessions that arrived meanwhile); returns
+        only once the commit holding it has returned, so the 250 still follows it.
+        ``on_stored`` gets the message as soon as it is committed, even if the caller
+        was cancelled meanwhile (a client gone after its final dot): what is stored is
+        journaled."""
+        received = time.time()
+        committed = self._group.submit(
+            self._message_row(session_id, server, received, mail_from, rcpt_tos, content))
+        message: list[StoredMessage] = []
+
+        def journal(done: asyncio.Future[int]) -> None:  # on the loop, before the caller resumes
+            if done.exception() is not None:
+                return
+            with self._lock:
+                self._stored_locked(received, len(content))
+            message.append(self._stored(done.result(), session_id, received, mail_from,
+                                        rcpt_tos, content))
+            on_stored(message[0])
+
+        committed.add_done_callback(journal)
+        await asyncio.shield(committed)
+        return message[0]
+
+    def _message_row(self, session_id: int, server: str, received: float, mail_from: str,
+                     rcpt_tos: list[str], content: bytes) -> tuple[Any, ...]:
+        return (session_id, server, received, to_db(mail_from), json.dumps(rcpt_tos),
+                len(content), content, self.worker)
+
+    def _stored(self, message_id: int, session_id: int, received: float, mail_from: str,
+                rcpt_tos: list[str], content: bytes) -> StoredMessage:
+        return StoredMessage(message_id, session_id, received, mail_from, tuple(rcpt_tos),
+                             MessageBody(content, self.content_of))
+
+    def _stored_locked(self, received: float, size: int) -> None:
+        """After a message is committed: the checkpoint's count, and retention."""
+        self._count_estimate += 1
+        self._checkpointer.wrote(size)
+        if self._keep_messages is not None or self._keep_days is not None:
+            with contextlib.suppress(sqlite3.Error):  # never at the cost of the 250
+                self._retain_locked(received)
 
     def content_of(self, message_id: int) -> bytes:
         """One stored message's bytes (the journal reads old bodies back from here)."""
@@ -382,6 +421,7 @@ class Store:
         except sqlite3.Error:
             pass  # e.g. a full disk: the journal's last sessions are lost, never mail
         finally:
+            self._group.close()
             self._checkpointer.close()
             with self._lock:
                 self._db.close()

@@ -8,6 +8,7 @@ import sqlite3
 from aiosmtpd.smtp import Envelope, syntax
 
 from fakemx.actions import accepts
+from fakemx.journal import StoredMessage
 from fakemx.model import Rule
 from fakemx.smtp import body
 from fakemx.smtp.core import SessionCore
@@ -63,32 +64,35 @@ class DataCommands(SessionCore):
         if problem is None and (accepts(rule.action) if rule else is_2xx(body_reply)):
             # A 2xx at end of data says "accepted": the message is stored before it
             # goes out, whatever the rule's text, or the store's 452 goes instead.
-            stored = self._store(envelope, content)
+            stored = await self._store(envelope, content)
             if not stored.startswith("2"):
                 rule = body_reply = None
         reply = await self._act(Stage.END_OF_DATA, rule) or body_reply or problem
         if reply is None:
-            reply = stored or self._store(envelope, content)
+            reply = stored or await self._store(envelope, content)
         self.end_transaction()
         await self.push(reply)
 
-    def _store(self, envelope: FakeEnvelope, content: bytes,
-               recipients: list[str] | None = None) -> str:
+    async def _store(self, envelope: FakeEnvelope, content: bytes,
+                     recipients: list[str] | None = None) -> str:
         """Store durably (for ``recipients``, by default all), then (and only then) the
         250 may go out."""
         record = self.record
         assert record is not None
+
+        def journal(stored: StoredMessage) -> None:  # once committed, even if we are cancelled
+            record.message_ids.append(stored.id)
+            self.state.journal.accepted(stored)
+
         try:
-            stored = self.state.store.add_message(
+            stored = await self.state.store.store_message(
                 record.id, self.state.name, envelope.mail_from or "",
                 list(envelope.rcpt_tos) if recipients is None else recipients, content,
-            )
+                journal)
         except (sqlite3.Error, OSError) as exc:
             self._note(f"could not store the message: {exc}")
             self._incident(exc)
             return "452 4.3.1 Insufficient system storage"
-        record.message_ids.append(stored.id)
-        self.state.journal.accepted(stored)
         return f"250 2.0.0 OK: queued as {stored.id}"
 
     async def _read_body(self) -> tuple[bytes, str | None, str | None]:

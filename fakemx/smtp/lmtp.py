@@ -37,7 +37,7 @@ class Lmtp(DataCommands):
         taking = [r for r, rule in zip(recipients, rules, strict=True) if problem is None
                   and (accepts(rule.action) if rule else body_reply is None
                        or is_2xx(body_reply))]
-        stored = self._store(envelope, content, taking) if taking else None
+        stored = await self._store(envelope, content, taking) if taking else None
         if stored is not None and not stored.startswith("2"):
             # Storage failed: every recipient that would have had a 2xx gets the 452.
             rules = [None if r in taking else rule for r, rule in zip(recipients, rules,

@@ -1,0 +1,132 @@
+"""Messages committed by a thread of their own, several to a commit (group commit).
+
+Why: a commit on the event loop stalls every session of the process while it
+runs, and with ``--workers N`` the workers share one database, whose write lock
+only one of them holds at a time. SQLite's busy handler then *sleeps* (1, 2, 5,
+10 ms ...) until the other process lets go: on the loop, that sleep stalls
+every session of the waiting worker (measured: two workers were idle a third of
+the time and barely faster than one). Here the waiting happens on this thread,
+and the messages that arrived meanwhile go into the next commit together, so
+the workers take the lock far less often.
+
+Nothing about durability changes: each message's future is resolved only after
+the COMMIT that holds it has returned (``synchronous`` as the store's), so the
+``250`` still goes out after the message is stored. A commit that fails is
+tried again one message at a time, so one message's error is never another's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+INSERT = ("INSERT INTO messages (session_id, server, received, mail_from, rcpt_tos, size,"
+          " content, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+MOST_PER_COMMIT = 64  # a bound on one commit's size (and on the lock's hold)
+
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[int]", Sequence[Any]]
+
+
+class GroupCommit:
+    """Inserts message rows on its own connection and thread (``submit``)."""
+
+    def __init__(self, path: Path, *, fsync: bool) -> None:
+        self._path, self._fsync = path, fsync
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, row: Sequence[Any]) -> asyncio.Future[int]:
+        """Queue ``row``: the future (of the running loop) gets its id once the row is
+        committed, or the sqlite3.Error that kept it out."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        with self._start_lock:
+            if self._thread is None:  # started by the first message: a reading store has none
+                self._thread = threading.Thread(target=self._run, name="fakemx-commit",
+                                                daemon=True)
+                self._thread.start()
+            self._jobs.put((loop, future, row))
+        return future
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the thread."""
+        with self._start_lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._jobs.put(None)
+            thread.join()
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout=5000")
+            db.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
+            db.execute("PRAGMA wal_autocheckpoint=0")  # fakemx.checkpoint's thread does it
+            while (job := self._jobs.get()) is not None:
+                jobs = [job]
+                stopping = False
+                while len(jobs) < MOST_PER_COMMIT:  # whatever else waits joins this commit
+                    try:
+                        more = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stopping = True
+                        break
+                    jobs.append(more)
+                self._commit(db, jobs)
+                if stopping:
+                    return
+        finally:
+            db.close()
+
+    def _commit(self, db: sqlite3.Connection, jobs: list[_Job]) -> None:
+        results: list[int | BaseException]
+        try:
+            results = list(_insert_all(db, [row for _, _, row in jobs]))
+        except sqlite3.Error:
+            results = []
+            for _, _, row in jobs:  # one at a time: only the rows that fail fail
+                try:
+                    results.extend(_insert_all(db, [row]))
+                except sqlite3.Error as exc:
+                    results.append(exc)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int],
+                                                            int | BaseException]]] = {}
+        for (loop, future, _), result in zip(jobs, results, strict=True):
+            by_loop.setdefault(loop, []).append((future, result))
+        for loop, outcomes in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, outcomes)
+
+
+def _insert_all(db: sqlite3.Connection, rows: list[Sequence[Any]]) -> list[int]:
+    """Insert ``rows`` in one IMMEDIATE transaction; their ids once it is committed."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        ids = []
+        for row in rows:
+            cursor = db.execute(INSERT, row)
+            assert cursor.lastrowid is not None
+            ids.append(cursor.lastrowid)
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):  # none open: a failed COMMIT may end it
+            db.execute("ROLLBACK")
+        raise
+    return ids
+
+
+def _resolve(outcomes: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
+    for future, result in outcomes:
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
