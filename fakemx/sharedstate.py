@@ -3,9 +3,17 @@
 With ``--workers N`` (N > 1) the kernel spreads connections over N processes
 (SO_REUSEPORT), so a greylisted client's retry lands on any of them. For a
 profile to behave as with one process, everything ``ServerState`` keeps in
-memory for one process lives here instead, in the state dir's SQLite database
-(WAL): each client's attempt count and first-seen time, the counts and rate
+memory for one process lives here instead, in a SQLite database (WAL) of the
+state dir: each client's attempt count and first-seen time, the counts and rate
 windows of the rule language, and each rule's ``times``/``after`` uses.
+
+It is a database of its own (``fakemx-shared.sqlite3``), not the store's: a
+write lock is per database, and the store's is held for each commit of
+messages and of finished sessions. A connection's ``arrive`` on the event loop
+that found it held waited in SQLite's busy handler, which sleeps a millisecond
+or more each time (measured: one connection in five, with two workers), every
+session of that worker stalled meanwhile. Here it waits only for the other
+workers' equally short counter updates.
 
 Each change is one short ``BEGIN IMMEDIATE`` transaction, so two workers never
 both read "attempt 1" for one client. One process keeps the in-memory path
@@ -25,6 +33,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+from fakemx.checkpoint import Checkpointer
 from fakemx.counters import CountKey, CountPlan, Event, Scope
 
 _SCHEMA = """
@@ -48,9 +57,9 @@ CREATE TABLE IF NOT EXISTS shared_uses (
     matched INTEGER NOT NULL, fired INTEGER NOT NULL,
     PRIMARY KEY (server, rule, client)
 );
--- Worker 0 finds the sessions the other workers finished by when they ended.
-CREATE INDEX IF NOT EXISTS sessions_ended ON sessions (ended);
 """
+SHARED_DB_NAME = "fakemx-shared.sqlite3"  # beside the store's, in the state dir
+PAGE_BYTES = 4096  # about what one change adds to the WAL (for its checkpoints)
 _TABLES = ("shared_clients", "shared_totals", "shared_times", "shared_uses")
 
 
@@ -74,12 +83,14 @@ class SharedState:
     def __init__(self, db_path: Path) -> None:
         self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute("PRAGMA journal_mode=WAL")
         # Counters, not mail: a commit need not reach the disk (FULL would fsync the WAL
         # at every connection); WAL with NORMAL still survives the process being killed.
         self._db.execute("PRAGMA synchronous=NORMAL")
-        # The store's thread checkpoints this database (fakemx.checkpoint): a commit here
-        # would otherwise run one on the loop whenever the messages had grown the WAL.
+        # A thread checkpoints this database (fakemx.checkpoint): a commit here would
+        # otherwise run one (and its fdatasync) on the loop every 1,000 pages.
         self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer = Checkpointer(db_path)
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()  # reset() may come from the API's thread
 
@@ -95,6 +106,7 @@ class SharedState:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self._checkpointer.wrote(PAGE_BYTES)
 
     # region attempts and first-seen times (greylisting) ----------------------------
 
@@ -106,6 +118,7 @@ class SharedState:
                 " VALUES (?, ?, 1, ?) ON CONFLICT (server, client)"
                 " DO UPDATE SET attempts = attempts + 1 RETURNING attempts, first_seen",
                 (server, client, now)).fetchall()
+            self._checkpointer.wrote(PAGE_BYTES)
         return int(attempts), float(first_seen)
 
     def first_seen(self, server: str, client: str) -> float | None:
@@ -202,5 +215,6 @@ class SharedState:
                 db.execute(f"DELETE FROM {table}")
 
     def close(self) -> None:
+        self._checkpointer.close()
         with self._lock:
             self._db.close()

@@ -31,7 +31,7 @@ from fakemx.groupcommit import INSERT, GroupCommit
 from fakemx.journal import MessageBody, Session, StoredMessage
 from fakemx.mailbox import HEAD_BYTES, MessageInfo, MessageQuery, contains, subject_of
 from fakemx.mailbox import export_messages as export_messages
-from fakemx.sharedstate import SharedState, add_worker_columns
+from fakemx.sharedstate import SHARED_DB_NAME, SharedState, add_worker_columns
 
 DB_NAME = "fakemx.sqlite3"
 SESSION_FLUSH_SECONDS = 0.2
@@ -128,6 +128,18 @@ class Store:
         self._keep_days: float | None = None
         self._count_estimate = 0  # messages, at least: recounted when over the limit
         self._next_age_check = 0.0
+
+    def share_state(self) -> SharedState:
+        """The counters the workers on this state dir share (fakemx.sharedstate), in a
+        database of their own beside this one; kept as ``self.shared`` (its owner closes
+        it). Also indexes the sessions by their end: worker 0 finds the sessions the
+        other workers finished by it (fakemx.workerjournal)."""
+        path = self.path.with_name(SHARED_DB_NAME)
+        _owner_only_file(path)
+        with self._lock:
+            self._db.execute("CREATE INDEX IF NOT EXISTS sessions_ended ON sessions (ended)")
+        self.shared = SharedState(path)
+        return self.shared
 
     def new_session_id(self) -> int:
         with self._lock:

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from fakemx.errors import FakeMXError
-from fakemx.sharedstate import SharedState
 from fakemx.store import Store
 
 SLOT_ENV = "FAKEMX_WORKER"  # this process's slot, set by the parent only
@@ -112,12 +111,15 @@ class Parent:
         self._wake = -1  # readable when a signal came (signal.set_wakeup_fd)
 
     def run(self) -> int:
-        Store(self.state_dir).close()  # created owner-only, schema and all, before any worker
-        shared = SharedState(self.state_dir / "fakemx.sqlite3")
+        store = Store(self.state_dir)  # created owner-only, schema and all, before any worker
         try:
-            shared.clear_all()  # a fresh server forgets the last run's attempts and counts
+            shared = store.share_state()
+            try:
+                shared.clear_all()  # a fresh server forgets the last run's attempts and counts
+            finally:
+                shared.close()
         finally:
-            shared.close()
+            store.close()
         wake_read, wake_write = os.pipe()
         os.set_blocking(wake_write, False)
         previous = signal.set_wakeup_fd(wake_write)

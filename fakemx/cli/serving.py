@@ -127,8 +127,7 @@ def _shared(store: Store, place: WorkerPlace | None) -> SharedState | None:
         return None  # one process: everything stays in memory, as always
     share_ports(holds_blackhole=place.slot == 0)
     store.worker = place.slot
-    store.shared = SharedState(store.path)  # every server on this store keeps its counters there
-    return store.shared
+    return store.share_state()  # every server on this store keeps its counters there
 
 
 def _api_of_worker(api: tuple[ApiAddress, str | None] | None, place: WorkerPlace | None
