@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import smtplib
+import socket
 import sqlite3
+import struct
+import threading
 from pathlib import Path
 
 from wire import command, connect, read_reply, until
@@ -120,3 +123,59 @@ def test_find_messages_pages_on_from_an_id(tmp_path: Path) -> None:
         assert [info.subject for info in store.find_messages(after=everything[3])] == ["m4"]
     finally:
         store.close()
+
+
+def test_a_message_whose_client_left_after_the_final_dot_is_journaled_if_stored(
+        tmp_path: Path) -> None:
+    # Messages are committed by fakemx/groupcommit.py's thread while the session waits;
+    # a client that resets right after its final dot ends the session meanwhile. What
+    # the store committed, the journal (the API, FakeMX.messages) must list too.
+    with FakeMX(state_dir=tmp_path) as mx:
+        for _ in range(20):
+            with connect(mx.host, mx.port) as sock:
+                read_reply(sock)
+                for line in ("EHLO relay.example.net", "MAIL FROM:<a@sender.example>",
+                             "RCPT TO:<b@dest.example>", "DATA"):
+                    command(sock, line)
+                sock.sendall(b"Subject: gone\r\n\r\nbody\r\n.\r\n")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        mx.wait_for(ended=20)
+
+        def stored() -> set[int]:
+            with sqlite3.connect(tmp_path / "fakemx.sqlite3") as db:
+                return {row[0] for row in db.execute("SELECT id FROM messages")}
+
+        until(lambda: {m.id for m in mx.messages} == stored())
+        assert sorted(i for s in mx.sessions for i in s.message_ids) == sorted(stored())
+
+
+def test_messages_sent_side_by_side_are_each_stored_under_the_id_of_their_250(
+        tmp_path: Path) -> None:
+    # Several messages share a commit (fakemx/groupcommit.py): each 250 still names the
+    # row that holds that message.
+    replies: dict[bytes, bytes] = {}
+
+    def send(sender: int) -> None:
+        with smtplib.SMTP(mx.host, mx.port, timeout=20) as c:
+            c.ehlo("relay.example.net")
+            for n in range(5):
+                body = f"Subject: {sender}-{n}\r\n\r\nfrom {sender}, message {n}\r\n".encode()
+                c.mail("a@sender.example")
+                c.rcpt("b@dest.example")
+                code, text = c.data(body)
+                assert code == 250
+                replies[body] = text
+
+    with FakeMX(state_dir=tmp_path) as mx:
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(replies) == 50
+    with sqlite3.connect(tmp_path / "fakemx.sqlite3") as db:
+        for body, text in replies.items():
+            message_id = int(text.decode().rsplit(" ", 1)[1])
+            (content,) = db.execute("SELECT content FROM messages WHERE id = ?",
+                                    (message_id,)).fetchone()
+            assert content == body

@@ -118,6 +118,13 @@ def test_attempts_are_counted_once_across_workers(tmp_path: Path) -> None:
             seen.append(session_of(state, rcpt(port)[0]))
         assert {s["worker"] for s in seen} == {0, 1}
         assert sorted(int(str(s["attempt"])) for s in seen) == list(range(1, len(seen) + 1))
+    # Counted in a database of their own (the store's write lock is held for each commit
+    # of messages), owner-only as the store is: it holds client addresses.
+    with sqlite3.connect(state / "fakemx-shared.sqlite3") as db:
+        (attempts,) = db.execute("SELECT attempts FROM shared_clients WHERE client = ?",
+                                 (CLIENT_IP,)).fetchone()
+    assert attempts == len(seen)
+    assert (state / "fakemx-shared.sqlite3").stat().st_mode & 0o777 == 0o600
 
 
 def test_a_times_3_rule_fires_3_times_in_all(tmp_path: Path) -> None:
