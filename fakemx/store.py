@@ -36,6 +36,7 @@ from fakemx.sharedstate import SHARED_DB_NAME, SharedState, add_worker_columns
 DB_NAME = "fakemx.sqlite3"
 SESSION_FLUSH_SECONDS = 0.2
 SESSION_BATCH = 200
+SESSION_RETRY_SECONDS = 0.02  # after finding the write lock held by another process
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -111,7 +112,13 @@ class Store:
         # Checkpoints (and their fdatasyncs) run in a thread, not at a commit on the loop.
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._checkpointer = Checkpointer(self.path)
-        self._group = GroupCommit(self.path, fsync=fsync)  # store_message's writer
+        # store_message's: a connection that never waits for the write lock (SQLite's
+        # busy handler would sleep on the event loop), and the thread that does.
+        self._at_once = sqlite3.connect(self.path, check_same_thread=False,
+                                        isolation_level=None, timeout=0)
+        self._at_once.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+        self._at_once.execute("PRAGMA wal_autocheckpoint=0")
+        self._group = GroupCommit(self.path, fsync=fsync)
         self._db.executescript(_SCHEMA)
         add_worker_columns(self._db)  # a store from before --workers has none
         # With `--workers N`: the slot writing through this store (worker 0 reads the
@@ -189,29 +196,45 @@ class Store:
         self, session_id: int, server: str, mail_from: str, rcpt_tos: list[str], content: bytes,
         on_stored: Callable[[StoredMessage], None],
     ) -> StoredMessage:
-        """``add_message`` without blocking the loop: committed by fakemx.groupcommit's
-        thread (with the messages of other sessions that arrived meanwhile); returns
-        only once the commit holding it has returned, so the 250 still follows it.
-        ``on_stored`` gets the message as soon as it is committed, even if the caller
-        was cancelled meanwhile (a client gone after its final dot): what is stored is
-        journaled."""
+        """``add_message`` for a server on an event loop, which it never makes wait for
+        another process: committed at once when the write lock is free (one process:
+        always), else by fakemx.groupcommit's thread, which waits for it (with the
+        messages of the other sessions that found it held). Returns only once the
+        message is committed, so the 250 still follows it. ``on_stored`` gets the
+        message as soon as it is committed, even if the caller was cancelled meanwhile
+        (a client gone after its final dot): what is stored is journaled."""
         received = time.time()
-        committed = self._group.submit(
-            self._message_row(session_id, server, received, mail_from, rcpt_tos, content))
-        message: list[StoredMessage] = []
+        row = self._message_row(session_id, server, received, mail_from, rcpt_tos, content)
+        try:
+            with self._lock:
+                cursor = self._at_once.execute(INSERT, row)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+        else:
+            assert cursor.lastrowid is not None
+            message = self._committed(cursor.lastrowid, session_id, received, mail_from,
+                                      rcpt_tos, content)
+            on_stored(message)
+            return message
+        committed = self._group.submit(row)
+        stored: list[StoredMessage] = []
 
         def journal(done: asyncio.Future[int]) -> None:  # on the loop, before the caller resumes
-            if done.exception() is not None:
-                return
-            with self._lock:
-                self._stored_locked(received, len(content))
-            message.append(self._stored(done.result(), session_id, received, mail_from,
-                                        rcpt_tos, content))
-            on_stored(message[0])
+            if done.exception() is None:
+                stored.append(self._committed(done.result(), session_id, received, mail_from,
+                                              rcpt_tos, content))
+                on_stored(stored[0])
 
         committed.add_done_callback(journal)
         await asyncio.shield(committed)
-        return message[0]
+        return stored[0]
+
+    def _committed(self, message_id: int, session_id: int, received: float, mail_from: str,
+                   rcpt_tos: list[str], content: bytes) -> StoredMessage:
+        with self._lock:
+            self._stored_locked(received, len(content))
+        return self._stored(message_id, session_id, received, mail_from, rcpt_tos, content)
 
     def _message_row(self, session_id: int, server: str, received: float, mail_from: str,
                      rcpt_tos: list[str], content: bytes) -> tuple[Any, ...]:
@@ -265,15 +288,31 @@ class Store:
         with self._lock:
             self._pending_sessions.append(row)
             queued = len(self._pending_sessions)
-        if queued >= SESSION_BATCH:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on an event loop: write now
             self.flush()
+            return
+        if queued >= SESSION_BATCH:
+            self._flush_from_loop()
         elif self._flush_timer is None:
+            self._flush_timer = loop.call_later(SESSION_FLUSH_SECONDS, self._flush_from_loop)
+
+    def _flush_from_loop(self) -> None:
+        """``flush`` on the event loop, which never waits for the write lock (SQLite
+        would sleep there, every session with it): held by another process, the sessions
+        are tried again shortly."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        with self._lock:
             try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # not on an event loop: write now
-                self.flush()
-            else:
-                self._flush_timer = loop.call_later(SESSION_FLUSH_SECONDS, self.flush)
+                self._flush_locked(self._at_once)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise
+                self._flush_timer = asyncio.get_running_loop().call_later(
+                    SESSION_RETRY_SECONDS, self._flush_from_loop)
 
     def flush(self) -> None:
         """Write the queued sessions now."""
@@ -283,15 +322,15 @@ class Store:
         with self._lock:
             self._flush_locked()
 
-    def _flush_locked(self) -> None:
+    def _flush_locked(self, db: sqlite3.Connection | None = None) -> None:
         if self._pending_sessions:
-            with self._transaction():
-                self._write_pending_sessions()
+            with self._transaction(db=db or self._db):
+                self._write_pending_sessions(db or self._db)
             self._checkpointer.wrote(sum(len(row[13]) for row in self._pending_sessions))
             self._pending_sessions.clear()
 
-    def _write_pending_sessions(self) -> None:
-        self._db.executemany(
+    def _write_pending_sessions(self, db: sqlite3.Connection) -> None:
+        db.executemany(
             "INSERT OR REPLACE INTO sessions (id, server, profile, client_ip, client_port,"
             " attempt, started, ended, outcome, stage, ended_by, helo, tls, events, worker)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -299,14 +338,16 @@ class Store:
         )
 
     @contextlib.contextmanager
-    def _transaction(self, begin: str = "BEGIN") -> Iterator[None]:
-        self._db.execute(begin)
+    def _transaction(self, begin: str = "BEGIN", *,
+                     db: sqlite3.Connection | None = None) -> Iterator[None]:
+        db = db or self._db
+        db.execute(begin)
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        db.execute("COMMIT")
 
     def session_rows(self, server: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """The newest finished sessions, newest first, as plain dicts (events decoded)."""
@@ -436,4 +477,5 @@ class Store:
             self._group.close()
             self._checkpointer.close()
             with self._lock:
+                self._at_once.close()
                 self._db.close()

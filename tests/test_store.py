@@ -7,6 +7,8 @@ import socket
 import sqlite3
 import struct
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from wire import command, connect, read_reply, until
@@ -125,34 +127,80 @@ def test_find_messages_pages_on_from_an_id(tmp_path: Path) -> None:
         store.close()
 
 
+@contextmanager
+def write_lock_held(mx: FakeMX, state_dir: Path) -> Iterator[None]:
+    """The store's write lock held, as another worker's commit holds it. A session
+    first: it reserves the store's next block of session ids (one write per 100
+    sessions, which does wait for the lock)."""
+    with smtplib.SMTP(mx.host, mx.port, timeout=20) as first:
+        assert first.noop()[0] == 250
+    holder = sqlite3.connect(state_dir / "fakemx.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def send_body(sock: socket.socket, subject: str) -> None:
+    read_reply(sock)
+    for line in ("EHLO relay.example.net", "MAIL FROM:<a@sender.example>",
+                 "RCPT TO:<b@dest.example>", "DATA"):
+        command(sock, line)
+    sock.sendall(f"Subject: {subject}\r\n\r\nbody\r\n.\r\n".encode())
+
+
+def body_read(mx: FakeMX, sessions: int) -> None:
+    """Until the server has read the body of ``sessions`` sessions (and so tried to
+    store each), and its loop has since answered another client."""
+    until(lambda: sum(any(e.text.startswith("body:") for e in s.events)
+                      for s in mx.sessions) >= sessions)
+    with smtplib.SMTP(mx.host, mx.port, timeout=20) as other:
+        assert other.noop()[0] == 250
+
+
+def test_a_held_write_lock_delays_the_250_and_stalls_no_other_session(tmp_path: Path) -> None:
+    # SQLite waits for a held write lock by sleeping: on the event loop that stalled
+    # every session (and after 5 s the message got a 452). The message waits in
+    # fakemx/groupcommit.py's thread instead, and its 250 comes once it is committed.
+    with FakeMX(state_dir=tmp_path) as mx, connect(mx.host, mx.port) as sock:
+        with write_lock_held(mx, tmp_path):
+            send_body(sock, "held")
+            body_read(mx, 1)  # answered while the message waits for the lock
+        assert read_reply(sock).startswith(b"250 2.0.0 OK: queued as ")
+        with sqlite3.connect(tmp_path / "fakemx.sqlite3") as db:
+            assert db.execute("SELECT count(*) FROM messages").fetchone() == (1,)
+
+
 def test_a_message_whose_client_left_after_the_final_dot_is_journaled_if_stored(
         tmp_path: Path) -> None:
-    # Messages are committed by fakemx/groupcommit.py's thread while the session waits;
-    # a client that resets right after its final dot ends the session meanwhile. What
-    # the store committed, the journal (the API, FakeMX.messages) must list too.
+    # The client resets while its message waits for the write lock: the session ends
+    # first, the commit after. What the store committed, the journal (the API,
+    # FakeMX.messages) lists too, in its session.
     with FakeMX(state_dir=tmp_path) as mx:
-        for _ in range(20):
-            with connect(mx.host, mx.port) as sock:
-                read_reply(sock)
-                for line in ("EHLO relay.example.net", "MAIL FROM:<a@sender.example>",
-                             "RCPT TO:<b@dest.example>", "DATA"):
-                    command(sock, line)
-                sock.sendall(b"Subject: gone\r\n\r\nbody\r\n.\r\n")
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        mx.wait_for(ended=20)
+        with write_lock_held(mx, tmp_path):
+            for n in range(5):
+                with connect(mx.host, mx.port) as sock:
+                    send_body(sock, f"gone {n}")
+                    body_read(mx, n + 1)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                    struct.pack("ii", 1, 0))
+            mx.wait_for(ended=11)  # the 5 that left, and the 6 NOOPs
 
         def stored() -> set[int]:
             with sqlite3.connect(tmp_path / "fakemx.sqlite3") as db:
                 return {row[0] for row in db.execute("SELECT id FROM messages")}
 
+        until(lambda: len(stored()) == 5)
         until(lambda: {m.id for m in mx.messages} == stored())
         assert sorted(i for s in mx.sessions for i in s.message_ids) == sorted(stored())
 
 
 def test_messages_sent_side_by_side_are_each_stored_under_the_id_of_their_250(
         tmp_path: Path) -> None:
-    # Several messages share a commit (fakemx/groupcommit.py): each 250 still names the
-    # row that holds that message.
+    # Messages that find the write lock held share a commit (fakemx/groupcommit.py):
+    # each 250 still names the row that holds that message.
     replies: dict[bytes, bytes] = {}
 
     def send(sender: int) -> None:
@@ -168,8 +216,10 @@ def test_messages_sent_side_by_side_are_each_stored_under_the_id_of_their_250(
 
     with FakeMX(state_dir=tmp_path) as mx:
         threads = [threading.Thread(target=send, args=(i,)) for i in range(10)]
-        for thread in threads:
-            thread.start()
+        with write_lock_held(mx, tmp_path):
+            for thread in threads:
+                thread.start()
+            body_read(mx, 10)  # each client's first message waits for the lock
         for thread in threads:
             thread.join()
     assert len(replies) == 50
