@@ -1,13 +1,13 @@
-"""Messages committed by a thread of their own, several to a commit (group commit).
+"""Messages that found the store's write lock held, committed by a thread that waits for it.
 
-Why: a commit on the event loop stalls every session of the process while it
-runs, and with ``--workers N`` the workers share one database, whose write lock
-only one of them holds at a time. SQLite's busy handler then *sleeps* (1, 2, 5,
-10 ms ...) until the other process lets go: on the loop, that sleep stalls
-every session of the waiting worker (measured: two workers were idle a third of
-the time and barely faster than one). Here the waiting happens on this thread,
-and the messages that arrived meanwhile go into the next commit together, so
-the workers take the lock far less often.
+Why: with ``--workers N`` the workers share one database, whose write lock one
+of them holds at a time. SQLite's busy handler waits for it by *sleeping* (1, 2,
+5, 10 ms ...): on the event loop, that sleep stalled every session of the
+waiting worker (two workers were idle a third of the time and barely faster
+than one). ``Store.store_message`` commits on the loop when the lock is free
+(one process: always; a thread for every message cost a fifth more CPU per
+message, in GIL hand-offs) and hands the message here when it is not. The
+messages that queue up meanwhile go into one commit together.
 
 Nothing about durability changes: each message's future is resolved only after
 the COMMIT that holds it has returned (``synchronous`` as the store's), so the
