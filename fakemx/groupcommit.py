@@ -38,6 +38,9 @@ class GroupCommit:
 
     def __init__(self, path: Path, *, fsync: bool) -> None:
         self._path, self._fsync = path, fsync
+        # For what the loop tries at once: a connection that never waits for the write
+        # lock (SQLite's busy handler would sleep on the loop, every session with it).
+        self.at_once = _connect(path, fsync, timeout=0)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -62,13 +65,11 @@ class GroupCommit:
         if thread is not None:
             self._jobs.put(None)
             thread.join()
+        self.at_once.close()
 
     def _run(self) -> None:
-        db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        db = _connect(self._path, self._fsync, timeout=5)
         try:
-            db.execute("PRAGMA busy_timeout=5000")
-            db.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
-            db.execute("PRAGMA wal_autocheckpoint=0")  # fakemx.checkpoint's thread does it
             while (job := self._jobs.get()) is not None:
                 jobs = [job]
                 stopping = False
@@ -105,6 +106,18 @@ class GroupCommit:
         for loop, outcomes in by_loop.items():
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
                 loop.call_soon_threadsafe(_resolve, outcomes)
+
+
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Did ``exc`` say another connection holds the write lock?"""
+    return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _connect(path: Path, fsync: bool, *, timeout: float) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=timeout)
+    db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+    db.execute("PRAGMA wal_autocheckpoint=0")  # fakemx.checkpoint's thread does it
+    return db
 
 
 def _insert_all(db: sqlite3.Connection, rows: list[Sequence[Any]]) -> list[int]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -27,75 +26,24 @@ from typing import Any
 
 from fakemx.checkpoint import Checkpointer
 from fakemx.clientbytes import from_db, to_db
-from fakemx.groupcommit import INSERT, GroupCommit
+from fakemx.groupcommit import INSERT, GroupCommit, is_busy
 from fakemx.journal import MessageBody, Session, StoredMessage
 from fakemx.mailbox import HEAD_BYTES, MessageInfo, MessageQuery, contains, subject_of
 from fakemx.mailbox import export_messages as export_messages
 from fakemx.sharedstate import SHARED_DB_NAME, SharedState, add_worker_columns
+from fakemx.storefiles import DB_NAME as DB_NAME
+from fakemx.storefiles import SCHEMA, owner_only_file
+from fakemx.storefiles import ensure_state_dir as ensure_state_dir
 
-DB_NAME = "fakemx.sqlite3"
 SESSION_FLUSH_SECONDS = 0.2
 SESSION_BATCH = 200
 SESSION_RETRY_SECONDS = 0.02  # after finding the write lock held by another process
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    id INTEGER PRIMARY KEY,
-    server TEXT NOT NULL,
-    profile TEXT NOT NULL,
-    client_ip TEXT NOT NULL,
-    client_port INTEGER NOT NULL,
-    attempt INTEGER NOT NULL,
-    started REAL NOT NULL,
-    ended REAL,
-    outcome TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    ended_by TEXT NOT NULL,
-    helo TEXT,
-    tls TEXT,
-    events TEXT NOT NULL,
-    worker INTEGER
-);
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
-    session_id INTEGER NOT NULL,
-    server TEXT NOT NULL,
-    received REAL NOT NULL,
-    mail_from TEXT NOT NULL,
-    rcpt_tos TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    content BLOB NOT NULL,
-    worker INTEGER
-);
-CREATE INDEX IF NOT EXISTS messages_session ON messages(session_id);
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY,
-    next INTEGER NOT NULL
-);
-"""
 # Session ids are handed out from the store in blocks, so processes sharing a
 # state dir (two `fakemx serve`, or workers) never number two sessions alike,
 # at one small commit per block rather than one per connection.
 SESSION_ID_BLOCK = 100
 AGE_CHECK_SECONDS = 60.0  # how often --keep-days is applied while serving
-
-
-def ensure_state_dir(path: Path) -> Path:
-    """Create the state dir owner-only (it holds mail and CA keys), or make an
-    existing one of ours owner-only."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    status = path.stat()
-    if status.st_uid == os.geteuid() and status.st_mode & 0o077:
-        path.chmod(0o700)
-    return path
-
-
-def _owner_only_file(path: Path) -> None:
-    """Create ``path`` 0600 before SQLite opens it: its WAL and shared-memory files
-    take the database file's mode."""
-    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    if path.stat().st_mode & 0o077:
-        path.chmod(0o600)
 
 
 class Store:
@@ -104,7 +52,7 @@ class Store:
     def __init__(self, state_dir: Path, *, fsync: bool = False) -> None:
         self.path = ensure_state_dir(state_dir) / DB_NAME
         self._lock = threading.Lock()
-        _owner_only_file(self.path)
+        owner_only_file(self.path)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
@@ -112,14 +60,8 @@ class Store:
         # Checkpoints (and their fdatasyncs) run in a thread, not at a commit on the loop.
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._checkpointer = Checkpointer(self.path)
-        # store_message's: a connection that never waits for the write lock (SQLite's
-        # busy handler would sleep on the event loop), and the thread that does.
-        self._at_once = sqlite3.connect(self.path, check_same_thread=False,
-                                        isolation_level=None, timeout=0)
-        self._at_once.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
-        self._at_once.execute("PRAGMA wal_autocheckpoint=0")
-        self._group = GroupCommit(self.path, fsync=fsync)
-        self._db.executescript(_SCHEMA)
+        self._group = GroupCommit(self.path, fsync=fsync)  # store_message's, and the loop's
+        self._db.executescript(SCHEMA)
         add_worker_columns(self._db)  # a store from before --workers has none
         # With `--workers N`: the slot writing through this store (worker 0 reads the
         # others' rows by it) and the counters its servers share; None for one process.
@@ -137,12 +79,10 @@ class Store:
         self._next_age_check = 0.0
 
     def share_state(self) -> SharedState:
-        """The counters the workers on this state dir share (fakemx.sharedstate), in a
-        database of their own beside this one; kept as ``self.shared`` (its owner closes
-        it). Also indexes the sessions by their end: worker 0 finds the sessions the
-        other workers finished by it (fakemx.workerjournal)."""
+        """The workers' shared counters (fakemx.sharedstate), in a database beside this one
+        (its owner closes it); sessions indexed by their end, for fakemx.workerjournal."""
         path = self.path.with_name(SHARED_DB_NAME)
-        _owner_only_file(path)
+        owner_only_file(path)
         with self._lock:
             self._db.execute("CREATE INDEX IF NOT EXISTS sessions_ended ON sessions (ended)")
         self.shared = SharedState(path)
@@ -177,39 +117,31 @@ class Store:
     def add_message(
         self, session_id: int, server: str, mail_from: str, rcpt_tos: list[str], content: bytes
     ) -> StoredMessage:
-        """Insert and commit on the calling thread; returns only once the message is durable.
-
-        One INSERT in autocommit mode: its own transaction. A server on an event loop
-        uses ``store_message`` instead. Finished sessions are written in their own
-        batches (``save_session``), not in this commit: a session row with every
-        message made each commit a page larger, and each message a statement or four more.
-        """
+        """Insert and commit on this thread (a server's loop uses ``store_message``); returns
+        once durable. Sessions are written in batches of their own (``save_session``)."""
         received = time.time()
         row = self._message_row(session_id, server, received, mail_from, rcpt_tos, content)
         with self._lock:
             cursor = self._db.execute(INSERT, row)
-            assert cursor.lastrowid is not None
-            self._stored_locked(received, len(content))
-        return self._stored(cursor.lastrowid, session_id, received, mail_from, rcpt_tos, content)
+        assert cursor.lastrowid is not None
+        return self._committed(cursor.lastrowid, session_id, received, mail_from, rcpt_tos,
+                               content)
 
     async def store_message(
         self, session_id: int, server: str, mail_from: str, rcpt_tos: list[str], content: bytes,
         on_stored: Callable[[StoredMessage], None],
     ) -> StoredMessage:
-        """``add_message`` for a server on an event loop, which it never makes wait for
-        another process: committed at once when the write lock is free (one process:
-        always), else by fakemx.groupcommit's thread, which waits for it (with the
-        messages of the other sessions that found it held). Returns only once the
-        message is committed, so the 250 still follows it. ``on_stored`` gets the
-        message as soon as it is committed, even if the caller was cancelled meanwhile
-        (a client gone after its final dot): what is stored is journaled."""
+        """``add_message`` that never makes the loop wait for another process: committed
+        at once if the write lock is free (one process: always), else in fakemx.groupcommit's
+        thread. Returns once committed (the 250 follows); ``on_stored`` gets the message
+        then, even if the caller was cancelled meanwhile (a client gone after its dot)."""
         received = time.time()
         row = self._message_row(session_id, server, received, mail_from, rcpt_tos, content)
         try:
             with self._lock:
-                cursor = self._at_once.execute(INSERT, row)
+                cursor = self._group.at_once.execute(INSERT, row)
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+            if not is_busy(exc):
                 raise
         else:
             assert cursor.lastrowid is not None
@@ -230,29 +162,21 @@ class Store:
         await asyncio.shield(committed)
         return stored[0]
 
-    def _committed(self, message_id: int, session_id: int, received: float, mail_from: str,
-                   rcpt_tos: list[str], content: bytes) -> StoredMessage:
-        with self._lock:
-            self._stored_locked(received, len(content))
-        return self._stored(message_id, session_id, received, mail_from, rcpt_tos, content)
-
     def _message_row(self, session_id: int, server: str, received: float, mail_from: str,
                      rcpt_tos: list[str], content: bytes) -> tuple[Any, ...]:
         return (session_id, server, received, to_db(mail_from), json.dumps(rcpt_tos),
                 len(content), content, self.worker)
 
-    def _stored(self, message_id: int, session_id: int, received: float, mail_from: str,
-                rcpt_tos: list[str], content: bytes) -> StoredMessage:
+    def _committed(self, message_id: int, session_id: int, received: float, mail_from: str,
+                   rcpt_tos: list[str], content: bytes) -> StoredMessage:
+        with self._lock:
+            self._count_estimate += 1
+            self._checkpointer.wrote(len(content))
+            if self._keep_messages is not None or self._keep_days is not None:
+                with contextlib.suppress(sqlite3.Error):  # never at the cost of the 250
+                    self._retain_locked(received)
         return StoredMessage(message_id, session_id, received, mail_from, tuple(rcpt_tos),
                              MessageBody(content, self.content_of))
-
-    def _stored_locked(self, received: float, size: int) -> None:
-        """After a message is committed: the checkpoint's count, and retention."""
-        self._count_estimate += 1
-        self._checkpointer.wrote(size)
-        if self._keep_messages is not None or self._keep_days is not None:
-            with contextlib.suppress(sqlite3.Error):  # never at the cost of the 250
-                self._retain_locked(received)
 
     def content_of(self, message_id: int) -> bytes:
         """One stored message's bytes (the journal reads old bodies back from here)."""
@@ -299,17 +223,16 @@ class Store:
             self._flush_timer = loop.call_later(SESSION_FLUSH_SECONDS, self._flush_from_loop)
 
     def _flush_from_loop(self) -> None:
-        """``flush`` on the event loop, which never waits for the write lock (SQLite
-        would sleep there, every session with it): held by another process, the sessions
-        are tried again shortly."""
+        """``flush`` on the loop, never waiting for the write lock (SQLite would sleep
+        there): held by another process, the sessions are tried again shortly."""
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
         with self._lock:
             try:
-                self._flush_locked(self._at_once)
+                self._flush_locked(self._group.at_once)
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                if not is_busy(exc):
                     raise
                 self._flush_timer = asyncio.get_running_loop().call_later(
                     SESSION_RETRY_SECONDS, self._flush_from_loop)
@@ -324,18 +247,15 @@ class Store:
 
     def _flush_locked(self, db: sqlite3.Connection | None = None) -> None:
         if self._pending_sessions:
-            with self._transaction(db=db or self._db):
-                self._write_pending_sessions(db or self._db)
+            db = db or self._db
+            with self._transaction(db=db):
+                db.executemany(
+                    "INSERT OR REPLACE INTO sessions (id, server, profile, client_ip,"
+                    " client_port, attempt, started, ended, outcome, stage, ended_by, helo,"
+                    " tls, events, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    self._pending_sessions)
             self._checkpointer.wrote(sum(len(row[13]) for row in self._pending_sessions))
             self._pending_sessions.clear()
-
-    def _write_pending_sessions(self, db: sqlite3.Connection) -> None:
-        db.executemany(
-            "INSERT OR REPLACE INTO sessions (id, server, profile, client_ip, client_port,"
-            " attempt, started, ended, outcome, stage, ended_by, helo, tls, events, worker)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            self._pending_sessions,
-        )
 
     @contextlib.contextmanager
     def _transaction(self, begin: str = "BEGIN", *,
@@ -477,5 +397,4 @@ class Store:
             self._group.close()
             self._checkpointer.close()
             with self._lock:
-                self._at_once.close()
                 self._db.close()
