@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,6 +11,28 @@ from fakemx import FakeMX
 
 if TYPE_CHECKING:
     from container_engine import Engine
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[pytest.TestReport]:
+    """Report a failure even on a Python with CPython's gh-106905 (fixed in 3.11.8; Debian
+    12's is 3.11.2), where ``ast.parse`` of a test file, which pytest runs to show a
+    failure's source, can raise ``SystemError: AST constructor recursion depth
+    mismatch``: pytest-xdist then stops with INTERNALERROR and no results. The failure
+    is then reported without its source lines: each frame's file, line and function."""
+    try:
+        return (yield)
+    except Exception as error:  # the SystemError, or a plugin's warning that wraps it
+        if "AST constructor recursion depth mismatch" not in str(error) \
+                or call.excinfo is None:
+            raise
+        frames = traceback.extract_tb(call.excinfo.tb)
+        where = "\n".join(f"{f.filename}:{f.lineno}: in {f.name}" for f in frames)
+        return pytest.TestReport(
+            item.nodeid, item.location, dict.fromkeys(item.keywords, 1), "failed",
+            f"{where}\n{call.excinfo.exconly()}\n(source not shown: CPython gh-106905)",
+            call.when, duration=call.duration, start=call.start, stop=call.stop)
 
 
 @pytest.fixture

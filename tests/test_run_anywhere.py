@@ -11,6 +11,7 @@ import importlib.util
 import json
 import re
 import shutil
+import site
 import smtplib
 import socket
 import sqlite3
@@ -389,8 +390,12 @@ def installed_wheel_runs(wheel: Path, tmp_path: Path) -> None:
     """The wheel installed as the image installs it (Dockerfile), into a venv of its own
     (the dependencies seen from this environment): its catalog is the one inside it."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
-                   check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # Not --system-site-packages: run from a venv (Debian's Python: scripts/test makes
+    # ./.venv), that is the base interpreter's, which lacks the dependencies. A .pth file
+    # adds this environment's own, after the venv's site-packages and so its fakemx.
+    (site_packages,) = venv.glob("lib/python*/site-packages")
+    (site_packages / "dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
                     "--no-deps", "--disable-pip-version-check", str(wheel)],
                    check=True, timeout=300)

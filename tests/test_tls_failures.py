@@ -91,9 +91,13 @@ def legacy_client(mx: FakeMX) -> ssl.SSLContext:
 
 def test_only_tls_1_0_and_1_1() -> None:
     with FakeMX("4.4.317-tls-1.0-1.1-only") as mx:
-        with pytest.raises(ssl.SSLError, match="TLSV1_ALERT_PROTOCOL_VERSION"):
+        # The server's alert to a client at TLS 1.2 or later, or (Debian's own Python,
+        # whose hello also offers 1.0 and 1.1) the client's refusal of the 1.1 it got.
+        with pytest.raises(ssl.SSLError,
+                           match=r"TLSV1_ALERT_PROTOCOL_VERSION|legacy sigalg disallowed"):
             starttls(mx, verifying_context(mx))
-        assert journal_note(mx, "unsupported protocol")
+        # The journal has the server's reason, or the alert the client sent it.
+        assert journal_note(mx, "unsupported protocol") or journal_note(mx, "alert internal error")
         with starttls(mx, legacy_client(mx)) as tls:  # really offered: an old client gets 1.1
             assert tls.version() == "TLSv1.1"
 

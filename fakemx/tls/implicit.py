@@ -41,12 +41,17 @@ class ImplicitTls(asyncio.Protocol):
         self._app = app
         self._context = context
         self._task: asyncio.Task[None] | None = None
-        self._early: list[bytes] = []
+        self._socket: asyncio.Transport | None = None
+        self._hello: list[bytes] = []  # the client's TLS bytes read before start_tls
+        self._early: list[bytes] = []  # its SMTP bytes read before the hand-over
         self._eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        # Nothing may be read before start_tls takes the transport over.
+        self._socket = transport
+        # Nothing should be read before start_tls takes the transport over. Python
+        # before 3.11.3 (Debian 12's 3.11.2) still starts reading once this returns,
+        # so bytes may come anyway: data_received keeps them for the handshake.
         transport.pause_reading()
         self._task = asyncio.get_running_loop().create_task(self._handshake(transport))
 
@@ -55,7 +60,10 @@ class ImplicitTls(asyncio.Protocol):
     # never started; what arrives in between is kept and passed on.
 
     def data_received(self, data: bytes) -> None:
-        self._early.append(data)
+        if self._socket is not None and self._socket.get_protocol() is self:
+            self._hello.append(data)  # still the socket's protocol: TLS records
+        else:
+            self._early.append(data)  # the TLS transport's: decrypted SMTP
 
     def eof_received(self) -> bool | None:
         self._eof = True
@@ -74,7 +82,11 @@ class ImplicitTls(asyncio.Protocol):
         # because its SSLObject holds the reason if the handshake fails (asyncio
         # drops the transport's protocol on close and has no public way to it).
         await asyncio.sleep(0)
-        ssl_object = ssl_object_of(transport.get_protocol())
+        tls_protocol = transport.get_protocol()
+        ssl_object = ssl_object_of(tls_protocol)
+        if self._hello and isinstance(tls_protocol, asyncio.BufferedProtocol):
+            hello, self._hello = b"".join(self._hello), []
+            _feed(tls_protocol, hello)
         try:
             tls = await handshake
         except (OSError, TimeoutError, RuntimeError) as exc:  # ssl.SSLError is an OSError
@@ -90,3 +102,14 @@ class ImplicitTls(asyncio.Protocol):
             self._app.data_received(data)
         if self._eof:
             self._app.eof_received()
+
+
+def _feed(protocol: asyncio.BufferedProtocol, data: bytes) -> None:
+    """Hand ``data`` to ``protocol`` as the transport would have (its buffer interface)."""
+    view = memoryview(data)
+    while view:
+        buffer = memoryview(protocol.get_buffer(len(view))).cast("B")
+        size = min(len(buffer), len(view))
+        buffer[:size] = view[:size]
+        protocol.buffer_updated(size)
+        view = view[size:]
