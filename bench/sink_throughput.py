@@ -1,15 +1,19 @@
 """Sink throughput beside smtp-sink, bare aiosmtpd, MailDev and smtp-server, in one run.
 
     python bench/sink_throughput.py [--messages 5000] [--sessions 20] [--size 10240] [--runs 3]
-                                    [--workers 1 2] [--peers smtp-sink aiosmtpd maildev smtp-server]
-                                    [--node-messages-per-session 200] [--no-install]
+                                    [--workers 1 2] [--node-messages-per-session 200]
+                                    [--peers smtp-sink aiosmtpd aiosmtpd-2p maildev smtp-server]
+                                    [--no-install]
 
 Drives each server with Postfix's smtp-source on loopback (the same command for
 every one) and prints messages per second (median of the runs, interleaved: one
-run of each server per round) and the ratios to smtp-sink, bare aiosmtpd and
-fakemx with one worker. The peers: Postfix's smtp-sink; aiosmtpd with its
-``Sink`` handler (stores nothing); MailDev as shipped (mail kept in memory, web
-UI on loopback); nodemailer's smtp-server with a handler that discards
+run of each server per round) and the ratios to smtp-sink, to bare aiosmtpd and
+(``x 1 process``) of a server in several processes to itself in one. The peers:
+Postfix's smtp-sink; aiosmtpd with its ``Sink`` handler (stores nothing);
+``aiosmtpd-2p``, the same in two processes on one port (SO_REUSEPORT, as fakemx's
+workers), which shows what a second process gains the library fakemx builds on,
+on this machine; MailDev as shipped (mail kept in memory, web UI on loopback);
+nodemailer's smtp-server with a handler that discards
 (bench/node/smtp-server-sink.js). fakemx runs as shipped: every message durably
 stored before its 250; ``fakemx-Nw`` is ``fakemx serve --workers N``. The Node
 peers are installed with ``npm ci`` when missing (not with ``--no-install``);
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -42,16 +47,29 @@ import node_peers
 from common import free_port
 
 BARE_AIOSMTPD = """
-import asyncio, functools, socket, sys
+import asyncio, functools, os, socket, sys
 from aiosmtpd.handlers import Sink
 from aiosmtpd.smtp import SMTP
-async def main():
+port, processes = int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 1
+async def main(listening):
     loop = asyncio.get_running_loop()
     server = await loop.create_server(functools.partial(SMTP, Sink(), hostname="bare"),
-                                      "127.0.0.1", int(sys.argv[1]))
+                                      sock=listening)
     print("ready", flush=True)
     await asyncio.Event().wait()
-asyncio.run(main())
+listening = socket.socket()
+listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+listening.bind(("127.0.0.1", port))
+for _ in range(processes - 1):  # each process its own socket on the port, as fakemx's workers
+    if os.fork() == 0:
+        listening = socket.socket()
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listening.bind(("127.0.0.1", port))
+        break
+listening.listen(1024)
+asyncio.run(main(listening))
 """
 
 
@@ -86,12 +104,14 @@ def server(kind: str, state_dir: str) -> Iterator[Running]:
             command[1:1] = ["-u", "nobody"]
     elif kind == "aiosmtpd":
         command = [sys.executable, "-c", BARE_AIOSMTPD, str(port)]
+    elif kind == "aiosmtpd-2p":  # the ceiling of a server built on aiosmtpd, in 2 processes
+        command = [sys.executable, "-c", BARE_AIOSMTPD, str(port), "2"]
     else:  # fakemx-1w, fakemx-2w, ...
         workers = kind.removeprefix("fakemx-").removesuffix("w")
         command = [sys.executable, "-m", "fakemx", "serve", "--port", str(port),
                    "--state-dir", state_dir, "--workers", workers]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True, env=environment)
+                               text=True, env=environment, start_new_session=True)
     try:
         assert process.stdout is not None
         if kind.startswith("fakemx-") and kind != "fakemx-1w":
@@ -106,12 +126,20 @@ def server(kind: str, state_dir: str) -> Iterator[Running]:
 
 
 def stop(process: subprocess.Popen[str]) -> None:
-    """SIGTERM (fakemx then closes its store), SIGKILL after 10 s."""
-    process.send_signal(signal.SIGTERM)
+    """SIGTERM (fakemx then closes its store), SIGKILL after 10 s; to the process group of
+    a server started in a session of its own (so aiosmtpd-2p's second process too)."""
+    def signal_all(number: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if os.getpgid(process.pid) == process.pid:
+                os.killpg(process.pid, number)
+            else:
+                process.send_signal(number)
+    signal_all(signal.SIGTERM)
     try:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        process.kill()
+        signal_all(signal.SIGKILL)
+        process.wait()
 
 
 def tool(name: str) -> str:
@@ -131,7 +159,7 @@ def rate(port: int, messages: int, sessions: int, size: int) -> float:
     return messages / (time.monotonic() - started)
 
 
-PEERS = ("smtp-sink", "aiosmtpd", *node_peers.NODE_PEERS)
+PEERS = ("smtp-sink", "aiosmtpd", "aiosmtpd-2p", *node_peers.NODE_PEERS)
 
 
 def runnable(peers: list[str], install: bool) -> list[str]:
@@ -143,8 +171,12 @@ def runnable(peers: list[str], install: bool) -> list[str]:
     return [peer for peer in peers if not (reason and peer in wanted)]
 
 
+# The last column: each multi-process server beside itself in one process.
+ONE_PROCESS = {"aiosmtpd-2p": "aiosmtpd", **{f"fakemx-{n}w": "fakemx-1w" for n in range(2, 65)}}
+
+
 def ratio(medians: dict[str, float], kind: str, base: str) -> str:
-    return f"{medians[kind] / medians[base]:.2f}" if base in medians else "-"
+    return f"{medians[kind] / medians[base]:.2f}" if base in medians and base != kind else "-"
 
 
 def main() -> None:
@@ -168,7 +200,7 @@ def main() -> None:
           f" runs, {len(os.sched_getaffinity(0))} cores", flush=True)
     kinds = [*runnable(args.peers, not args.no_install), *(f"fakemx-{n}w" for n in args.workers)]
     print(f"{'server':<12}{'sessions':>9}{'messages':>9}{'msg/s':>10}{'x smtp-sink':>13}"
-          f"{'x aiosmtpd':>12}{'x fakemx-1w':>13}", flush=True)
+          f"{'x aiosmtpd':>12}{'x 1 process':>13}", flush=True)
     for sessions in args.sessions:
         counts = {kind: args.messages for kind in kinds}
         if args.node_messages_per_session:
@@ -183,7 +215,7 @@ def main() -> None:
         for kind in kinds:
             print(f"{kind:<12}{sessions:>9}{counts[kind]:>9}{medians[kind]:>10.0f}"
                   f"{ratio(medians, kind, 'smtp-sink'):>13}{ratio(medians, kind, 'aiosmtpd'):>12}"
-                  f"{ratio(medians, kind, 'fakemx-1w'):>13}", flush=True)
+                  f"{ratio(medians, kind, ONE_PROCESS.get(kind, kind)):>13}", flush=True)
 
 
 if __name__ == "__main__":
