@@ -70,7 +70,7 @@ def _lab(args: argparse.Namespace) -> int:
         certs.ensure_ca(args.state_dir)  # relays are told to trust STATE_DIR/ca.pem
         servers: list[tuple[Case, FakeMX]] = []
         started: list[FakeMX] = []
-        subscriber, others = _other_workers(store, place, started, log)
+        subscriber, others = _other_workers(store, place, started, log, api is not None)
         dns_index = 0
         try:
             for index, case in enumerate(lab):

@@ -63,7 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
                         seed=args.seed, hostname=args.hostname, time_scale=args.time_scale,
                         dns_host=args.dns_host, dns_port=args.dns_port,
                         mta_sts_port=args.mta_sts_port, store=store)
-        subscriber, others = _other_workers(store, place, [server], log)
+        subscriber, others = _other_workers(store, place, [server], log, api is not None)
         server.journal.subscribe(subscriber)
         try:
             # Relays are told to trust STATE_DIR/ca.pem: it exists whatever the profile's
@@ -144,11 +144,15 @@ def _api_of_worker(api: tuple[ApiAddress, str | None] | None, place: WorkerPlace
 
 
 def _other_workers(store: Store, place: WorkerPlace | None, servers: list[FakeMX],
-                   log: SessionLog) -> tuple[Callable[[str, Session], None], OtherWorkers | None]:
-    """What to subscribe to each server's journal for the session log; in worker 0, also
-    the reader that adds the other workers' sessions and messages to the journals of
-    ``servers`` (as the list is when it reads), for the API."""
-    if place is None or place.slot != 0:
+                   log: SessionLog, api_served: bool
+                   ) -> tuple[Callable[[str, Session], None], OtherWorkers | None]:
+    """What to subscribe to each server's journal for the session log; in worker 0 when it
+    serves the API, also the reader that adds the other workers' sessions and messages to
+    the journals of ``servers`` (as the list is when it reads), for the API.
+
+    Without the API nothing reads those journals but the session log, which prints each
+    worker's own: the reader, a few percent of worker 0's CPU at full load, is not run."""
+    if place is None or place.slot != 0 or not api_served:
         return log, None
     others = OtherWorkers(store.path, place.slot, lambda: {s.name: s.journal for s in servers},
                           store.content_of)
