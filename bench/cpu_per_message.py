@@ -1,7 +1,7 @@
 """CPU time per message of fakemx and bare aiosmtpd: a figure a shared machine cannot skew much.
 
     python bench/cpu_per_message.py [--messages 3000] [--sessions 20] [--size 10240] [--runs 5]
-                                    [--fakemx NAME=TREE ...] [--py-spy DIR]
+                                    [--fakemx NAME=TREE ...] [--py-spy DIR] [--processes 1 2]
 
 msg/s on a machine shared with other work measures the machine as much as the
 server. This bench reads instead the CPU time (user + system, all threads) the
@@ -19,6 +19,14 @@ message stored before its 250, the journal and the session log lines on.
 directory put first on PYTHONPATH), so two versions are compared in one run.
 ``--py-spy DIR`` samples each measured run with py-spy (``pip install py-spy``)
 and writes its collapsed stacks there, one file per server and run.
+
+``--processes 1 2`` also measures each server in two processes on one port (bare
+aiosmtpd forked after binding, ``fakemx serve --workers 2``), their CPU summed over
+the process group, and prints smtp-source's own CPU per message (from its rusage).
+From these it prints what a second process could reach at best on a machine of
+``--cores`` cores that runs the client too: the cores divided by the CPU per message
+of the server in 2 processes plus the client, over the rate of one process that has
+a core to itself (one over its CPU per message).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 from common import machine_header
 from sink_throughput import BARE_AIOSMTPD, free_port, stop, tool, wait_for_greeting
@@ -45,10 +54,18 @@ WARM_UP_MESSAGES = 300
 SETTLE_SECONDS = 0.3  # the server is done once its CPU time stops growing this long
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole process (every thread), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_SECOND  # fields 14 and 15
+def cpu_seconds(group: int) -> float:
+    """utime + stime of every process in the process group ``group`` (every thread), in
+    seconds: the server and, with workers, its parent and workers."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):  # ended meanwhile
+            continue
+        if int(fields[2]) == group:  # field 5, pgrp
+            total += int(fields[11]) + int(fields[12])  # fields 14 and 15
+    return total / TICKS_PER_SECOND
 
 
 def settled_cpu_seconds(pid: int) -> float:
@@ -69,17 +86,22 @@ def started(kind: str, trees: dict[str, Path], state_dir: str) -> Iterator[tuple
     """(port, pid) of a running server of ``kind``: "aiosmtpd" or a name in ``trees``."""
     port = free_port()
     env = dict(os.environ)
-    if kind == "aiosmtpd":
-        command, cwd = [sys.executable, "-c", BARE_AIOSMTPD, str(port)], None
+    name, _, processes = kind.partition(" x")  # "fakemx x2": fakemx in two processes
+    if name == "aiosmtpd":
+        command, cwd = [sys.executable, "-c", BARE_AIOSMTPD, str(port), processes or "1"], None
     else:  # `python -m` puts its working directory first on sys.path: the tree's fakemx
-        cwd = trees[kind]
+        cwd = trees[name]
         env["PYTHONPATH"] = os.pathsep.join([str(cwd), env.get("PYTHONPATH", "")])
         command = [sys.executable, "-m", "fakemx", "serve", "--port", str(port),
-                   "--state-dir", state_dir, "--workers", "1"]
+                   "--state-dir", state_dir, "--workers", processes or "1"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True, env=env, cwd=cwd)
+                               text=True, env=env, cwd=cwd, start_new_session=True)
     try:
         assert process.stdout is not None
+        if processes and name != "aiosmtpd":
+            for line in process.stdout:  # ready once every worker listens
+                if "workers ready" in line:
+                    break
         threading.Thread(target=process.stdout.read, daemon=True).start()  # never full
         wait_for_greeting(port)
         yield port, process.pid
@@ -87,12 +109,18 @@ def started(kind: str, trees: dict[str, Path], state_dir: str) -> Iterator[tuple
         stop(process)
 
 
-def send(port: int, messages: int, sessions: int, size: int) -> None:
-    subprocess.run(
+def send(port: int, messages: int, sessions: int, size: int) -> float:
+    """Run smtp-source; its own CPU seconds (user + system)."""
+    client = subprocess.Popen(
         [tool("smtp-source"), "-s", str(sessions), "-m", str(messages), "-l", str(size),
          "-f", "alice@sender.example", "-t", "bob@dest.example", f"127.0.0.1:{port}"],
-        check=True, stdout=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
     )
+    _, status, usage = os.wait4(client.pid, 0)
+    client.returncode = os.waitstatus_to_exitcode(status)
+    if client.returncode != 0:
+        sys.exit(f"smtp-source exited with {client.returncode}")
+    return usage.ru_utime + usage.ru_stime
 
 
 @contextmanager
@@ -112,19 +140,26 @@ def sampled(pid: int, out: Path | None) -> Iterator[None]:
         spy.wait(timeout=30)
 
 
+class Run(NamedTuple):
+    server_us: float  # the server's CPU per message, every process of it
+    client_us: float  # smtp-source's
+    rate: float  # messages per second
+
+
 def measure(kind: str, trees: dict[str, Path], args: argparse.Namespace,
-            spy_out: Path | None) -> tuple[float, float]:
-    """(microseconds of the server's CPU per message, messages per second), for one run."""
+            spy_out: Path | None) -> Run:
+    """One run of ``kind``."""
     with tempfile.TemporaryDirectory(prefix="fakemx-cpu-") as state, \
             started(kind, trees, state) as (port, pid):
         send(port, WARM_UP_MESSAGES, args.sessions, args.size)
         before = settled_cpu_seconds(pid)
         with sampled(pid, spy_out):
             started_at = time.monotonic()
-            send(port, args.messages, args.sessions, args.size)
+            client = send(port, args.messages, args.sessions, args.size)
             seconds = time.monotonic() - started_at
             after = settled_cpu_seconds(pid)
-    return (after - before) * 1e6 / args.messages, args.messages / seconds
+    return Run((after - before) * 1e6 / args.messages, client * 1e6 / args.messages,
+               args.messages / seconds)
 
 
 def main() -> None:
@@ -137,34 +172,48 @@ def main() -> None:
                         help="a fakemx source tree to measure as NAME (default: this one)")
     parser.add_argument("--py-spy", type=Path, metavar="DIR",
                         help="sample each measured run with py-spy, stacks written to DIR")
+    parser.add_argument("--processes", type=int, nargs="+", default=[1], choices=[1, 2],
+                        help="each server in 1 and/or 2 processes (default: 1)")
+    parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)))
     args = parser.parse_args()
     trees = {"fakemx": TREE} if not args.fakemx else {
         name: Path(tree).resolve() for name, tree in (spec.split("=", 1) for spec in args.fakemx)}
-    kinds = ["aiosmtpd", *trees]
+    kinds = [f"{name}{'' if n == 1 else f' x{n}'}"
+             for n in args.processes for name in ["aiosmtpd", *trees]]
     if args.py_spy is not None:
         args.py_spy.mkdir(parents=True, exist_ok=True)
     print(machine_header(" ".join(["python3", *sys.argv])))
     print(f"# {args.messages} messages of {args.size} bytes at {args.sessions} sessions,"
           f" median of {args.runs} interleaved runs; trees: "
           + ", ".join(f"{name}={tree}" for name, tree in trees.items()))
-    cpu: dict[str, list[float]] = {kind: [] for kind in kinds}
-    rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+    runs: dict[str, list[Run]] = {kind: [] for kind in kinds}
     for run in range(args.runs):  # interleaved: a busy moment hits every server alike
         for kind in kinds:
-            out = None if args.py_spy is None else args.py_spy / f"{kind}-{run}.txt"
-            used, rate = measure(kind, trees, args, out)
-            cpu[kind].append(used)
-            rates[kind].append(rate)
-    base = statistics.median(cpu["aiosmtpd"])
-    base_rate = statistics.median(rates["aiosmtpd"])
+            name = kind.replace(" ", "")
+            out = None if args.py_spy is None else args.py_spy / f"{name}-{run}.txt"
+            runs[kind].append(measure(kind, trees, args, out))
+    server = {kind: statistics.median(r.server_us for r in found) for kind, found in runs.items()}
+    client = {kind: statistics.median(r.client_us for r in found) for kind, found in runs.items()}
+    rate = {kind: statistics.median(r.rate for r in found) for kind, found in runs.items()}
+    base, base_rate = server["aiosmtpd"], rate["aiosmtpd"]
     # msg/s is the wall clock's: on a shared machine, read it as a hint only.
-    print(f"{'server':<12}{'CPU us/msg':>11}{'x aiosmtpd':>11}{'msg/s':>7}{'x aiosmtpd':>11}"
-          "   CPU us/msg of each run")
+    print(f"{'server':<14}{'CPU us/msg':>11}{'x aiosmtpd':>11}{'msg/s':>7}{'x aiosmtpd':>11}"
+          f"{'client us/msg':>14}   CPU us/msg of each run")
     for kind in kinds:
-        median, rate = statistics.median(cpu[kind]), statistics.median(rates[kind])
-        runs = " ".join(f"{value:.0f}" for value in cpu[kind])
-        print(f"{kind:<12}{median:>11.0f}{median / base:>11.2f}{rate:>7.0f}"
-              f"{rate / base_rate:>11.2f}   {runs}")
+        each = " ".join(f"{r.server_us:.0f}" for r in runs[kind])
+        print(f"{kind:<14}{server[kind]:>11.0f}{server[kind] / base:>11.2f}{rate[kind]:>7.0f}"
+              f"{rate[kind] / base_rate:>11.2f}{client[kind]:>14.0f}   {each}")
+    for kind in kinds:
+        name, _, processes = kind.partition(" x")
+        if not processes:
+            continue
+        # One process with a core of its own: 1 / its CPU per message. N processes on a
+        # machine that also runs the client: the cores over (server + client) per message.
+        one = 1e6 / server[name]
+        best = args.cores * 1e6 / (server[kind] + client[kind])
+        print(f"# {kind}: {server[kind] / server[name]:.2f}x the CPU per message of one process;"
+              f" at best {best:.0f} msg/s on {args.cores} cores shared with smtp-source,"
+              f" {best / one:.2f}x one process with a core to itself ({one:.0f} msg/s)")
 
 
 if __name__ == "__main__":
