@@ -29,6 +29,7 @@ from fakemx.cli.serving import (
     _shared,
     _stop_on_signals,
     _store,
+    long_lived_heap,
     run_logging,
 )
 from fakemx.config import origin
@@ -111,6 +112,7 @@ def _lab(args: argparse.Namespace) -> int:
                 students = StudentMode(frozenset(c.name for c in lab if c.hidden))
             async with (_api(api, [server for _, server in servers], log, students,
                              args.student_token) as api_server, _following(others)):
+                long_lived_heap()
                 if place is not None:
                     report_ready({case.name: server.port for case, server in servers},
                                  None if api_server is None else api_server.address.port)
