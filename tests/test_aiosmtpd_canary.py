@@ -56,6 +56,15 @@ def test_asyncio_streams_use_it_only_as_a_list_can_be(name: str) -> None:
     assert used <= {"append", "remove"}, used
 
 
+@pytest.mark.parametrize("name", seam.ASYNCIO_READER_PRIVATE)
+def test_asyncio_stream_reader_still_reads_its_limit(name: str) -> None:
+    # fakemx.smtp.seam.reading_ahead sets it for a body: readuntil's reach, and the
+    # buffer at which the reader pauses the socket.
+    for method in (asyncio.StreamReader.readuntil, asyncio.StreamReader.feed_data,
+                   asyncio.StreamReader._maybe_resume_transport):
+        assert re.search(rf"self\.{name}\b", inspect.getsource(method)), (method, name)
+
+
 def test_a_held_connection_keeps_its_state_in_slots() -> None:
     # 15,000 stalled connections held at <= 8 kB each (bench/held_connections.py): what
     # aiosmtpd and asyncio set on each connection is a slot (seam.PROTOCOL_ATTRIBUTES).

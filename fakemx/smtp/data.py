@@ -16,6 +16,9 @@ from fakemx.stages import Stage
 
 # Re-arming the idle timer costs a timer handle; do it per 64 KiB of body, not per line.
 _TIMER_RESET_BYTES = 65536
+# The body is read in blocks of up to this much when no body rule watches it (which
+# asks at every block, so it gets blocks of a line's length, about 1 kB).
+_BODY_BLOCK_BYTES = 65536
 
 
 class FakeEnvelope(Envelope):
@@ -52,7 +55,9 @@ class DataCommands(SessionCore):
             await self.push(reply)
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        content, problem, body_reply = await self._read_body()
+        watched = bool(self.plan.rules[Stage.BODY])
+        with self.reading_ahead(self.line_length_limit if watched else _BODY_BLOCK_BYTES):
+            content, problem, body_reply = await self._read_body()
         self._note(f"body: {len(content)} bytes")
         await self._end_of_message(envelope, content, problem, body_reply)
 
@@ -98,9 +103,9 @@ class DataCommands(SessionCore):
     async def _read_body(self) -> tuple[bytes, str | None, str | None]:
         """Read to the final dot: (content, an error reply or None, a body-rule reply or None).
 
-        Reads in blocks that end at a ".\r\n" or at the reader's limit (about 1 kB),
-        so a 10 kB message takes a dozen reads rather than one per line. Errors are
-        answered only after the final dot (RFC 5321 4.2.5).
+        Reads in blocks that end at a ".\r\n" or at the reader's limit (64 KiB, or about
+        1 kB for the body rules), so a 10 kB message takes one read or a dozen rather than
+        one per line. Errors are answered only after the final dot (RFC 5321 4.2.5).
         """
         data = bytearray()
         discarded = 0  # bytes dropped once the message is over the size limit

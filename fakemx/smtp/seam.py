@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import _ssl
 import asyncio
+import contextlib
 import re
 import ssl
 import types
@@ -43,6 +44,9 @@ ASYNCIO_PRIVATE = ("_sslobj",)
 # deque, whose first block is 760 bytes per connection; it only appends to it, removes
 # from it and iterates it, which a list (56 bytes while empty) does as well.
 ASYNCIO_STREAMS_PRIVATE = ("_drain_waiters",)
+# asyncio.StreamReader: how far readuntil() looks for its separator (else
+# LimitOverrunError) and, doubled, the buffer at which it stops reading the socket.
+ASYNCIO_READER_PRIVATE = ("_limit",)
 # ssl.SSLSocket's inner object: the chain the peer sent (public only from Python 3.13),
 # which diagnose's DANE check matches TLSA records against.
 SSL_PRIVATE = ("get_unverified_chain",)
@@ -338,6 +342,19 @@ class AiosmtpdSession(SMTP):
     def reader(self) -> asyncio.StreamReader:
         reader: asyncio.StreamReader = self._reader
         return reader
+
+    @contextlib.contextmanager
+    def reading_ahead(self, size: int) -> Iterator[None]:
+        """Let the reader look ``size`` bytes ahead for a separator, and buffer twice
+        that, while the block runs. aiosmtpd gives it the longest command line (1001
+        bytes): a body of 10 kB then stopped and restarted reading the socket (an
+        epoll_ctl each) for every kilobyte taken from the buffer."""
+        reader: Any = self._reader
+        reader._limit = size
+        try:
+            yield
+        finally:
+            reader._limit = self.line_length_limit
 
     @property
     def writer(self) -> asyncio.StreamWriter:
