@@ -29,14 +29,15 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from fakemx.smtp.handler import HOOK_TABLE, HOOKS, AuthMethods
+from fakemx.smtp.handler import HOOK_TABLE, HOOKS, NO_HOOKS, AuthMethods
 
 # Overridden or called: aiosmtpd.smtp.SMTP methods that are not public API.
 PRIVATE_METHODS = ("_handle_client", "_timeout_cb", "_reset_timeout", "_create_envelope",
                    "_set_post_data_state", "_create_session", "_getaddr")
 # Read or written: attributes aiosmtpd's SMTP sets on itself.
 PRIVATE_ATTRIBUTES = ("_smtp_methods", "_original_transport", "_timeout_handle", "_reader",
-                      "_writer", "_tls_protocol", "_handle_hooks", "_auth_methods")
+                      "_writer", "_tls_protocol", "_handle_hooks", "_auth_methods",
+                      "_ehlo_hook_ver")
 # asyncio.sslproto.SSLProtocol: the SSL object of a handshake that failed (asyncio
 # publishes "ssl_object" only after a handshake succeeds).
 ASYNCIO_PRIVATE = ("_sslobj",)
@@ -212,7 +213,9 @@ class AiosmtpdSession(SMTP):
 
     def __init__(self, **options: Any) -> None:
         options |= self.auth_options()
-        super().__init__(HOOKS, loop=asyncio.get_running_loop(), **options)
+        super().__init__(NO_HOOKS, loop=asyncio.get_running_loop(), **options)
+        self.event_handler = HOOKS
+        self._ehlo_hook_ver = "new"  # HOOKS.handle_EHLO's form: five arguments
         self._drain_waiters: list[asyncio.Future[None]] = []  # see ASYNCIO_STREAMS_PRIVATE
         self._swallow_next_push = False
         # Writes the next reply instead of aiosmtpd's push (fakemx/smtp/edges.py).
