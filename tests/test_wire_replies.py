@@ -109,6 +109,25 @@ def test_message_too_large() -> None:
     assert len(mx.messages) == 1
 
 
+def lines_of(size: int) -> bytes:
+    """A message of exactly ``size`` bytes as sent (its last CRLF counted), in short lines."""
+    whole, rest = divmod(size, 70)
+    return (b"x" * 68 + b"\r\n") * whole + (b"y" * (rest - 2) + b"\r\n" if rest else b"")
+
+
+@pytest.mark.parametrize(("size", "code"), [(1024, 250), (1025, 552)])
+def test_size_limit_at_the_last_byte_without_size_declared(size: int, code: int) -> None:
+    # The body arrives in one read: the limit is still the limit (RFC 1870 6.1, 552).
+    with FakeMX("5.3.4-message-too-large") as mx, smtplib.SMTP(mx.host, mx.port, timeout=5) as c:
+        c.ehlo("relay.example.net")
+        c.mail("a@sender.example")
+        c.rcpt("bob@dest.example")
+        message = lines_of(size)
+        assert len(message) == size
+        code_seen, _ = c.data(message)
+        assert code_seen == code
+
+
 def test_firewall_masks_banner_and_strips_starttls() -> None:
     with FakeMX() as healthy, smtplib.SMTP(healthy.host, healthy.port, timeout=5) as c:
         c.ehlo("relay.example.net")

@@ -129,13 +129,16 @@ class DataCommands(SessionCore):
                 if rule is not None:
                     watch_body = False
                     body_reply = await self._act(Stage.BODY, rule)
+            if limit and size - (len(body.END) if ended else 0) > limit:
+                # Asked of the last block too: a message that arrives in one block (most
+                # do, read 64 KiB at a time) is as much over the limit as a long one.
+                problem = "552 5.3.4 Message size exceeds fixed maximum message size"
             if ended:
                 break
             if size >= next_timer_reset:  # the client is still sending: not idle
                 self.restart_idle_timer()
                 next_timer_reset = size + _TIMER_RESET_BYTES
-            if limit and size > limit:
-                problem = "552 5.3.4 Message size exceeds fixed maximum message size"
+            if problem is not None:
                 discarded += len(data) - 4
                 del data[:-4]  # keep enough to recognise the final dot
         raw = bytes(data[: -len(body.END)])
