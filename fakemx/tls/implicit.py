@@ -49,9 +49,10 @@ class ImplicitTls(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._socket = transport
-        # Nothing should be read before start_tls takes the transport over. Python
-        # before 3.11.3 (Debian 12's 3.11.2) still starts reading once this returns,
-        # so bytes may come anyway: data_received keeps them for the handshake.
+        # Nothing should be read before start_tls takes the transport over. Debian 12's
+        # Python 3.11.2 still starts reading once this returns (its transport adds the
+        # reader without asking whether it was paused; 3.11.7 asks), so bytes may come
+        # anyway: data_received keeps them for the handshake.
         transport.pause_reading()
         self._task = asyncio.get_running_loop().create_task(self._handshake(transport))
 
