@@ -109,14 +109,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def long_lived_heap() -> None:
-    """Once a server is up: what start-up made (the imported modules, the profile, the
-    catalog) lives as long as the process, so the cyclic GC need not look at it again.
+    """Once a server is up, fewer and cheaper passes of the cyclic GC.
 
-    A full collection went over all of it (some 75 ms each with the journal full, every
-    session stalled meanwhile); ``gc.freeze`` moves it out of the GC's generations. The
-    young generation's threshold goes from 700 to 10,000 new objects: a session makes
-    hundreds, and the older generations were collected from it ten times as often.
-    Measured: bench/results/gc-2026-11-30.txt."""
+    What start-up made (the imported modules, the profile, the catalog) lives as long
+    as the process: ``gc.freeze`` takes it out of every pass. A session makes hundreds
+    of objects, so at Python's young threshold of 700 the GC ran every few sessions and
+    a full pass (over the journal, up to 44-65 ms) every 1,500 messages or so; at 10,000
+    it runs a ninth as often and takes about half the time in all, with no full pass
+    in 6,000 messages, but a young pass takes up to 5-6 ms rather than under 1 ms.
+    Measured: bench/results/gc-pauses-2026-12-01.txt, bench/results/gc-2026-11-30.txt."""
     gc.freeze()
     gc.set_threshold(GC_YOUNG_OBJECTS, 10, 10)
 
