@@ -21,7 +21,8 @@ import sys
 import tempfile
 
 from common import free_port, machine_header
-from sink_throughput import tool, wait_for_greeting
+from cpu_per_message import send
+from sink_throughput import wait_for_greeting
 
 CHILD = """
 import atexit, gc, sys, time
@@ -57,10 +58,7 @@ def run(variant: str, messages: int, sessions: int) -> list[tuple[int, float, fl
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             wait_for_greeting(port)
-            subprocess.run([tool("smtp-source"), "-s", str(sessions), "-m", str(messages),
-                            "-l", "10240", "-f", "alice@sender.example", "-t",
-                            "bob@dest.example", f"127.0.0.1:{port}"],
-                           check=True, stdout=subprocess.DEVNULL)
+            send(port, messages, sessions, 10240)
         finally:
             server.send_signal(signal.SIGTERM)
             _, errors = server.communicate(timeout=30)

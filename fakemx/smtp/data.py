@@ -57,7 +57,7 @@ class DataCommands(SessionCore):
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         watched = bool(self.plan.rules[Stage.BODY])
         with self.reading_ahead(self.line_length_limit if watched else _BODY_BLOCK_BYTES):
-            content, problem, body_reply = await self._read_body()
+            content, problem, body_reply = await self._read_body(watched)
         self._note(f"body: {len(content)} bytes")
         await self._end_of_message(envelope, content, problem, body_reply)
 
@@ -100,19 +100,19 @@ class DataCommands(SessionCore):
             return "452 4.3.1 Insufficient system storage"
         return f"250 2.0.0 OK: queued as {stored.id}"
 
-    async def _read_body(self) -> tuple[bytes, str | None, str | None]:
+    async def _read_body(self, watch_body: bool) -> tuple[bytes, str | None, str | None]:
         """Read to the final dot: (content, an error reply or None, a body-rule reply or None).
 
         Reads in blocks that end at a ".\r\n" or at the reader's limit (64 KiB, or about
         1 kB for the body rules), so a 10 kB message takes one read or a dozen rather than
         one per line. Errors are answered only after the final dot (RFC 5321 4.2.5).
+        ``watch_body``: the profile has body rules, asked at every block until one fires.
         """
         data = bytearray()
         discarded = 0  # bytes dropped once the message is over the size limit
         limit = self.profile.max_message_size
         problem: str | None = None
         body_reply: str | None = None
-        watch_body = bool(self.plan.rules[Stage.BODY])
         next_timer_reset = _TIMER_RESET_BYTES
         while True:
             try:
