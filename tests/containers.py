@@ -37,13 +37,16 @@ NEEDS_ENGINE = [
 def container(engine: Engine, *run_args: str) -> Iterator[str]:
     """``docker run -d ARGS``; its name; removed at the end (its log shown if a test
     failed). Named first, so that a ``run`` that fails or times out leaves nothing behind
-    (publishing the lab's 150 ports takes seconds, more under load)."""
+    (publishing the lab's 150 ports takes under a second here)."""
     name = f"fakemx-test-{secrets.token_hex(6)}"
     try:
-        engine.docker("run", "-d", "--name", name, *run_args, timeout=300)
+        engine.docker("run", "-d", "--name", name, *run_args, timeout=120)
         yield name
     except BaseException:
-        print(engine.docker("logs", name, check=False).stdout[-4000:])
+        state = engine.docker("inspect", "--format", "{{json .State}}", name, check=False)
+        logs = engine.docker("logs", name, check=False)
+        print(f"container {name}: {state.stdout.strip()}{state.stderr.strip()}\n"
+              f"{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
         raise
     finally:
         engine.docker("rm", "-f", name, check=False, timeout=300)
@@ -64,16 +67,34 @@ def run_once(engine: Engine, *run_args: str) -> subprocess.CompletedProcess[str]
 # local connection to a published port, and after a container is removed they outlive
 # it by seconds (the lab's 150 take about 15 s), while the port is free again: a port
 # the engine picked itself could be a concurrent fakemx's, whose clients would then be
-# refused.
+# refused. Each xdist worker has its own slice of the range, and a port handed out once
+# is not handed out again in this process: the ports of one ``docker run`` are chosen
+# before any is bound, and rootful podman binds each published port itself, so a
+# second ``-p`` landing inside the first one's range failed the start ("address already
+# in use"), which with ``--rm`` leaves the docker CLI waiting forever (podman keeps a
+# container whose start failed; the CLI waits for its removal).
 _PUBLISH_RANGE = (20000, 32000)
+_handed_out: set[int] = set()
+
+
+def _worker_slice() -> tuple[int, int]:
+    low, high = _PUBLISH_RANGE
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    number = int(worker.removeprefix("gw")) if worker.startswith("gw") else 0
+    size = (high - low) // max(workers, 1)
+    return low + number * size, low + (number + 1) * size
 
 
 def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive loopback ports in _PUBLISH_RANGE, free now."""
-    low, high = _PUBLISH_RANGE
+    """The first of ``count`` consecutive loopback ports of this worker's slice of
+    _PUBLISH_RANGE, free now and never handed out before in this process."""
+    low, high = _worker_slice()
     for _ in range(200):
         first = random.randrange(low, high - count)
-        if all(_free(port) for port in range(first, first + count)):
+        ports = range(first, first + count)
+        if _handed_out.isdisjoint(ports) and all(_free(port) for port in ports):
+            _handed_out.update(ports)
             return first
     raise AssertionError(f"no {count} free consecutive ports in {low}-{high}")
 
