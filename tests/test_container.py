@@ -9,7 +9,9 @@ every address). tests/container_engine.py says what this machine needs and why.
 from __future__ import annotations
 
 import re
+import secrets
 import shlex
+import socket
 import time
 
 import pytest
@@ -19,6 +21,7 @@ from containers import (
     NEEDS_ENGINE,
     api_get,
     container,
+    free_ports,
     health_command,
     host_port,
     publish,
@@ -68,6 +71,28 @@ def test_without_the_api_the_health_check_asks_the_smtp_port(engine: Engine, ima
             assert time.monotonic() < deadline, checked.stderr
             time.sleep(0.2)
         assert dialogue("127.0.0.1", host_port(engine, cid, 2525)).code("body") == 250
+
+
+def test_a_taken_host_port_is_said_only_by_a_detached_run(engine: Engine, image: str
+                                                          ) -> None:
+    """docs/run-anywhere.md: podman binds each published host port itself, so a taken
+    one fails the start; the docker CLI says why only when detached, without ``--rm``
+    (with both, it waits for a removal that never comes: not run here)."""
+    port = free_ports(1)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        for how in (["--rm"], ["-d"]):
+            name = f"fakemx-taken-{secrets.token_hex(6)}"
+            try:
+                ran = engine.docker("run", "--name", name, *how, "-e", "FAKEMX_API=",
+                                    "-p", f"127.0.0.1:{port}:2525", image, check=False)
+            finally:
+                engine.docker("rm", "-f", name, check=False)
+            assert ran.returncode != 0, ran
+            said = ("address already in use" if how == ["-d"]
+                    else "unable to upgrade to tcp, received 409")
+            assert said in ran.stderr, ran.stderr
 
 
 # region docs/run-anywhere.md's docker commands ---------------------------------------
