@@ -57,16 +57,16 @@ async def main(listening):
                                       sock=listening)
     print("ready", flush=True)
     await asyncio.Event().wait()
-listening = socket.socket()
-listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-listening.bind(("127.0.0.1", port))
+def bound():
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+listening = bound()
 for _ in range(processes - 1):  # each process its own socket on the port, as fakemx's workers
     if os.fork() == 0:
-        listening = socket.socket()
-        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        listening.bind(("127.0.0.1", port))
+        listening = bound()
         break
 listening.listen(1024)
 asyncio.run(main(listening))

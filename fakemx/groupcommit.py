@@ -26,6 +26,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fakemx.batches import with_queued
+from fakemx.storefiles import connect
+
 INSERT = ("INSERT INTO messages (session_id, server, received, mail_from, rcpt_tos, size,"
           " content, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 MOST_PER_COMMIT = 64  # a bound on one commit's size (and on the lock's hold)
@@ -40,7 +43,7 @@ class GroupCommit:
         self._path, self._fsync = path, fsync
         # For what the loop tries at once: a connection that never waits for the write
         # lock (SQLite's busy handler would sleep on the loop, every session with it).
-        self.at_once = _connect(path, fsync, timeout=0)
+        self.at_once = connect(path, fsync=fsync, timeout=0)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -68,20 +71,11 @@ class GroupCommit:
         self.at_once.close()
 
     def _run(self) -> None:
-        db = _connect(self._path, self._fsync, timeout=5)
+        db = connect(self._path, fsync=self._fsync)
         try:
             while (job := self._jobs.get()) is not None:
-                jobs = [job]
-                stopping = False
-                while len(jobs) < MOST_PER_COMMIT:  # whatever else waits joins this commit
-                    try:
-                        more = self._jobs.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        stopping = True
-                        break
-                    jobs.append(more)
+                # Whatever else waits joins this commit.
+                jobs, stopping = with_queued(job, self._jobs.get_nowait, MOST_PER_COMMIT)
                 self._commit(db, jobs)
                 if stopping:
                     return
@@ -111,13 +105,6 @@ class GroupCommit:
 def is_busy(exc: sqlite3.OperationalError) -> bool:
     """Did ``exc`` say another connection holds the write lock?"""
     return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
-
-
-def _connect(path: Path, fsync: bool, *, timeout: float) -> sqlite3.Connection:
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=timeout)
-    db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
-    db.execute("PRAGMA wal_autocheckpoint=0")  # fakemx.checkpoint's thread does it
-    return db
 
 
 def _insert_all(db: sqlite3.Connection, rows: list[Sequence[Any]]) -> list[int]:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from fakemx.batches import with_queued
 from fakemx.clientbytes import shown, shown_or_none
 from fakemx.journal import Event, Outcome, Session
 from fakemx.stages import Stage
@@ -171,18 +172,10 @@ class SessionLog:
     def _write_lines(self) -> None:
         ending = False
         while not ending and (item := self._queue.get()) is not None:
-            texts, taken = [item[0]], item[1]
             # Whatever else is queued goes out in the same write.
-            while len(texts) < self.WRITES_JOINED:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    ending = True
-                    break
-                texts.append(more[0])
-                taken += more[1]
+            items, ending = with_queued(item, self._queue.get_nowait, self.WRITES_JOINED)
+            texts = [text for text, _ in items]
+            taken = sum(lines for _, lines in items)
             with self._lock:
                 dropped, self._dropped = self._dropped, 0
                 self._queued -= taken

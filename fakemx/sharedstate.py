@@ -40,6 +40,7 @@ from pathlib import Path
 
 from fakemx.checkpoint import Checkpointer
 from fakemx.counters import CountKey, CountPlan, Event, Scope
+from fakemx.storefiles import connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS shared_clients (
@@ -86,16 +87,11 @@ class SharedState:
     """
 
     def __init__(self, db_path: Path) -> None:
-        self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA busy_timeout=5000")
+        # Counters, not mail: a commit need not reach the disk (fsync would sync the WAL
+        # at every connection).
+        self._db = connect(db_path, fsync=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        # Counters, not mail: a commit need not reach the disk (FULL would fsync the WAL
-        # at every connection); WAL with NORMAL still survives the process being killed.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        # A thread checkpoints this database (fakemx.checkpoint): a commit here would
-        # otherwise run one (and its fdatasync) on the loop every 1,000 pages.
-        self._db.execute("PRAGMA wal_autocheckpoint=0")
-        self._checkpointer = Checkpointer(db_path)
+        self._checkpointer = Checkpointer(db_path)  # the checkpoints connect() leaves out
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()  # reset() may come from the API's thread
         # The workers take turns at writing here through this file's flock first, so

@@ -32,7 +32,7 @@ from fakemx.mailbox import HEAD_BYTES, MessageInfo, MessageQuery, contains, subj
 from fakemx.mailbox import export_messages as export_messages
 from fakemx.sharedstate import SHARED_DB_NAME, SharedState, add_worker_columns
 from fakemx.storefiles import DB_NAME as DB_NAME
-from fakemx.storefiles import SCHEMA, owner_only_file
+from fakemx.storefiles import SCHEMA, connect, owner_only_file
 from fakemx.storefiles import ensure_state_dir as ensure_state_dir
 
 SESSION_FLUSH_SECONDS = 0.2
@@ -53,12 +53,8 @@ class Store:
         self.path = ensure_state_dir(state_dir) / DB_NAME
         self._lock = threading.Lock()
         owner_only_file(self.path)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db = connect(self.path, fsync=fsync)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        # Checkpoints (and their fdatasyncs) run in a thread, not at a commit on the loop.
-        self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._checkpointer = Checkpointer(self.path)
         self._group = GroupCommit(self.path, fsync=fsync)  # store_message's, and the loop's
         self._db.executescript(SCHEMA)

@@ -4,6 +4,7 @@ and CA keys), and the database's tables (fakemx.store writes and reads them)."""
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 DB_NAME = "fakemx.sqlite3"
@@ -43,6 +44,21 @@ CREATE TABLE IF NOT EXISTS counters (
     next INTEGER NOT NULL
 );
 """
+
+
+def connect(path: Path, *, fsync: bool, timeout: float = 5.0) -> sqlite3.Connection:
+    """A connection to one of the state dir's databases (the store's, the workers'
+    shared one), as fakemx writes them: autocommit, used from several threads under
+    the caller's lock; ``synchronous`` FULL with ``fsync``, else NORMAL (in WAL mode a
+    commit then survives the process being killed, not the machine); and no
+    checkpoint at a commit, which would run one (and its fdatasyncs) on the event loop
+    every 1,000 pages: fakemx.checkpoint's thread runs them. ``timeout``: how long
+    SQLite's busy handler waits for the write lock (by sleeping; 0, not at all). The
+    database's creator also sets ``journal_mode=WAL``, which the file keeps."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=timeout)
+    db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    return db
 
 
 def ensure_state_dir(path: Path) -> Path:
